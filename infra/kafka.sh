@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Local single-node Apache Kafka (KRaft, combined broker + controller) from Maven Central jars.
+#
+#   infra/kafka.sh start    resolve jars once, format storage once, start, wait for metadata
+#   infra/kafka.sh stop     stop the broker this script started
+#   infra/kafka.sh status   exit 0 when a broker answers on the bootstrap address
+#
+# Idempotent: `start` reuses a broker that already answers. Everything it writes lives under
+# $LOCAL_STATE_DIR (default: <repo>/.local), which is git-ignored.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=${LOCAL_STATE_DIR:-$ROOT/.local}
+HOME_DIR=$STATE/kafka
+LIBS=$HOME_DIR/libs
+DATA=$HOME_DIR/data
+LOGS=$HOME_DIR/logs
+PIDFILE=$HOME_DIR/kafka.pid
+CONFIG=$HOME_DIR/server.properties
+HOST=127.0.0.1
+PORT=${LOCAL_KAFKA_PORT:-9092}
+CONTROLLER_PORT=${LOCAL_KAFKA_CONTROLLER_PORT:-9093}
+HEAP=${LOCAL_KAFKA_HEAP:-512m}
+PYTHON=${PYTHON:-python3}
+
+log() { echo "[kafka] $*" >&2; }
+
+answers() {
+  # A metadata request, not just an open port: the broker listens before it can serve.
+  "$PYTHON" "$ROOT/infra/topics.py" wait --bootstrap "$HOST:$PORT" --timeout "${1:-1}" >/dev/null 2>&1
+}
+
+resolve_jars() {
+  if [ -f "$LIBS/.complete" ]; then return; fi
+  command -v mvn >/dev/null || { log "mvn is missing: install Maven (apt-get install maven)"; exit 1; }
+  log "resolving Apache Kafka jars from Maven Central (first run only)"
+  rm -rf "$LIBS"
+  mvn -q -B -Dstyle.color=never -f "$ROOT/infra/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$LIBS"
+  touch "$LIBS/.complete"
+}
+
+write_config() {
+  mkdir -p "$DATA" "$LOGS"
+  cat >"$CONFIG" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=$HOST:$CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$DATA
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+PROPS
+  cat >"$HOME_DIR/log4j2.yaml" <<YAML
+Configuration:
+  Appenders:
+    RollingFile:
+      name: file
+      fileName: "$LOGS/server.log"
+      filePattern: "$LOGS/server.log.%i"
+      PatternLayout: { pattern: "[%d] %p %m (%c)%n" }
+      Policies: { SizeBasedTriggeringPolicy: { size: 20MB } }
+      DefaultRollOverStrategy: { max: 3 }
+  Loggers:
+    Root: { level: INFO, AppenderRef: [ { ref: file } ] }
+YAML
+}
+
+JAVA=(java -Xms"$HEAP" -Xmx"$HEAP" -XX:+UseG1GC -Djava.awt.headless=true
+  -Dlog4j2.configurationFile="$HOME_DIR/log4j2.yaml" -cp "$LIBS/*")
+
+start() {
+  if answers 1; then log "already running on $HOST:$PORT"; return 0; fi
+  command -v java >/dev/null || { log "java is missing: install a JDK 17 (apt-get install openjdk-17-jre-headless)"; exit 1; }
+  resolve_jars
+  write_config
+  if [ ! -f "$DATA/meta.properties" ]; then
+    log "formatting KRaft storage in $DATA"
+    "${JAVA[@]}" kafka.tools.StorageTool format --standalone \
+      --cluster-id "$("${JAVA[@]}" kafka.tools.StorageTool random-uuid)" \
+      --config "$CONFIG" >"$LOGS/format.log" 2>&1 \
+      || { cat "$LOGS/format.log" >&2; exit 1; }
+  fi
+  log "starting broker on $HOST:$PORT (logs: $LOGS/server.log)"
+  # setsid: the broker outlives this shell and ignores the terminal's Ctrl-C; `stop` ends it.
+  setsid nohup "${JAVA[@]}" kafka.Kafka "$CONFIG" >"$LOGS/stdout.log" 2>&1 </dev/null &
+  echo $! >"$PIDFILE"
+  local deadline=$((SECONDS + ${LOCAL_KAFKA_START_TIMEOUT:-90}))
+  until answers 2; do
+    if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+      log "broker exited during start-up; last lines of its logs:"
+      tail -n 30 "$LOGS/stdout.log" "$LOGS/server.log" >&2 2>/dev/null || true
+      exit 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then log "broker not ready in time"; exit 1; fi
+    sleep 0.5
+  done
+  log "ready on $HOST:$PORT"
+}
+
+stop() {
+  if [ ! -f "$PIDFILE" ]; then log "not started by this script"; return 0; fi
+  local pid; pid=$(cat "$PIDFILE")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid"
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$pid" 2>/dev/null && { log "broker did not stop in 30 s, killing it"; kill -KILL "$pid"; }
+    log "stopped"
+  fi
+  rm -f "$PIDFILE"
+}
+
+status() {
+  if answers 2; then log "running on $HOST:$PORT"; else log "not running"; return 1; fi
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

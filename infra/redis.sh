@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Local Redis for the pipeline: Debian's redis-server with AOF persistence.
+#
+#   infra/redis.sh start    reuse a Redis that answers on 127.0.0.1:$PORT, else start one
+#   infra/redis.sh stop     stop the Redis this script started (never someone else's)
+#   infra/redis.sh status   exit 0 when Redis answers
+#
+# Data (AOF) lives under $LOCAL_STATE_DIR/redis (default <repo>/.local/redis), git-ignored.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=${LOCAL_STATE_DIR:-$ROOT/.local}
+DIR=$STATE/redis
+PORT=${LOCAL_REDIS_PORT:-6379}
+PIDFILE=$DIR/redis.pid
+
+log() { echo "[redis] $*" >&2; }
+
+answers() { redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null | grep -q PONG; }
+
+install() {
+  command -v redis-server >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "redis-server is missing; installing Debian's package"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    log "redis-server is missing. Install it with: sudo apt-get install -y redis-server"
+    exit 1
+  fi
+}
+
+start() {
+  if [ -n "${REDIS_URL:-}" ] && command -v redis-cli >/dev/null \
+    && redis-cli -u "$REDIS_URL" ping 2>/dev/null | grep -q PONG; then
+    log "using the Redis that answers at REDIS_URL"; return 0
+  fi
+  install
+  if answers; then log "already running on 127.0.0.1:$PORT"; return 0; fi
+  mkdir -p "$DIR"
+  # The Debian package starts a system service on install; ours is separate and
+  # persists with an AOF fsynced every second (the same policy as docker-compose).
+  redis-server --bind 127.0.0.1 --port "$PORT" --dir "$DIR" \
+    --appendonly yes --appendfsync everysec --save "" \
+    --daemonize yes --pidfile "$PIDFILE" --logfile "$DIR/redis.log"
+  for _ in $(seq 1 50); do answers && { log "ready on 127.0.0.1:$PORT"; return 0; }; sleep 0.1; done
+  log "did not answer in 5 s; see $DIR/redis.log"; exit 1
+}
+
+stop() {
+  if [ ! -f "$PIDFILE" ]; then log "not started by this script"; return 0; fi
+  local pid; pid=$(cat "$PIDFILE")
+  if kill -0 "$pid" 2>/dev/null; then
+    redis-cli -h 127.0.0.1 -p "$PORT" shutdown >/dev/null 2>&1 || kill -TERM "$pid"
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    log "stopped"
+  fi
+  rm -f "$PIDFILE"
+}
+
+status() {
+  if answers; then log "running on 127.0.0.1:$PORT"; else log "not running"; return 1; fi
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

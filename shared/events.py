@@ -1,0 +1,143 @@
+"""The event: its shapes on the wire, in Kafka and in storage, and how it is enriched.
+
+Three schemas, one per boundary:
+
+* `EventInputSchema` is what a client posts (`userId`, `eventType`, `payload`).
+* `EventRecordSchema` is the Kafka record value the producer writes and the consumer
+  validates; it adds `eventId`, `timestamp` and `schemaVersion`.
+* `StoredEventSchema` is what the read API returns: the record plus where and when the
+  consumer processed it.
+
+Schemas load to plain dicts of JSON types so an event is serialised once per hop, without
+conversions back and forth.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+SCHEMA_VERSION = 1
+
+USER_ID_MAX = 128
+EVENT_TYPE_MAX = 64
+DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024
+
+# Kafka record headers, so a consumer can route or filter without parsing the value.
+HEADER_EVENT_TYPE = "eventType"
+HEADER_TIMESTAMP = "timestamp"
+HEADER_EVENT_ID = "eventId"
+HEADER_SCHEMA_VERSION = "schemaVersion"
+
+# Idempotency-Key + userId -> eventId. Fixed forever: changing it would give a retried
+# request a new eventId and so a second stored copy.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0c1f8e-2d4a-4f0e-9a57-3c1d2e6f7a10")
+
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+def utc_timestamp(now: datetime | None = None) -> str:
+    """ISO-8601 UTC with milliseconds and a `Z`, e.g. `2026-11-24T04:29:53.123Z`."""
+    now = datetime.now(UTC) if now is None else now.astimezone(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def new_event_id(user_id: str, idempotency_key: str | None = None) -> str:
+    """A random UUIDv4, or with an idempotency key a UUIDv5 of (userId, key).
+
+    The same key from the same user always yields the same eventId, so a retried request
+    is deduplicated by the consumer; the same key from two users does not collide.
+    """
+    if idempotency_key is None:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{user_id}\x00{idempotency_key}"))
+
+
+def compact_json(value: Any) -> bytes:
+    """The one JSON encoding used on the wire and in storage: compact, UTF-8."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class PayloadSize(validate.Validator):
+    """Rejects a payload whose compact JSON encoding exceeds `max_bytes`."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+
+    def __call__(self, value: Any) -> Any:
+        size = len(compact_json(value))
+        if size > self.max_bytes:
+            raise ValidationError(f"Payload is {size} bytes; the limit is {self.max_bytes}.")
+        return value
+
+
+class EventInputSchema(Schema):
+    """What a client posts. Unknown fields are rejected (marshmallow's default RAISE)."""
+
+    userId = fields.String(required=True, validate=validate.Length(min=1, max=USER_ID_MAX))
+    eventType = fields.String(required=True)
+    payload = fields.Dict(keys=fields.String(), load_default=dict)
+
+    def __init__(
+        self,
+        event_types: Iterable[str],
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        allowed = tuple(event_types)
+        self.fields["eventType"].validators = [validate.OneOf(allowed)]
+        self.fields["payload"].validators = [PayloadSize(max_payload_bytes)]
+
+
+class EventRecordSchema(Schema):
+    """The Kafka record value. The consumer accepts any well-formed eventType, so a type
+    added on the producer side does not dead-letter on consumers configured earlier."""
+
+    eventId = fields.String(required=True, validate=validate.Regexp(UUID_PATTERN))
+    userId = fields.String(required=True, validate=validate.Length(min=1, max=USER_ID_MAX))
+    eventType = fields.String(
+        required=True, validate=validate.Length(min=1, max=EVENT_TYPE_MAX)
+    )
+    timestamp = fields.String(required=True, validate=validate.Regexp(TIMESTAMP_PATTERN))
+    payload = fields.Dict(keys=fields.String(), required=True)
+    schemaVersion = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+
+
+class StoredEventSchema(EventRecordSchema):
+    """An event as the read API returns it."""
+
+    processedAt = fields.String(required=True, validate=validate.Regexp(TIMESTAMP_PATTERN))
+    partition = fields.Integer(required=True)
+    offset = fields.Integer(required=True)
+
+
+def enrich(
+    event: Mapping[str, Any], *, idempotency_key: str | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """A validated input event turned into a record value (a new dict, in a stable order)."""
+    user_id = event["userId"]
+    return {
+        "eventId": new_event_id(user_id, idempotency_key),
+        "userId": user_id,
+        "eventType": event["eventType"],
+        "timestamp": utc_timestamp(now),
+        "payload": event.get("payload", {}),
+        "schemaVersion": SCHEMA_VERSION,
+    }
+
+
+def record_headers(record: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    """The Kafka headers that mirror a record's routing facts."""
+    return [
+        (HEADER_EVENT_TYPE, record["eventType"].encode()),
+        (HEADER_TIMESTAMP, record["timestamp"].encode()),
+        (HEADER_EVENT_ID, record["eventId"].encode()),
+        (HEADER_SCHEMA_VERSION, str(record["schemaVersion"]).encode()),
+    ]
