@@ -1,0 +1,62 @@
+# One obvious command each. `make run` and `make test` are all a new user needs.
+SHELL := /bin/bash
+BOOT_PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# The infra scripts use the venv's interpreter (it has confluent-kafka).
+export PYTHON := $(abspath $(PY))
+
+.PHONY: help venv run test test-unit test-integration infra down lint fmt bench compose-check clean
+
+help:
+	@echo "make run     start Kafka, Redis, the producer (:8000) and a consumer (:8001); Ctrl-C stops them"
+	@echo "make test    the whole suite, unit and integration, against a real Kafka and Redis"
+	@echo "make down    stop the local Kafka and Redis"
+	@echo "make lint    ruff and mypy --strict"
+	@echo "make bench   throughput benchmarks"
+
+$(STAMP): pyproject.toml
+	$(BOOT_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: venv
+	@infra/run.sh
+
+# pytest's fixtures start the local Kafka/Redis when nothing answers and stop them at the end.
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+infra: venv
+	@infra/kafka.sh start
+	@infra/redis.sh start
+	@$(PY) infra/topics.py ensure
+
+down:
+	@infra/kafka.sh stop
+	@infra/redis.sh stop
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: venv
+	@bench/run.sh
+
+clean: down
+	rm -rf .local $(VENV) .pytest_cache .mypy_cache .ruff_cache
