@@ -55,6 +55,11 @@ fmt: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# docker-compose.yml checked statically: no Docker engine runs on these machines.
+compose-check:
+	@if command -v docker-compose >/dev/null; then docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml: valid"; \
+	else echo "docker-compose not installed (apt-get install docker-compose); skipping the static check"; fi
+
 bench: venv
 	@bench/run.sh
 

@@ -60,7 +60,7 @@ def kafka_bootstrap() -> Iterator[str]:
     elif _docker_answers():
         from testcontainers.kafka import KafkaContainer
 
-        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka:
+        with KafkaContainer("apache/kafka:4.3.1").with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
     else:
         _run_infra("kafka.sh", "start")
