@@ -1,0 +1,105 @@
+"""The application factory: `create_app(settings=None)` builds one WSGI app per process."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+
+from producer_service import metrics
+from producer_service.config import ProducerSettings
+from producer_service.errors import error_response, register_error_handlers
+from producer_service.events import EXTENSION, ProducerState, state
+from producer_service.events import bp as events_bp
+from producer_service.openapi import DOCS_PAGE, build_spec
+from producer_service.publisher import EventPublisher, KafkaEventPublisher
+from producer_service.schemas import BatchInputSchema
+from shared.events import EventInputSchema
+
+READY_TIMEOUT = 1.0
+
+ops = Blueprint("ops", __name__)
+
+
+@ops.get("/health")
+def health() -> Response:
+    """Alive: answers without touching Kafka, so a slow broker does not get us restarted."""
+    return jsonify(status="ok")
+
+
+@ops.get("/ready")
+def ready() -> Response | tuple[Response, int]:
+    st = state()
+    if st.publisher.ready(READY_TIMEOUT):
+        return jsonify(status="ready")
+    return error_response(
+        503,
+        "unavailable",
+        f"Kafka metadata for topic {st.settings.common.kafka_topic!r} was not available "
+        f"within {READY_TIMEOUT:g} s.",
+        headers={"Retry-After": "1"},
+    )
+
+
+@ops.get("/metrics")
+def prometheus_metrics() -> Response:
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+@ops.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(current_app.extensions["producer.openapi"])
+
+
+@ops.get("/docs")
+def docs() -> Response:
+    return Response(DOCS_PAGE, mimetype="text/html")
+
+
+def _start_timer() -> None:
+    g.started = time.perf_counter()
+
+
+def _count_request(response: Response) -> Response:
+    # The route template, not the path, so unknown URLs cannot explode label cardinality.
+    route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+    metrics.HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+    started = g.get("started")
+    if started is not None:
+        metrics.HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
+def create_app(
+    settings: ProducerSettings | None = None, publisher: EventPublisher | None = None
+) -> Flask:
+    """Build the producer app. Settings default to the environment; the publisher defaults
+    to a `KafkaEventPublisher`, whose Kafka client starts on first use in this process."""
+    settings = ProducerSettings.from_env() if settings is None else settings
+    app = Flask(__name__)
+    # Werkzeug refuses larger bodies before reading them; the events view narrows it.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_batch_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = ProducerState(
+        settings=settings,
+        publisher=KafkaEventPublisher(settings) if publisher is None else publisher,
+        input_schema=EventInputSchema(settings.event_types, settings.max_payload_bytes),
+        batch_schema=BatchInputSchema(
+            settings.event_types, settings.max_payload_bytes, settings.max_batch_events
+        ),
+        api_keys=tuple(key.encode() for key in settings.api_keys),
+    )
+    app.extensions["producer.openapi"] = build_spec(settings)
+    app.before_request(_start_timer)
+    app.after_request(_count_request)
+    register_error_handlers(app)
+    app.register_blueprint(events_bp)
+    app.register_blueprint(ops)
+    return app
+
+
+def publisher_of(app: Flask) -> EventPublisher:
+    """The publisher an app built by `create_app` uses (for shutdown hooks and tests)."""
+    st: ProducerState = app.extensions[EXTENSION]
+    return st.publisher

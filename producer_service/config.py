@@ -1,0 +1,111 @@
+"""The producer's settings, read from the environment once and validated at start.
+
+Every variable is documented with its default in docs/producer.md. A bad value raises
+`ConfigError` naming the variable, so the process stops before it serves a request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+from shared.config import (
+    DEFAULT_EVENT_TYPES,
+    CommonSettings,
+    Environ,
+    env_int,
+    env_list,
+    env_str,
+)
+from shared.errors import ConfigError
+from shared.events import DEFAULT_MAX_PAYLOAD_BYTES, EVENT_TYPE_MAX
+
+COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
+EVENT_TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+@dataclass(frozen=True)
+class ProducerSettings:
+    """Everything the producer service reads from its environment."""
+
+    common: CommonSettings = field(default_factory=CommonSettings)
+    bind_host: str = "0.0.0.0"
+    port: int = 8000
+    workers: int = 2
+    threads: int = 32
+    ack_timeout_ms: int = 5000
+    flush_timeout_ms: int = 10000
+    linger_ms: int = 5
+    compression: str = "lz4"
+    max_batch_events: int = 1000
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    api_keys: tuple[str, ...] = ()
+    event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
+
+    def __post_init__(self) -> None:
+        if self.compression not in COMPRESSION_TYPES:
+            raise ConfigError(
+                f"PRODUCER_COMPRESSION must be one of {', '.join(COMPRESSION_TYPES)}, "
+                f"got {self.compression!r}"
+            )
+        if not self.event_types:
+            raise ConfigError("EVENT_TYPES must name at least one event type")
+        for name in self.event_types:
+            if len(name) > EVENT_TYPE_MAX or not EVENT_TYPE_PATTERN.match(name):
+                raise ConfigError(
+                    f"EVENT_TYPES item {name!r} must be 1-{EVENT_TYPE_MAX} characters "
+                    "of letters, digits, '_', '.', ':' or '-'"
+                )
+        # librdkafka rejects a linger as long as the delivery timeout; say it in our terms.
+        if self.linger_ms >= self.ack_timeout_ms:
+            raise ConfigError("PRODUCER_LINGER_MS must be smaller than PRODUCER_ACK_TIMEOUT_MS")
+
+    @property
+    def ack_timeout(self) -> float:
+        """Seconds a request waits for Kafka's acknowledgement before answering 503."""
+        return self.ack_timeout_ms / 1000
+
+    @property
+    def flush_timeout(self) -> float:
+        """Seconds a stopping worker waits for outstanding deliveries."""
+        return self.flush_timeout_ms / 1000
+
+    @property
+    def max_event_body_bytes(self) -> int:
+        """Request body limit of POST /events/generate: the payload cap plus room for the
+        other fields and JSON whitespace, so the payload validator reports the real problem
+        for payloads just over the cap instead of a bare 413."""
+        return self.max_payload_bytes * 2 + 4096
+
+    @property
+    def max_batch_body_bytes(self) -> int:
+        """Request body limit of POST /events/batch."""
+        return self.max_batch_events * self.max_event_body_bytes
+
+    @classmethod
+    def from_env(cls, env: Environ | None = None) -> ProducerSettings:
+        env = os.environ if env is None else env
+        return cls(
+            common=CommonSettings.from_env(env),
+            bind_host=env_str(env, "PRODUCER_BIND_HOST", cls.bind_host),
+            port=env_int(env, "PRODUCER_PORT", cls.port, minimum=0, maximum=65535),
+            workers=env_int(env, "PRODUCER_WORKERS", cls.workers, minimum=1),
+            threads=env_int(env, "PRODUCER_THREADS", cls.threads, minimum=1),
+            ack_timeout_ms=env_int(
+                env, "PRODUCER_ACK_TIMEOUT_MS", cls.ack_timeout_ms, minimum=100, maximum=300_000
+            ),
+            flush_timeout_ms=env_int(
+                env, "PRODUCER_FLUSH_TIMEOUT_MS", cls.flush_timeout_ms, minimum=0
+            ),
+            linger_ms=env_int(env, "PRODUCER_LINGER_MS", cls.linger_ms, minimum=0, maximum=1000),
+            compression=env_str(env, "PRODUCER_COMPRESSION", cls.compression).lower(),
+            max_batch_events=env_int(
+                env, "PRODUCER_MAX_BATCH_EVENTS", cls.max_batch_events, minimum=1, maximum=100_000
+            ),
+            max_payload_bytes=env_int(
+                env, "PRODUCER_MAX_PAYLOAD_BYTES", cls.max_payload_bytes, minimum=2, maximum=900_000
+            ),
+            api_keys=env_list(env, "PRODUCER_API_KEYS", ()),
+            event_types=env_list(env, "EVENT_TYPES", DEFAULT_EVENT_TYPES),
+        )

@@ -1,0 +1,197 @@
+"""The `/events` blueprint: validate, enrich, publish, and answer only after Kafka's ack."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from marshmallow import ValidationError
+from werkzeug.exceptions import BadRequest, Unauthorized, UnsupportedMediaType
+
+from producer_service.config import ProducerSettings
+from producer_service.errors import InvalidBatch
+from producer_service.metrics import observe_deliveries
+from producer_service.publisher import Delivery, EventPublisher
+from producer_service.schemas import BatchInputSchema
+from shared.errors import InvalidEvent, Unavailable
+from shared.events import EventInputSchema, compact_json, enrich
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("events", __name__, url_prefix="/events")
+
+IDEMPOTENCY_KEY_MAX = 255
+EXTENSION = "producer"
+
+
+@dataclass(frozen=True)
+class ProducerState:
+    """What the views need, built once per app by `create_app`."""
+
+    settings: ProducerSettings
+    publisher: EventPublisher
+    input_schema: EventInputSchema
+    batch_schema: BatchInputSchema
+    api_keys: tuple[bytes, ...]
+
+
+def state() -> ProducerState:
+    result: ProducerState = current_app.extensions[EXTENSION]
+    return result
+
+
+@bp.before_request
+def require_api_key() -> None:
+    keys = state().api_keys
+    if not keys:
+        return
+    given = request.headers.get("X-API-Key")
+    if given is None:
+        auth = request.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+    # Compare against every key so the time taken does not reveal which one matched.
+    candidate = (given or "").encode()
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(candidate, key)
+    if not given or not matched:
+        raise Unauthorized("A valid API key is required (X-API-Key header).")
+
+
+def _reject_constant(name: str) -> NoReturn:
+    # NaN and Infinity are not JSON; accepting them would write invalid JSON to Kafka.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_object(max_bytes: int) -> dict[str, Any]:
+    """The request body parsed as a JSON object, or the matching 4xx."""
+    if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
+        raise UnsupportedMediaType("Content-Type must be application/json.")
+    request.max_content_length = max_bytes
+    raw = request.get_data(cache=False)  # raises 413 past max_bytes
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object.")
+    return body
+
+
+def idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
+        raise BadRequest(f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} characters.")
+    return key
+
+
+def _publish(records: Sequence[Mapping[str, Any]]) -> list[Delivery]:
+    st = state()
+    deliveries = st.publisher.publish(records, st.settings.ack_timeout)
+    observe_deliveries(deliveries, (r["eventType"] for r in records))
+    return deliveries
+
+
+@bp.post("/generate")
+def generate() -> Response:
+    """Publish one event; 201 with the enriched event once Kafka acknowledged it."""
+    st = state()
+    body = json_object(st.settings.max_event_body_bytes)
+    key = idempotency_key()
+    try:
+        event = st.input_schema.load(body)
+    except ValidationError as exc:
+        raise InvalidEvent("Invalid event.", _as_dict(exc.messages)) from None
+    record = enrich(event, idempotency_key=key)
+    (delivery,) = _publish([record])
+    facts = {
+        "event_id": record["eventId"],
+        "user_id": record["userId"],
+        "event_type": record["eventType"],
+    }
+    if not delivery.ok:
+        logger.warning("event not acknowledged", extra={**facts, "reason": delivery.reason})
+        raise Unavailable(f"Kafka did not acknowledge the event: {delivery.error}")
+    logger.info(
+        "event published",
+        extra={**facts, "partition": delivery.partition, "offset": delivery.offset},
+    )
+    return Response(compact_json(record), status=201, mimetype="application/json")
+
+
+@bp.post("/batch")
+def batch() -> tuple[Response, int]:
+    """Publish up to `max_batch_events` events, validated all-or-nothing."""
+    st = state()
+    body = json_object(st.settings.max_batch_body_bytes)
+    key = idempotency_key()
+    try:
+        loaded = st.batch_schema.load(body)
+    except ValidationError as exc:
+        raise _invalid_batch(_as_dict(exc.messages)) from None
+    events: list[dict[str, Any]] = loaded["events"]
+    records = [
+        enrich(event, idempotency_key=None if key is None else f"{key}:{index}")
+        for index, event in enumerate(events)
+    ]
+    deliveries = _publish(records)
+    event_ids = [r["eventId"] for r in records]
+    acknowledged = sum(1 for d in deliveries if d.ok)
+    for record, delivery in zip(records, deliveries, strict=True):
+        # Per-event lines only at DEBUG: at INFO they would cost more than the publish.
+        logger.debug(
+            "event published" if delivery.ok else "event not acknowledged",
+            extra={
+                "event_id": record["eventId"],
+                "user_id": record["userId"],
+                "event_type": record["eventType"],
+                "partition": delivery.partition,
+                "offset": delivery.offset,
+            },
+        )
+    summary = {
+        "events": len(records),
+        "acknowledged": acknowledged,
+        "first_event_id": event_ids[0],
+        "last_event_id": event_ids[-1],
+    }
+    if acknowledged == len(records):
+        logger.info("batch published", extra=summary)
+        return jsonify(eventIds=event_ids), 201
+    logger.warning("batch not fully acknowledged", extra=summary)
+    if acknowledged == 0:
+        raise Unavailable(
+            f"Kafka acknowledged none of the {len(records)} events: {deliveries[0].error}"
+        )
+    items = [
+        {"index": i, "eventId": d.event_id, "status": 201}
+        if d.ok
+        else {"index": i, "eventId": d.event_id, "status": 503, "error": d.error}
+        for i, d in enumerate(deliveries)
+    ]
+    return jsonify(eventIds=event_ids, items=items), 207
+
+
+def _as_dict(messages: Any) -> dict[str, Any]:
+    return messages if isinstance(messages, dict) else {"_schema": messages}
+
+
+def _invalid_batch(messages: dict[str, Any]) -> InvalidBatch:
+    problems = messages.get("events")
+    if not isinstance(problems, dict):
+        return InvalidBatch("Invalid batch; nothing was published.", messages=messages)
+    # marshmallow keys item errors by index: list them in order, with the index.
+    items = [{"index": i, "fields": problems[i]} for i in sorted(problems)]
+    envelope = {k: v for k, v in messages.items() if k != "events"}
+    return InvalidBatch(
+        f"{len(items)} invalid event(s); nothing was published.", items=items, messages=envelope
+    )

@@ -1,0 +1,81 @@
+"""Prometheus metrics of the producer.
+
+Under gunicorn every worker is a process, so `PROMETHEUS_MULTIPROC_DIR` must be set before
+this module is imported (gunicorn.conf.py does it); the metrics then live in files there
+and /metrics aggregates all workers. Without it (tests, a single process) the default
+in-process registry is used.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from producer_service.publisher import Delivery
+
+HTTP_REQUESTS = Counter(
+    "producer_http_requests_total",
+    "HTTP requests answered, by route template, method and status.",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "producer_http_request_duration_seconds",
+    "Time from request start to response, by route template.",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENTS_PUBLISHED = Counter(
+    "producer_events_published_total",
+    "Events Kafka acknowledged, by event type.",
+    ["event_type"],
+)
+DELIVERY_LATENCY = Histogram(
+    "producer_delivery_latency_seconds",
+    "Time from handing a record to the Kafka client to its acknowledgement.",
+    buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+DELIVERY_FAILURES = Counter(
+    "producer_delivery_failures_total",
+    "Events Kafka did not acknowledge, by reason (timeout, queue_full, broker_error).",
+    ["reason"],
+)
+
+
+def observe_deliveries(deliveries: Iterable[Delivery], event_types: Iterable[str]) -> None:
+    """Count each delivery as published or failed; `event_types` pairs with `deliveries`.
+
+    Counts are summed first so a batch of a thousand costs a few increments, not a
+    thousand label look-ups."""
+    published: collections.Counter[str] = collections.Counter()
+    failed: collections.Counter[str] = collections.Counter()
+    for delivery, event_type in zip(deliveries, event_types, strict=True):
+        if delivery.ok:
+            published[event_type] += 1
+            if delivery.latency is not None:
+                DELIVERY_LATENCY.observe(delivery.latency)
+        else:
+            failed[delivery.reason or "unknown"] += 1
+    for event_type, count in published.items():
+        EVENTS_PUBLISHED.labels(event_type).inc(count)
+    for reason, count in failed.items():
+        DELIVERY_FAILURES.labels(reason).inc(count)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The current metrics of this service (all workers) in the text format."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,182 @@
+"""The OpenAPI 3 document, generated from the marshmallow schemas with apispec.
+
+Component shapes come from the schemas the code validates with (so the document cannot
+drift from the behaviour); the paths below only say which schema each answer uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from producer_service.config import ProducerSettings
+from producer_service.schemas import (
+    BatchAcceptedSchema,
+    BatchInputSchema,
+    BatchReportSchema,
+    ErrorSchema,
+    HealthSchema,
+)
+from shared.events import EventInputSchema, EventRecordSchema
+
+API_VERSION = "1.0.0"
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    meaning = {
+        400: "Invalid JSON, an invalid event (with field messages) or a bad Idempotency-Key.",
+        401: "API keys are configured and the request has no valid one.",
+        413: "The body is over the limit.",
+        415: "The Content-Type is not application/json.",
+        503: "Kafka did not acknowledge in time; retry, with the same Idempotency-Key.",
+    }
+    return {str(s): _json("Error", meaning[s]) for s in statuses}
+
+
+def build_spec(settings: ProducerSettings) -> dict[str, Any]:
+    """The OpenAPI document for an app built with `settings` (allowed types, limits)."""
+    spec = APISpec(
+        title="User-activity producer",
+        version=API_VERSION,
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={
+            "description": (
+                "Validated, durable intake of user-activity events into Kafka. A 201 is "
+                "sent only after Kafka acknowledged the record (acks=all)."
+            )
+        },
+    )
+    if settings.api_keys:
+        spec.components.security_scheme(
+            "ApiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+        )
+    input_schema = EventInputSchema(settings.event_types, settings.max_payload_bytes)
+    spec.components.schema("EventInput", schema=input_schema)
+    spec.components.schema("EventRecord", schema=EventRecordSchema)
+    spec.components.schema(
+        "BatchInput",
+        schema=BatchInputSchema(
+            settings.event_types, settings.max_payload_bytes, settings.max_batch_events
+        ),
+    )
+    spec.components.schema("BatchAccepted", schema=BatchAcceptedSchema)
+    spec.components.schema("BatchReport", schema=BatchReportSchema)
+    spec.components.schema("Error", schema=ErrorSchema)
+    spec.components.schema("Health", schema=HealthSchema)
+
+    idempotency_key = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": (
+            "Makes retries safe: the eventId becomes a UUIDv5 of (userId, key), so a "
+            "retried request gets the same eventId and is stored once. In a batch, item "
+            "i uses the key `<key>:<i>`."
+        ),
+    }
+    security: list[dict[str, list[str]]] = [{"ApiKey": []}] if settings.api_keys else []
+    spec.path(
+        path="/events/generate",
+        operations={
+            "post": {
+                "summary": "Publish one event",
+                "parameters": [idempotency_key],
+                "security": security,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("EventInput")}},
+                },
+                "responses": {
+                    "201": _json("EventRecord", "Kafka acknowledged the enriched event."),
+                    **_errors(400, 401, 413, 415, 503),
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/events/batch",
+        operations={
+            "post": {
+                "summary": f"Publish up to {settings.max_batch_events} events",
+                "description": (
+                    "Validation is all-or-nothing: one invalid item gives a 400 listing "
+                    "every bad index and field, and nothing is published. 503 when Kafka "
+                    "acknowledged none of the events."
+                ),
+                "parameters": [idempotency_key],
+                "security": security,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("BatchInput")}},
+                },
+                "responses": {
+                    "201": _json("BatchAccepted", "Every event was acknowledged."),
+                    "207": _json("BatchReport", "Some events were acknowledged, some not."),
+                    **_errors(400, 401, 413, 415, 503),
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/health",
+        operations={
+            "get": {
+                "summary": "The process is alive",
+                "responses": {"200": _json("Health", "Alive.")},
+            }
+        },
+    )
+    spec.path(
+        path="/ready",
+        operations={
+            "get": {
+                "summary": "Kafka answers a metadata request for the topic within 1 s",
+                "responses": {
+                    "200": _json("Health", "Ready."),
+                    "503": _json("Error", "Kafka is not reachable."),
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/metrics",
+        operations={
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "Text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    )
+    return spec.to_dict()
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>User-activity producer API</title>
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+</head>
+<body>
+  <redoc spec-url="openapi.json"></redoc>
+  <script src="https://cdn.redoc.ly/redoc/v2.1.5/bundles/redoc.standalone.js"></script>
+</body>
+</html>
+"""

@@ -1,0 +1,274 @@
+"""Publishing enriched events to Kafka and waiting for their acknowledgements.
+
+`EventPublisher` is the contract the HTTP layer relies on; `KafkaEventPublisher` is the
+real one. Request threads hand records to one shared librdkafka producer and wait for
+their own delivery reports, so concurrent requests fill the same `linger.ms` batches
+instead of each forcing a round trip (no flush per request).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from producer_service.config import ProducerSettings
+from shared.errors import Unavailable
+from shared.events import compact_json, record_headers
+
+logger = logging.getLogger(__name__)
+
+# Delivery.reason values; also the `reason` label of the delivery-failure metric.
+REASON_TIMEOUT = "timeout"
+REASON_QUEUE_FULL = "queue_full"
+REASON_BROKER = "broker_error"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What became of one record: acknowledged (`ok`) with its partition and offset, or
+    not, with a `reason` (one of the REASON_* constants) and a human-readable `error`."""
+
+    event_id: str
+    partition: int = -1
+    offset: int = -1
+    latency: float | None = None
+    reason: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+class EventPublisher(Protocol):
+    """Durably appends records to the event log.
+
+    Implementations are shared by all request threads of a process and must be safe to
+    call concurrently.
+    """
+
+    def publish(self, records: Sequence[Mapping[str, Any]], timeout: float) -> list[Delivery]:
+        """Send `records` (enriched events), blocking until every one is acknowledged or
+        `timeout` seconds have passed. Returns one `Delivery` per record, in input order;
+        a record is `ok` only once the log has durably acknowledged it. Per-record failures
+        (timeout, full queue, broker error) are reported in the deliveries, never raised.
+        Raises `Unavailable` when called after `close()`."""
+        ...
+
+    def ready(self, timeout: float) -> bool:
+        """True when the log answers a metadata request for the topic within `timeout`
+        seconds. May block that long; never raises."""
+        ...
+
+    def close(self, timeout: float) -> int:
+        """Wait up to `timeout` seconds for outstanding records, then release resources.
+        Returns how many records were still undelivered. Idempotent."""
+        ...
+
+
+class _Pending:
+    """The delivery reports one `publish` call is waiting for."""
+
+    __slots__ = ("done", "lock", "remaining", "results", "started")
+
+    def __init__(self, size: int) -> None:
+        self.results: list[Delivery | None] = [None] * size
+        self.remaining = size
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.started = time.perf_counter()
+        if size == 0:
+            self.done.set()
+
+    def settle(self, index: int, delivery: Delivery) -> None:
+        with self.lock:
+            if self.results[index] is not None:
+                return
+            self.results[index] = delivery
+            self.remaining -= 1
+            if self.remaining == 0:
+                self.done.set()
+
+    def snapshot(self) -> list[Delivery | None]:
+        with self.lock:
+            return list(self.results)
+
+
+class KafkaEventPublisher:
+    """`EventPublisher` over one confluent-kafka `Producer` per process.
+
+    The producer is created on first use in the process that uses it: librdkafka's
+    threads do not survive `fork()`, so a gunicorn worker must never inherit one from the
+    master. A daemon thread calls `poll()` so delivery callbacks run without any request
+    thread having to drive them.
+    """
+
+    def __init__(self, settings: ProducerSettings) -> None:
+        self._settings = settings
+        self._topic = settings.common.kafka_topic
+        self._lock = threading.Lock()
+        self._producer: Any = None
+        self._pid: int | None = None
+        self._poller: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._closed = False
+
+    def kafka_config(self) -> dict[str, Any]:
+        s = self._settings
+        return {
+            "bootstrap.servers": s.common.kafka_bootstrap_servers,
+            "client.id": f"producer-service-{os.getpid()}",
+            # Durability: every in-sync replica has the record before we answer 201, and
+            # librdkafka's own retries cannot duplicate or reorder it.
+            "acks": "all",
+            "enable.idempotence": True,
+            # Throughput: concurrent requests share batches for a few milliseconds.
+            "linger.ms": s.linger_ms,
+            "compression.type": s.compression,
+            # librdkafka gives up on a record when the request stops waiting for it, so a
+            # 503 is rarely followed by a late write and the local queue cannot grow
+            # without bound while the broker is away.
+            "message.timeout.ms": s.ack_timeout_ms,
+            "logger": logging.getLogger("producer_service.librdkafka"),
+            "error_cb": _log_kafka_error,
+        }
+
+    def _ensure_producer(self) -> Any:
+        if self._closed:
+            raise Unavailable("the publisher is closed")
+        producer = self._producer
+        if producer is not None and self._pid == os.getpid():
+            return producer
+        with self._lock:
+            if self._closed:
+                raise Unavailable("the publisher is closed")
+            if self._producer is None or self._pid != os.getpid():
+                # A producer inherited through fork() is unusable: start a fresh one.
+                self._producer = Producer(self.kafka_config())
+                self._pid = os.getpid()
+                self._stopping = threading.Event()
+                self._poller = threading.Thread(
+                    target=self._poll_loop,
+                    args=(self._producer, self._stopping),
+                    name="kafka-delivery-poller",
+                    daemon=True,
+                )
+                self._poller.start()
+                logger.info(
+                    "kafka producer started",
+                    extra={"topic": self._topic, "pid": self._pid},
+                )
+            return self._producer
+
+    @staticmethod
+    def _poll_loop(producer: Any, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            producer.poll(0.05)
+
+    def publish(self, records: Sequence[Mapping[str, Any]], timeout: float) -> list[Delivery]:
+        producer = self._ensure_producer()
+        deadline = time.monotonic() + timeout
+        pending = _Pending(len(records))
+        for index, record in enumerate(records):
+            callback = functools.partial(self._on_delivery, pending, index, record["eventId"])
+            try:
+                producer.produce(
+                    self._topic,
+                    key=record["userId"].encode(),
+                    value=compact_json(record),
+                    headers=record_headers(record),
+                    on_delivery=callback,
+                )
+            except BufferError:
+                # The local queue is full: Kafka is slower than intake. Back-pressure the
+                # rest of this call rather than block a request thread.
+                for rest in range(index, len(records)):
+                    pending.settle(
+                        rest,
+                        Delivery(
+                            records[rest]["eventId"],
+                            reason=REASON_QUEUE_FULL,
+                            error="the producer's local queue is full",
+                        ),
+                    )
+                break
+            except KafkaException as exc:
+                pending.settle(
+                    index,
+                    Delivery(record["eventId"], reason=REASON_BROKER, error=str(exc.args[0])),
+                )
+        pending.done.wait(max(0.0, deadline - time.monotonic()))
+        results = pending.snapshot()
+        return [
+            delivery
+            if delivery is not None
+            else Delivery(
+                record["eventId"],
+                reason=REASON_TIMEOUT,
+                error=f"Kafka did not acknowledge within {timeout * 1000:.0f} ms",
+            )
+            for record, delivery in zip(records, results, strict=True)
+        ]
+
+    @staticmethod
+    def _on_delivery(
+        pending: _Pending, index: int, event_id: str, err: KafkaError | None, msg: Message
+    ) -> None:
+        if err is None:
+            delivery = Delivery(
+                event_id,
+                partition=_or_unknown(msg.partition()),
+                offset=_or_unknown(msg.offset()),
+                latency=time.perf_counter() - pending.started,
+            )
+        else:
+            reason = REASON_TIMEOUT if err.code() == KafkaError._MSG_TIMED_OUT else REASON_BROKER
+            delivery = Delivery(event_id, reason=reason, error=err.str())
+        pending.settle(index, delivery)
+
+    def ready(self, timeout: float) -> bool:
+        try:
+            producer = self._ensure_producer()
+            metadata = producer.list_topics(self._topic, timeout=timeout)
+        except (KafkaException, Unavailable):
+            return False
+        topic = metadata.topics.get(self._topic)
+        return topic is not None and topic.error is None and bool(topic.partitions)
+
+    def close(self, timeout: float) -> int:
+        with self._lock:
+            if self._closed:
+                return 0
+            self._closed = True
+            producer, poller = self._producer, self._poller
+            owned = self._pid == os.getpid()
+            self._producer = None
+        if producer is None or not owned:
+            return 0
+        # flush() serves the remaining callbacks itself; stop the poller first so the two
+        # do not race for them.
+        self._stopping.set()
+        if poller is not None:
+            poller.join()
+        left = int(producer.flush(timeout))
+        log = logger.warning if left else logger.info
+        log("kafka producer closed", extra={"undelivered": left, "topic": self._topic})
+        return left
+
+
+def _or_unknown(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+def _log_kafka_error(err: KafkaError) -> None:
+    # Client-level errors (all brokers down, authentication) are logged; the requests that
+    # suffer from them answer 503 on their own once their deliveries time out.
+    logger.warning("kafka client error", extra={"kafka_error": err.str(), "code": err.code()})

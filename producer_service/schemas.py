@@ -1,0 +1,87 @@
+"""The producer API's own shapes: the batch request, its answers and the error body.
+
+The event itself (input and record) comes from `shared.events`, so the consumer validates
+with the same code; only what is specific to this HTTP API lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+
+from shared.events import DEFAULT_MAX_PAYLOAD_BYTES, UUID_PATTERN, EventInputSchema
+
+
+class BatchInputSchema(Schema):
+    """`{"events": [...]}`: 1 to `max_events` input events."""
+
+    events = fields.List(fields.Raw(), required=True)
+
+    def __init__(
+        self,
+        event_types: Iterable[str],
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_events: int = 1000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.item_schema = EventInputSchema(event_types, max_payload_bytes)
+        events = self.fields["events"]
+        assert isinstance(events, fields.List)
+        # Nested keeps the item errors keyed by index ({"events": {3: {...}}}) and lets the
+        # OpenAPI document show the item shape.
+        events.inner = fields.Nested(self.item_schema)
+        events.inner._bind_to_schema("events", events)
+        events.validators = [validate.Length(min=1, max=max_events)]
+
+
+class BatchAcceptedSchema(Schema):
+    """201 from POST /events/batch: every event was acknowledged."""
+
+    eventIds = fields.List(
+        fields.String(validate=validate.Regexp(UUID_PATTERN)),
+        required=True,
+        metadata={"description": "The events' ids, in input order."},
+    )
+
+
+class BatchItemSchema(Schema):
+    index = fields.Integer(required=True)
+    eventId = fields.String(required=True)
+    status = fields.Integer(
+        required=True,
+        metadata={"description": "201 when acknowledged by Kafka, 503 when not."},
+    )
+    error = fields.String(metadata={"description": "Why the event was not acknowledged."})
+
+
+class BatchReportSchema(Schema):
+    """207 from POST /events/batch: some events were acknowledged, some were not."""
+
+    eventIds = fields.List(fields.String(), required=True)
+    items = fields.List(fields.Nested(BatchItemSchema), required=True)
+
+
+class ErrorDetailSchema(Schema):
+    type = fields.String(required=True, metadata={"example": "validation_error"})
+    message = fields.String(required=True)
+    fields_ = fields.Dict(
+        data_key="fields",
+        metadata={"description": "Field name -> problems, for an invalid single event."},
+    )
+    items = fields.List(
+        fields.Dict(),
+        metadata={"description": "`{index, fields}` per invalid event of a batch."},
+    )
+
+
+class ErrorSchema(Schema):
+    """Every error answer: `{"error": {"type", "message", ...}}`."""
+
+    error = fields.Nested(ErrorDetailSchema, required=True)
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, metadata={"example": "ok"})
