@@ -1,0 +1,138 @@
+"""`consumer-service` / `python -m consumer_service`: one replica of the consumer.
+
+The main process runs the Kafka worker; the read API runs under gunicorn as a child
+process on CONSUMER_PORT. Both stop together:
+
+* SIGTERM or SIGINT: the handler only sets a flag. The worker finishes its batch, commits,
+  closes its consumer (leaving the group at once); then the API child gets SIGTERM, and
+  the process exits 0.
+* A second SIGINT exits at once with status 1 (for a stuck shutdown at a terminal).
+* The API child dying on its own stops the worker too (exit 1), so the orchestrator
+  restarts a whole replica rather than keep one that cannot be inspected.
+
+Worker metrics reach the API's /metrics through prometheus_client's multiprocess mode:
+PROMETHEUS_MULTIPROC_DIR is set here, before prometheus_client is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import FrameType
+
+from consumer_service.config import ConsumerSettings
+from shared.config import redacted
+from shared.errors import ConfigError
+from shared.logs import configure_logging
+
+log = logging.getLogger("consumer_service")
+
+EXIT_CONFIG = 2
+
+
+def _prepare_run_dir() -> tuple[Path, bool]:
+    """The shared directory for metrics files and the worker heartbeat; True when we made
+    it (and so remove it at exit)."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        # Files of a previous run would add its counts to ours.
+        for old in path.glob("*.db"):
+            old.unlink()
+        return path, False
+    path = Path(tempfile.mkdtemp(prefix="consumer-service-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path, True
+
+
+def _start_api() -> subprocess.Popen[bytes]:
+    conf = Path(__file__).with_name("gunicorn.conf.py")
+    return subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", str(conf)])
+
+
+def main() -> int:
+    try:
+        settings = ConsumerSettings.from_env()
+    except ConfigError as exc:
+        error = {"error": {"type": "config_error", "message": str(exc)}}
+        print(json.dumps(error), file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.common.log_level, service="consumer")
+    run_dir, made_run_dir = _prepare_run_dir()
+    status_path = run_dir / "worker-status.json"
+    os.environ["CONSUMER_STATUS_FILE"] = str(status_path)
+
+    # Imported only now: prometheus_client picks its multiprocess mode at import.
+    from consumer_service.status import StatusFile
+    from consumer_service.store import RedisEventStore
+    from consumer_service.worker import EXIT_FATAL, Worker
+
+    log.info("consumer starting", extra={"settings": redacted(settings), "pid": os.getpid()})
+    store = RedisEventStore.from_url(
+        settings.common.redis_url,
+        settings.redis_prefix,
+        settings.dedup_ttl_seconds,
+        retention_max_events=settings.retention_max_events,
+        retention_max_age_seconds=settings.retention_max_age_seconds,
+        timeout_seconds=settings.redis_timeout_seconds,
+    )
+    worker = Worker(settings, store, status_file=StatusFile(status_path))
+    run_api = os.environ.get("CONSUMER_API_ENABLED", "true").strip().lower() not in (
+        "0",
+        "false",
+        "no",
+    )
+    api = _start_api() if run_api else None
+    api_died = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and worker.stopping:
+            # Second Ctrl-C: do not wait for the batch. Only async-signal-safe calls here.
+            os.write(2, b'{"level": "ERROR", "message": "second interrupt: exiting now"}\n')
+            if api is not None:
+                os.kill(api.pid, signal.SIGTERM)
+            os._exit(1)
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def watch_api() -> None:
+        assert api is not None
+        status = api.wait()
+        if not worker.stopping:
+            log.error("the read API exited; stopping the worker", extra={"exit_code": status})
+            api_died.set()
+            worker.request_stop()
+
+    if api is not None:
+        threading.Thread(target=watch_api, name="api-watch", daemon=True).start()
+
+    code = worker.run()
+    if api is not None and api.poll() is None:
+        api.terminate()
+        try:
+            api.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            api.kill()
+            api.wait()
+    store.close()
+    if made_run_dir:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if api_died.is_set() and code == 0:
+        code = EXIT_FATAL
+    log.info("consumer exited", extra={"exit_code": code})
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""gunicorn settings of the read API that `consumer-service` starts next to its worker.
+
+Settings come from the same validated ConsumerSettings as the worker's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import multiprocess
+
+from consumer_service.config import ConsumerSettings
+from shared.logs import configure_logging
+
+_settings = ConsumerSettings.from_env()
+
+wsgi_app = "consumer_service.api:create_app()"
+bind = f"0.0.0.0:{_settings.port}"
+workers = _settings.api_workers
+worker_class = "gthread"
+threads = 4
+# Short: the API only reads Redis, and the whole replica must stop inside the
+# orchestrator's grace period together with the worker.
+graceful_timeout = 5
+timeout = 30
+accesslog = None
+
+
+def on_starting(server: Any) -> None:
+    configure_logging(_settings.common.log_level, service="consumer-api")
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    # Drops the dead API worker's live gauges from the multiprocess directory.
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

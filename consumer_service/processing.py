@@ -1,0 +1,140 @@
+"""Deciding what to do with one Kafka record: store it, or dead-letter it.
+
+Pure functions and values only (no Kafka client, no Redis), so every rule here is unit
+tested without a network. The worker feeds it bytes and acts on the decision.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from marshmallow import ValidationError
+
+from shared.errors import InvalidEvent
+from shared.events import EventRecordSchema, compact_json
+
+PoisonReason = Literal["too_large", "not_json", "invalid_schema"]
+
+_RECORD_SCHEMA = EventRecordSchema()
+
+
+class InvalidRecord(InvalidEvent):
+    """A record that can never be processed: it goes to the dead-letter topic."""
+
+    def __init__(self, reason: PoisonReason, message: str) -> None:
+        super().__init__(message)
+        self.reason: PoisonReason = reason
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A valid record, ready to be stored."""
+
+    record: dict[str, Any]
+    partition: int
+    offset: int
+
+    @property
+    def event_id(self) -> str:
+        return str(self.record["eventId"])
+
+    def stored_form(self, processed_at: str) -> bytes:
+        """The StoredEventSchema JSON kept in Redis: the record plus where and when."""
+        return compact_json(
+            {
+                **self.record,
+                "processedAt": processed_at,
+                "partition": self.partition,
+                "offset": self.offset,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A poison record and why."""
+
+    reason: PoisonReason
+    message: str
+    partition: int
+    offset: int
+
+
+Decision = Accepted | Rejected
+
+
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts NaN/Infinity, which compact_json would then write back as
+    # invalid JSON; such a record is poison, not an event.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_record(value: bytes | None, max_bytes: int) -> dict[str, Any]:
+    """Bytes of a Kafka record value to a validated record dict.
+
+    Raises InvalidRecord (never anything else) when the value is missing, bigger than
+    `max_bytes`, not UTF-8 JSON, or fails EventRecordSchema.
+    """
+    if value is None:
+        raise InvalidRecord("not_json", "The record has no value.")
+    if len(value) > max_bytes:
+        raise InvalidRecord(
+            "too_large", f"The record value is {len(value)} bytes; the limit is {max_bytes}."
+        )
+    try:
+        data = json.loads(value.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRecord("not_json", f"The record value is not UTF-8 JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRecord("invalid_schema", "The record value is not a JSON object.")
+    try:
+        loaded: dict[str, Any] = _RECORD_SCHEMA.load(data)
+    except ValidationError as exc:
+        raise InvalidRecord(
+            "invalid_schema",
+            f"The record fails the event schema: {compact_json(exc.messages).decode()}",
+        ) from None
+    return loaded
+
+
+def decide(value: bytes | None, partition: int, offset: int, max_bytes: int) -> Decision:
+    """Accepted when the record is a valid event, Rejected with the reason otherwise."""
+    try:
+        return Accepted(decode_record(value, max_bytes), partition, offset)
+    except InvalidRecord as exc:
+        return Rejected(exc.reason, str(exc), partition, offset)
+
+
+class PoisonWindow:
+    """The poison guard: the last `size` records, and whether too many were poison.
+
+    The limit is an absolute count, `max_share * size`, so a handful of bad records at
+    start-up does not trip it, while a topic full of garbage trips it after at most
+    `size` records instead of being drained into the dead-letter topic.
+    """
+
+    def __init__(self, size: int, max_share: float) -> None:
+        self._window: deque[bool] = deque(maxlen=size)
+        self._poison = 0
+        self._limit = max_share * size
+
+    @property
+    def poison_count(self) -> int:
+        return self._poison
+
+    def record(self, poison: bool) -> bool:
+        """Add one record; True when the poison count now exceeds the limit."""
+        if len(self._window) == self._window.maxlen and self._window[0]:
+            self._poison -= 1
+        self._window.append(poison)
+        if poison:
+            self._poison += 1
+        return self._poison > self._limit
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
+    """Exponential backoff: initial, 2x, 4x ... capped at maximum (attempt starts at 0)."""
+    return float(min(maximum, initial * (2 ** min(attempt, 32))))
