@@ -1,0 +1,163 @@
+"""Helpers for the consumer's integration tests: settings pointed at the test's own topic,
+group and key prefix; workers run as threads, each with its own Consumer."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from consumer_service.config import ConsumerSettings
+from consumer_service.store import RedisEventStore
+from consumer_service.worker import Worker
+from shared.config import CommonSettings
+from shared.events import compact_json, record_headers, utc_timestamp
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, message: str = "") -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s: {message}")
+        time.sleep(0.05)
+
+
+def make_record(user_id: str = "user-1", event_type: str = "LOGIN", **extra: Any) -> dict[str, Any]:
+    record = {
+        "eventId": str(uuid.uuid4()),
+        "userId": user_id,
+        "eventType": event_type,
+        "timestamp": utc_timestamp(),
+        "payload": {},
+        "schemaVersion": 1,
+    }
+    record.update(extra)
+    return record
+
+
+@dataclass
+class Raw:
+    """A record to produce as-is (for poison tests)."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def produce(bootstrap: str, topic: str, items: Sequence[dict[str, Any] | Raw]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    for item in items:
+        if isinstance(item, Raw):
+            producer.produce(topic, key=item.key, value=item.value, headers=item.headers)
+        else:
+            producer.produce(
+                topic,
+                key=item["userId"].encode(),
+                value=compact_json(item),
+                headers=record_headers(item),
+            )
+        producer.poll(0)
+    assert producer.flush(15) == 0
+
+
+class WorkerThread:
+    """A Worker in a thread; `stop()` asks it to stop and returns its exit code."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.exit_code: int | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.exit_code = self.worker.run()
+
+    def start(self) -> WorkerThread:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 20) -> int | None:
+        self.worker.request_stop()
+        return self.join(timeout)
+
+    def join(self, timeout: float = 20) -> int | None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "worker did not stop"
+        return self.exit_code
+
+
+@pytest.fixture
+def settings(
+    kafka_bootstrap: str, redis_url: str, topic: str, consumer_group: str, redis_prefix: str
+) -> ConsumerSettings:
+    return ConsumerSettings(
+        common=CommonSettings(
+            kafka_bootstrap_servers=kafka_bootstrap,
+            kafka_topic=topic,
+            kafka_topic_partitions=6,
+            redis_url=redis_url,
+        ),
+        consumer_group=consumer_group,
+        redis_prefix=redis_prefix,
+        batch_size=100,
+        poll_timeout_seconds=0.1,
+        session_timeout_ms=6000,
+        max_poll_interval_ms=30000,
+        backoff_initial_seconds=0.05,
+        backoff_max_seconds=0.5,
+        redis_timeout_seconds=1.0,
+        dlq_flush_timeout_seconds=5.0,
+    )
+
+
+@pytest.fixture
+def make_store(redis_url: str) -> Iterator[Callable[..., RedisEventStore]]:
+    stores: list[RedisEventStore] = []
+
+    def build(settings: ConsumerSettings, url: str | None = None) -> RedisEventStore:
+        store = RedisEventStore.from_url(
+            url or redis_url,
+            settings.redis_prefix,
+            settings.dedup_ttl_seconds,
+            retention_max_events=settings.retention_max_events,
+            retention_max_age_seconds=settings.retention_max_age_seconds,
+            timeout_seconds=settings.redis_timeout_seconds,
+        )
+        stores.append(store)
+        return store
+
+    yield build
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def start_worker(
+    make_store: Callable[..., RedisEventStore],
+) -> Iterator[Callable[..., WorkerThread]]:
+    """Start workers; any still running at the end are stopped."""
+    running: list[WorkerThread] = []
+
+    def start(settings: ConsumerSettings, store: RedisEventStore | None = None,
+              **kwargs: Any) -> WorkerThread:
+        worker = Worker(settings, store or make_store(settings), **kwargs)
+        thread = WorkerThread(worker).start()
+        running.append(thread)
+        return thread
+
+    yield start
+    for thread in running:
+        thread.stop()
+
+
+def with_(settings: ConsumerSettings, **changes: Any) -> ConsumerSettings:
+    return replace(settings, **changes)

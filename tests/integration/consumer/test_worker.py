@@ -1,0 +1,212 @@
+"""The worker against a real Kafka and Redis: dedup, dead-lettering, order, and a
+consumer group of two sharing (and handing over) the partitions."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from confluent_kafka import Consumer, TopicPartition
+
+from consumer_service.config import ConsumerSettings
+from consumer_service.store import PageQuery, RedisEventStore
+from shared.events import compact_json
+
+from .conftest import Raw, WorkerThread, make_record, produce, wait_until, with_
+
+StartWorker = Callable[..., WorkerThread]
+
+
+def committed_total(settings: ConsumerSettings) -> int:
+    """Sum of the group's committed offsets over the topic's partitions."""
+    c = Consumer({"bootstrap.servers": settings.common.kafka_bootstrap_servers,
+                  "group.id": settings.consumer_group})
+    try:
+        parts = [TopicPartition(settings.common.kafka_topic, p) for p in range(6)]
+        return sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=10))
+    finally:
+        c.close()
+
+
+def read_dlq(settings: ConsumerSettings, expected: int, timeout: float = 20) -> list[Any]:
+    c = Consumer({"bootstrap.servers": settings.common.kafka_bootstrap_servers,
+                  "group.id": f"{settings.consumer_group}-dlq-reader",
+                  "auto.offset.reset": "earliest"})
+    c.subscribe([settings.dlq_topic])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            msg = c.poll(0.2)
+            if msg is not None and msg.error() is None:
+                out.append(msg)
+    finally:
+        c.close()
+    return out
+
+
+def test_same_event_id_twice_is_stored_once(
+    settings: ConsumerSettings, start_worker: StartWorker, make_store: Callable[..., RedisEventStore]
+) -> None:
+    store = make_store(settings)
+    first = make_record("alice")
+    others = [make_record("alice"), make_record("bob")]
+    produce(settings.common.kafka_bootstrap_servers, settings.common.kafka_topic,
+            [first, *others, first])
+    start_worker(settings)
+
+    stats = wait_until(
+        lambda: (s := store.stats())["processed"] + s["duplicatesSkipped"] == 4 and s,
+        20, "all four records processed",
+    )
+    assert stats["processed"] == 3
+    assert stats["duplicatesSkipped"] == 1
+    assert stats["stored"] == 3
+    stored = store.get(first["eventId"])
+    assert stored is not None
+    assert {k: stored[k] for k in first} == first
+    assert stored["offset"] == 0  # the first copy wins
+    wait_until(lambda: committed_total(settings) == 4, 10, "offsets committed")
+
+
+def test_poison_records_go_to_the_dlq_while_good_ones_around_them_are_stored(
+    settings: ConsumerSettings, start_worker: StartWorker, make_store: Callable[..., RedisEventStore]
+) -> None:
+    settings = with_(settings, max_message_bytes=2048)
+    store = make_store(settings)
+    key = b"user-p"  # one key, one partition: the poison sits between good records
+    good = [make_record("user-p") for _ in range(4)]
+    bad_schema = compact_json({**make_record("user-p"), "eventId": "not-a-uuid"})
+    too_big = compact_json(make_record("user-p", payload={"blob": "x" * 3000}))
+    items: list[Any] = [
+        good[0],
+        Raw(key, b"{not json", [("trace", b"t-1")]),
+        good[1],
+        Raw(key, bad_schema),
+        good[2],
+        Raw(key, too_big),
+        good[3],
+    ]
+    produce(settings.common.kafka_bootstrap_servers, settings.common.kafka_topic, items)
+    start_worker(settings)
+
+    stats = wait_until(
+        lambda: (s := store.stats())["processed"] == 4 and s["deadLettered"] == 3 and s,
+        20, "good stored and poison dead-lettered",
+    )
+    assert stats["deadLetteredByReason"] == {"invalid_schema": 1, "not_json": 1, "too_large": 1}
+    assert [e["eventId"] for e in store.page(PageQuery(user_id="user-p")).events] == [
+        g["eventId"] for g in good
+    ]
+    wait_until(lambda: committed_total(settings) == 7, 10, "poison offsets advanced too")
+
+    letters = read_dlq(settings, 3)
+    assert len(letters) == 3
+    by_type = {}
+    for msg in letters:
+        headers = dict(msg.headers())
+        by_type[headers["dlq.error.type"].decode()] = (msg, headers)
+        assert msg.key() == key
+        assert headers["dlq.source.topic"].decode() == settings.common.kafka_topic
+        assert headers["dlq.consumer.group"].decode() == settings.consumer_group
+        assert headers["dlq.error"]
+    msg, headers = by_type["not_json"]
+    assert msg.value() == b"{not json"
+    assert headers["trace"] == b"t-1"  # original headers kept
+    assert headers["dlq.source.offset"] == b"1"
+    assert by_type["invalid_schema"][0].value() == bad_schema
+    assert by_type["invalid_schema"][1]["dlq.source.offset"] == b"3"
+    assert by_type["too_large"][0].value() == too_big
+    assert by_type["too_large"][1]["dlq.source.offset"] == b"5"
+    source_partitions = {h["dlq.source.partition"] for _, h in by_type.values()}
+    assert len(source_partitions) == 1
+
+
+def test_poison_flood_stops_the_worker_loudly(
+    settings: ConsumerSettings, start_worker: StartWorker, make_store: Callable[..., RedisEventStore]
+) -> None:
+    settings = with_(settings, poison_window=20, poison_max_share=0.5)
+    store = make_store(settings)
+    produce(settings.common.kafka_bootstrap_servers, settings.common.kafka_topic,
+            [Raw(b"k", b"garbage %d" % i) for i in range(100)])
+    worker = start_worker(settings)
+    assert worker.join(20) == 3
+    stats = store.stats()
+    assert stats["deadLettered"] < 100  # it did not drain the topic into the DLQ
+    assert committed_total(settings) < 100
+
+
+def test_one_users_events_come_out_in_produced_order(
+    settings: ConsumerSettings, start_worker: StartWorker, make_store: Callable[..., RedisEventStore]
+) -> None:
+    store = make_store(settings)
+    users = [f"user-{i}" for i in range(5)]
+    records = [make_record(users[n % 5], payload={"n": n}) for n in range(500)]
+    produce(settings.common.kafka_bootstrap_servers, settings.common.kafka_topic, records)
+    # Two workers, so the users' partitions are processed concurrently by different
+    # members; each user's order must still hold.
+    start_worker(settings)
+    start_worker(settings)
+    wait_until(lambda: store.stats()["processed"] == 500, 30, "all stored")
+    for user in users:
+        got = store.page(PageQuery(user_id=user, limit=1000)).events
+        want = [r["eventId"] for r in records if r["userId"] == user]
+        assert [e["eventId"] for e in got] == want
+        offsets = [e["offset"] for e in got]
+        assert offsets == sorted(offsets)
+
+
+def test_two_workers_split_partitions_and_store_every_event_once_across_a_handover(
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    make_store: Callable[..., RedisEventStore],
+    redis_client: redis.Redis,
+) -> None:
+    store = make_store(settings)
+    bootstrap, topic = settings.common.kafka_bootstrap_servers, settings.common.kafka_topic
+    settings = with_(settings, batch_size=50)
+    records = [make_record(f"user-{n % 40}", payload={"n": n}) for n in range(3000)]
+
+    a = start_worker(settings)
+    b = start_worker(settings)
+    wait_until(lambda: len(a.worker.assigned) + len(b.worker.assigned) == 6
+               and a.worker.assigned and b.worker.assigned, 20, "both members assigned")
+    assert not (a.worker.assigned & b.worker.assigned)
+
+    # Keep producing while A is stopped mid-stream and B takes over its partitions.
+    done = threading.Event()
+
+    def feed() -> None:
+        for i in range(0, len(records), 300):
+            produce(bootstrap, topic, records[i : i + 300])
+            time.sleep(0.05)
+        done.set()
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    wait_until(lambda: store.stats()["processed"] >= 600, 30, "A and B both working")
+    assert a.stop() == 0
+    assert store.stats()["processed"] < len(records), "A must stop mid-stream"
+    wait_until(lambda: len(b.worker.assigned) == 6, 20, "B took over every partition")
+    feeder.join(30)
+    assert done.is_set()
+
+    stats = wait_until(
+        lambda: (s := store.stats())["processed"] >= len(records) and s, 40, "all stored"
+    )
+    assert stats["processed"] == len(records)
+    assert stats["duplicatesSkipped"] == 0
+    assert stats["stored"] == len(records)
+    prefix = settings.redis_prefix
+    ids = {m.decode() for m in redis_client.zrange(f"{prefix}:index", 0, -1)}
+    assert ids == {r["eventId"] for r in records}
+    wait_until(lambda: committed_total(settings) == len(records), 10, "all committed")
+    assert b.stop() == 0
+    # Each stored copy names the offset it came from: no event came from two records.
+    bodies = redis_client.mget([f"{prefix}:event:{r['eventId']}" for r in records])
+    origins = {(json.loads(x)["partition"], json.loads(x)["offset"]) for x in bodies if x}
+    assert len(origins) == len(records)
