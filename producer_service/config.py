@@ -40,7 +40,7 @@ class ProducerSettings:
     compression: str = "lz4"
     max_batch_events: int = 1000
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # secrets: never printed
     event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
 
     def __post_init__(self) -> None:

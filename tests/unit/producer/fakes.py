@@ -1,0 +1,54 @@
+"""An in-memory `EventPublisher` for unit tests; it passes the same contract tests as the
+Kafka one (see contract.py), so tests written against it mean the same thing."""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from producer_service.publisher import REASON_TIMEOUT, Delivery
+from shared.errors import Unavailable
+
+
+class InMemoryEventPublisher:
+    """Keeps acknowledged records in `records`. `fail` maps a record's position in a
+    `publish` call to the reason it is not acknowledged; `fail_all` fails every record."""
+
+    def __init__(self, partitions: int = 6) -> None:
+        self.partitions = partitions
+        self.records: list[dict[str, Any]] = []
+        self.offsets = [0] * partitions
+        self.fail: dict[int, str] = {}
+        self.fail_all: str | None = None
+        self.is_ready = True
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def publish(self, records: Sequence[Mapping[str, Any]], timeout: float) -> list[Delivery]:
+        if self.closed:
+            raise Unavailable("the publisher is closed")
+        out = []
+        with self._lock:
+            for index, record in enumerate(records):
+                reason = self.fail_all or self.fail.get(index)
+                if reason is not None:
+                    out.append(Delivery(record["eventId"], reason=reason, error=f"fake {reason}"))
+                    continue
+                partition = zlib.crc32(record["userId"].encode()) % self.partitions
+                offset = self.offsets[partition]
+                self.offsets[partition] += 1
+                self.records.append(dict(record))
+                out.append(Delivery(record["eventId"], partition, offset, latency=0.001))
+        return out
+
+    def ready(self, timeout: float) -> bool:
+        return self.is_ready and not self.closed
+
+    def close(self, timeout: float) -> int:
+        self.closed = True
+        return 0
+
+
+__all__ = ["REASON_TIMEOUT", "InMemoryEventPublisher"]

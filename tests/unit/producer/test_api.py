@@ -1,0 +1,421 @@
+"""The HTTP contract with an in-memory publisher: validation, answers, errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from producer_service import create_app
+from producer_service.config import ProducerSettings
+from shared.events import TIMESTAMP_PATTERN, UUID_PATTERN, new_event_id
+from tests.unit.producer.fakes import InMemoryEventPublisher
+
+GOOD = {"userId": "user-1", "eventType": "LOGIN", "payload": {"page": "/home"}}
+
+
+def post(client: FlaskClient, path: str, body: Any, **headers: str) -> Any:
+    return client.post(
+        path, data=json.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+def assert_json_error(response: Any, status: int, error_type: str) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    error: dict[str, Any] = response.get_json()["error"]
+    assert error["type"] == error_type
+    assert error["message"]
+    return error
+
+
+# (case, body or raw bytes, content type, status, error type, text the error must contain)
+BAD_INPUTS = [
+    ("invalid json", b'{"userId": ', "application/json", 400, "bad_request", "not valid JSON"),
+    ("empty body", b"", "application/json", 400, "bad_request", "not valid JSON"),
+    (
+        "NaN is not JSON",
+        b'{"userId":"u","eventType":"LOGIN","payload":{"x":NaN}}',
+        "application/json",
+        400,
+        "bad_request",
+        "NaN",
+    ),
+    ("top level not object", [GOOD], "application/json", 400, "bad_request", "JSON object"),
+    (
+        "missing userId",
+        {"eventType": "LOGIN"},
+        "application/json",
+        400,
+        "validation_error",
+        "userId",
+    ),
+    (
+        "empty userId",
+        {**GOOD, "userId": ""},
+        "application/json",
+        400,
+        "validation_error",
+        "Length must be between 1 and 128",
+    ),
+    (
+        "userId too long",
+        {**GOOD, "userId": "u" * 129},
+        "application/json",
+        400,
+        "validation_error",
+        "Length must be between 1 and 128",
+    ),
+    (
+        "userId not a string",
+        {**GOOD, "userId": 42},
+        "application/json",
+        400,
+        "validation_error",
+        "Not a valid string",
+    ),
+    (
+        "missing eventType",
+        {"userId": "u"},
+        "application/json",
+        400,
+        "validation_error",
+        "eventType",
+    ),
+    (
+        "unknown eventType",
+        {**GOOD, "eventType": "PURCHASE"},
+        "application/json",
+        400,
+        "validation_error",
+        "Must be one of: LOGIN, LOGOUT, PRODUCT_VIEW",
+    ),
+    (
+        "payload is a list",
+        {**GOOD, "payload": [1]},
+        "application/json",
+        400,
+        "validation_error",
+        "Not a valid mapping type",
+    ),
+    (
+        "payload is a string",
+        {**GOOD, "payload": "x"},
+        "application/json",
+        400,
+        "validation_error",
+        "Not a valid mapping type",
+    ),
+    (
+        "payload is null",
+        {**GOOD, "payload": None},
+        "application/json",
+        400,
+        "validation_error",
+        "may not be null",
+    ),
+    (
+        "payload over the cap",
+        {**GOOD, "payload": {"x": "y" * 300}},
+        "application/json",
+        400,
+        "validation_error",
+        "the limit is 256",
+    ),
+    (
+        "unknown field",
+        {**GOOD, "color": "red"},
+        "application/json",
+        400,
+        "validation_error",
+        "color",
+    ),
+    ("wrong content type", GOOD, "text/plain", 415, "unsupported_media_type", "application/json"),
+    (
+        "form content type",
+        GOOD,
+        "application/x-www-form-urlencoded",
+        415,
+        "unsupported_media_type",
+        "application/json",
+    ),
+    (
+        "body over the limit",
+        {**GOOD, "payload": {"x": "y" * 10_000}},
+        "application/json",
+        413,
+        "request_entity_too_large",
+        "",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "error_type", "text"),
+    [case[1:] for case in BAD_INPUTS],
+    ids=[case[0] for case in BAD_INPUTS],
+)
+def test_bad_input(
+    client: FlaskClient,
+    fake: InMemoryEventPublisher,
+    body: Any,
+    content_type: str,
+    status: int,
+    error_type: str,
+    text: str,
+) -> None:
+    data = body if isinstance(body, bytes) else json.dumps(body)
+    response = client.post("/events/generate", data=data, content_type=content_type)
+    error = assert_json_error(response, status, error_type)
+    assert text in json.dumps(error)
+    assert fake.records == []
+
+
+def test_validation_error_names_fields(client: FlaskClient) -> None:
+    response = post(client, "/events/generate", {"userId": "", "eventType": "X", "extra": 1})
+    fields = assert_json_error(response, 400, "validation_error")["fields"]
+    assert set(fields) == {"userId", "eventType", "extra"}
+    assert fields["extra"] == ["Unknown field."]
+
+
+def test_publish_returns_the_enriched_event(
+    client: FlaskClient, fake: InMemoryEventPublisher
+) -> None:
+    response = post(client, "/events/generate", GOOD)
+    assert response.status_code == 201
+    event = response.get_json()
+    assert re.match(UUID_PATTERN, event["eventId"])
+    assert re.match(TIMESTAMP_PATTERN, event["timestamp"])
+    assert event["schemaVersion"] == 1
+    assert {k: event[k] for k in GOOD} == GOOD
+    assert fake.records == [event]
+
+
+def test_payload_defaults_to_empty_object(client: FlaskClient) -> None:
+    response = post(client, "/events/generate", {"userId": "u", "eventType": "LOGOUT"})
+    assert response.status_code == 201
+    assert response.get_json()["payload"] == {}
+
+
+def test_idempotency_key_gives_the_same_event_id(client: FlaskClient) -> None:
+    first = post(client, "/events/generate", GOOD, **{"Idempotency-Key": "k-1"}).get_json()
+    again = post(client, "/events/generate", GOOD, **{"Idempotency-Key": "k-1"}).get_json()
+    other = post(client, "/events/generate", GOOD, **{"Idempotency-Key": "k-2"}).get_json()
+    assert first["eventId"] == again["eventId"] == new_event_id("user-1", "k-1")
+    assert other["eventId"] != first["eventId"]
+
+
+@pytest.mark.parametrize("key", ["", "   ", "k" * 256])
+def test_bad_idempotency_key(client: FlaskClient, key: str) -> None:
+    response = post(client, "/events/generate", GOOD, **{"Idempotency-Key": key})
+    assert_json_error(response, 400, "bad_request")
+
+
+def test_unacknowledged_event_is_503_never_201(
+    client: FlaskClient, fake: InMemoryEventPublisher
+) -> None:
+    fake.fail_all = "timeout"
+    response = post(client, "/events/generate", GOOD)
+    assert_json_error(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "1"
+
+
+def batch_of(n: int) -> dict[str, Any]:
+    return {"events": [{**GOOD, "userId": f"user-{i}"} for i in range(n)]}
+
+
+def test_batch_gives_event_ids_in_input_order(
+    client: FlaskClient, fake: InMemoryEventPublisher
+) -> None:
+    response = post(client, "/events/batch", batch_of(5))
+    assert response.status_code == 201
+    ids = response.get_json()["eventIds"]
+    assert ids == [r["eventId"] for r in fake.records]
+    assert [r["userId"] for r in fake.records] == [f"user-{i}" for i in range(5)]
+
+
+def test_batch_idempotency_key_derives_per_item_ids(client: FlaskClient) -> None:
+    body = batch_of(3)
+    first = post(client, "/events/batch", body, **{"Idempotency-Key": "b"}).get_json()
+    again = post(client, "/events/batch", body, **{"Idempotency-Key": "b"}).get_json()
+    expected = [new_event_id(f"user-{i}", f"b:{i}") for i in range(3)]
+    assert first["eventIds"] == again["eventIds"] == expected
+
+
+def test_batch_validation_is_all_or_nothing(
+    client: FlaskClient, fake: InMemoryEventPublisher
+) -> None:
+    body = batch_of(4)
+    body["events"][1]["eventType"] = "NOPE"
+    body["events"][3] = {"userId": "", "eventType": "LOGIN", "x": 1}
+    error = assert_json_error(post(client, "/events/batch", body), 400, "validation_error")
+    assert [item["index"] for item in error["items"]] == [1, 3]
+    assert set(error["items"][0]["fields"]) == {"eventType"}
+    assert set(error["items"][1]["fields"]) == {"userId", "x"}
+    assert fake.records == []
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        ({"events": []}, "Length must be between 1 and 5"),
+        (batch_of(6), "Length must be between 1 and 5"),
+        ({"events": "x"}, "Not a valid list"),
+        ({}, "Missing data"),
+        ({**batch_of(1), "more": 1}, "Unknown field"),
+        ({"events": [5]}, "Invalid input type"),
+    ],
+)
+def test_bad_batch_envelope(
+    client: FlaskClient, fake: InMemoryEventPublisher, body: Any, text: str
+) -> None:
+    error = assert_json_error(post(client, "/events/batch", body), 400, "validation_error")
+    assert text in json.dumps(error)
+    assert fake.records == []
+
+
+def test_batch_partly_acknowledged_is_207(
+    client: FlaskClient, fake: InMemoryEventPublisher
+) -> None:
+    fake.fail = {1: "timeout", 3: "broker_error"}
+    response = post(client, "/events/batch", batch_of(4))
+    assert response.status_code == 207
+    body = response.get_json()
+    assert [item["status"] for item in body["items"]] == [201, 503, 201, 503]
+    assert [item["index"] for item in body["items"]] == [0, 1, 2, 3]
+    assert [item["eventId"] for item in body["items"]] == body["eventIds"]
+    assert "error" in body["items"][1] and "error" not in body["items"][0]
+
+
+def test_batch_not_acknowledged_at_all_is_503(
+    client: FlaskClient, fake: InMemoryEventPublisher
+) -> None:
+    fake.fail_all = "queue_full"
+    assert_json_error(post(client, "/events/batch", batch_of(2)), 503, "unavailable")
+
+
+def test_batch_body_limit_is_413(client: FlaskClient, settings: ProducerSettings) -> None:
+    big = b'{"events": [' + b" " * settings.max_batch_body_bytes + b"]}"
+    response = client.post("/events/batch", data=big, content_type="application/json")
+    assert_json_error(response, 413, "request_entity_too_large")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error_type"),
+    [
+        ("GET", "/nowhere", 404, "not_found"),
+        ("GET", "/events/generate", 405, "method_not_allowed"),
+        ("PUT", "/events/batch", 405, "method_not_allowed"),
+        ("POST", "/health", 405, "method_not_allowed"),
+    ],
+)
+def test_routing_errors_are_json(
+    client: FlaskClient, method: str, path: str, status: int, error_type: str
+) -> None:
+    response = client.open(path, method=method)
+    assert_json_error(response, status, error_type)
+    if status == 405:
+        assert "Allow" in response.headers
+
+
+def test_unexpected_error_is_json_500_without_details(
+    app: Flask, fake: InMemoryEventPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    def boom(*args: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    fake.publish = boom  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR):
+        response = post(app.test_client(), "/events/generate", GOOD)
+    error = assert_json_error(response, 500, "internal_error")
+    assert "secret internals" not in json.dumps(error)
+    assert "secret internals" in caplog.text
+
+
+def test_logs_have_event_facts_but_never_the_payload(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="producer_service"):
+        post(client, "/events/generate", {**GOOD, "payload": {"secret": "hunter2"}})
+        post(client, "/events/batch", {"events": [{**GOOD, "payload": {"secret": "hunter2"}}]})
+    published = [r for r in caplog.records if r.getMessage() == "event published"]
+    assert len(published) == 2
+    for record in published:
+        assert record.__dict__["user_id"] == "user-1"
+        assert record.__dict__["event_type"] == "LOGIN"
+        assert re.match(UUID_PATTERN, record.__dict__["event_id"])
+    assert all("hunter2" not in str(r.__dict__) for r in caplog.records)
+
+
+class TestApiKeys:
+    @pytest.fixture
+    def settings(self) -> ProducerSettings:
+        return ProducerSettings(api_keys=("k-one", "k-two"))
+
+    def test_missing_or_wrong_key_is_401(self, client: FlaskClient) -> None:
+        assert_json_error(post(client, "/events/generate", GOOD), 401, "unauthorized")
+        response = post(client, "/events/batch", batch_of(1), **{"X-API-Key": "nope"})
+        assert_json_error(response, 401, "unauthorized")
+
+    def test_valid_key_in_either_header(self, client: FlaskClient) -> None:
+        assert post(client, "/events/generate", GOOD, **{"X-API-Key": "k-two"}).status_code == 201
+        response = post(client, "/events/generate", GOOD, Authorization="Bearer k-one")
+        assert response.status_code == 201
+
+    def test_probes_need_no_key(self, client: FlaskClient) -> None:
+        for path in ("/health", "/ready", "/metrics", "/openapi.json", "/docs"):
+            assert client.get(path).status_code == 200, path
+
+
+def test_health_and_ready(client: FlaskClient, fake: InMemoryEventPublisher) -> None:
+    assert client.get("/health").get_json() == {"status": "ok"}
+    assert client.get("/ready").status_code == 200
+    fake.is_ready = False
+    assert_json_error(client.get("/ready"), 503, "unavailable")
+
+
+def test_metrics(client: FlaskClient, fake: InMemoryEventPublisher) -> None:
+    post(client, "/events/generate", GOOD)
+    fake.fail_all = "timeout"
+    post(client, "/events/generate", GOOD)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert (
+        'producer_http_requests_total{method="POST",route="/events/generate",status="201"}' in text
+    )
+    assert 'producer_events_published_total{event_type="LOGIN"}' in text
+    assert "producer_delivery_latency_seconds_bucket" in text
+    assert 'producer_delivery_failures_total{reason="timeout"}' in text
+
+
+def test_openapi_is_generated_from_the_schemas(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    schemas = spec["components"]["schemas"]
+    assert {
+        "EventInput",
+        "EventRecord",
+        "BatchInput",
+        "BatchAccepted",
+        "BatchReport",
+        "Error",
+    } <= set(schemas)
+    assert schemas["EventInput"]["properties"]["eventType"]["enum"] == [
+        "LOGIN",
+        "LOGOUT",
+        "PRODUCT_VIEW",
+    ]
+    assert schemas["BatchInput"]["properties"]["events"]["maxItems"] == 5
+    assert set(spec["paths"]["/events/batch"]["post"]["responses"]) >= {"201", "207", "400", "503"}
+    docs = client.get("/docs")
+    assert docs.mimetype == "text/html" and "openapi.json" in docs.get_data(as_text=True)
+
+
+def test_event_types_are_configurable(fake: InMemoryEventPublisher) -> None:
+    client = create_app(ProducerSettings(event_types=("PURCHASE",)), publisher=fake).test_client()
+    assert post(client, "/events/generate", {**GOOD, "eventType": "PURCHASE"}).status_code == 201
+    assert post(client, "/events/generate", GOOD).status_code == 400

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+
+from producer_service.config import ProducerSettings
+from shared.config import redacted
+from shared.errors import ConfigError
+
+
+def test_defaults() -> None:
+    s = ProducerSettings.from_env({})
+    assert s.port == 8000
+    assert s.ack_timeout == 5.0
+    assert s.max_batch_events == 1000
+    assert s.max_payload_bytes == 16384
+    assert s.api_keys == ()
+    assert s.event_types == ("LOGIN", "LOGOUT", "PRODUCT_VIEW")
+    assert s.common.kafka_topic == "user-activity-events"
+    assert s.compression == "lz4"
+
+
+def test_from_env() -> None:
+    s = ProducerSettings.from_env(
+        {
+            "PRODUCER_PORT": "9000",
+            "PRODUCER_API_KEYS": " k1, k2 ,",
+            "EVENT_TYPES": "A,B",
+            "PRODUCER_ACK_TIMEOUT_MS": "250",
+            "PRODUCER_COMPRESSION": "ZSTD",
+            "KAFKA_TOPIC": "t",
+        }
+    )
+    assert (s.port, s.api_keys, s.event_types) == (9000, ("k1", "k2"), ("A", "B"))
+    assert (s.ack_timeout, s.compression, s.common.kafka_topic) == (0.25, "zstd", "t")
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"PRODUCER_PORT": "http"}, "PRODUCER_PORT"),
+        ({"PRODUCER_PORT": "70000"}, "PRODUCER_PORT"),
+        ({"PRODUCER_ACK_TIMEOUT_MS": "10"}, "PRODUCER_ACK_TIMEOUT_MS"),
+        ({"PRODUCER_COMPRESSION": "brotli"}, "PRODUCER_COMPRESSION"),
+        ({"PRODUCER_WORKERS": "0"}, "PRODUCER_WORKERS"),
+        ({"EVENT_TYPES": "OK,not ok"}, "EVENT_TYPES"),
+        ({"PRODUCER_LINGER_MS": "500", "PRODUCER_ACK_TIMEOUT_MS": "400"}, "PRODUCER_LINGER_MS"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": " "}, "KAFKA_BOOTSTRAP_SERVERS"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        ProducerSettings.from_env(env)
+
+
+def test_api_keys_are_redacted() -> None:
+    s = ProducerSettings.from_env({"PRODUCER_API_KEYS": "secret-key"})
+    assert "secret-key" not in str(redacted(s))
+
+
+def test_api_keys_are_not_in_repr() -> None:
+    assert "secret-key" not in repr(ProducerSettings.from_env({"PRODUCER_API_KEYS": "secret-key"}))
