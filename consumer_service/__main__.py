@@ -16,6 +16,7 @@ PROMETHEUS_MULTIPROC_DIR is set here, before prometheus_client is imported.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from shared.logs import configure_logging
 log = logging.getLogger("consumer_service")
 
 EXIT_CONFIG = 2
+PR_SET_PDEATHSIG = 1
 
 
 def _prepare_run_dir() -> tuple[Path, bool]:
@@ -54,9 +56,22 @@ def _prepare_run_dir() -> tuple[Path, bool]:
     return path, True
 
 
+def _die_with_parent() -> None:
+    # Linux: the API child gets SIGTERM if this process dies, even by SIGKILL, so a
+    # crashed replica never leaves an orphan holding the port.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def _start_api() -> subprocess.Popen[bytes]:
     conf = Path(__file__).with_name("gunicorn.conf.py")
-    return subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", str(conf)])
+    return subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", str(conf)],
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
 
 
 def main() -> int:
