@@ -70,6 +70,9 @@ def _start_api() -> subprocess.Popen[bytes]:
     conf = Path(__file__).with_name("gunicorn.conf.py")
     return subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--config", str(conf)],
+        # Its own session: a terminal's Ctrl-C reaches only this process, which stops the
+        # worker first and then the API, in that order.
+        start_new_session=True,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
 

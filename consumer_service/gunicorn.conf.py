@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
 from consumer_service.config import ConsumerSettings
@@ -24,10 +25,20 @@ threads = 4
 graceful_timeout = 5
 timeout = 30
 accesslog = None
+# gunicorn 27's control socket lives at one path per user; replicas sharing a host (or
+# the producer's gunicorn) would fight over it, and nothing here uses it.
+control_socket_disable = True
 
 
-def on_starting(server: Any) -> None:
-    configure_logging(_settings.common.log_level, service="consumer-api")
+class JsonLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger, re-routed to the project's JSON lines from its first line."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        configure_logging(_settings.common.log_level, service="consumer-api")
+
+
+logger_class = JsonLogger
 
 
 def child_exit(server: Any, worker: Any) -> None:

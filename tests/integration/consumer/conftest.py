@@ -147,8 +147,9 @@ def start_worker(
     """Start workers; any still running at the end are stopped."""
     running: list[WorkerThread] = []
 
-    def start(settings: ConsumerSettings, store: RedisEventStore | None = None,
-              **kwargs: Any) -> WorkerThread:
+    def start(
+        settings: ConsumerSettings, store: RedisEventStore | None = None, **kwargs: Any
+    ) -> WorkerThread:
         worker = Worker(settings, store or make_store(settings), **kwargs)
         thread = WorkerThread(worker).start()
         running.append(thread)

@@ -27,7 +27,9 @@ def ts(n: int) -> str:
 
 
 @pytest.fixture
-def stored(settings: ConsumerSettings, make_store: Callable[..., RedisEventStore]) -> list[dict[str, Any]]:
+def stored(
+    settings: ConsumerSettings, make_store: Callable[..., RedisEventStore]
+) -> list[dict[str, Any]]:
     """250 events stored through the real store: n-th event has timestamp ts(n)."""
     store = make_store(settings)
     records = [
@@ -79,7 +81,10 @@ def test_pages_come_in_processing_order_and_end_with_next_null(
     [
         ("&userId=bob", lambda n, r: r["userId"] == "bob"),
         ("&eventType=LOGOUT", lambda n, r: r["eventType"] == "LOGOUT"),
-        ("&userId=bob&eventType=LOGIN", lambda n, r: r["userId"] == "bob" and r["eventType"] == "LOGIN"),
+        (
+            "&userId=bob&eventType=LOGIN",
+            lambda n, r: r["userId"] == "bob" and r["eventType"] == "LOGIN",
+        ),
         (f"&since={ts(30)}&until={ts(90)}", lambda n, r: 30 <= n < 90),
         ("&since=2026-01-01T01:00:10%2B01:00", lambda n, r: n >= 10),  # offsets normalised
         (f"&userId=cat&since={ts(200)}", lambda n, r: r["userId"] == "cat" and n >= 200),
@@ -104,8 +109,18 @@ def test_one_event_and_404(client: FlaskClient, stored: list[dict[str, Any]]) ->
 
 @pytest.mark.parametrize(
     "query",
-    ["limit=0", "limit=1001", "limit=ten", "cursor=-1", "cursor=abc", "since=yesterday",
-     "since=2026-01-01T00:00:00", f"since={ts(9)}&until={ts(9)}", "userId=", "colour=red"],
+    [
+        "limit=0",
+        "limit=1001",
+        "limit=ten",
+        "cursor=-1",
+        "cursor=abc",
+        "since=yesterday",
+        "since=2026-01-01T00:00:00",
+        f"since={ts(9)}&until={ts(9)}",
+        "userId=",
+        "colour=red",
+    ],
 )
 def test_invalid_queries_are_400_with_a_json_error(client: FlaskClient, query: str) -> None:
     resp = client.get(f"/events/processed?{query}")
@@ -154,8 +169,13 @@ def test_health_ready_metrics_openapi(
     assert "heartbeat" in stale.get_json()["error"]["message"]
 
     metrics = client.get("/metrics").get_data(as_text=True)
-    for name in ("consumer_events_processed_total", "consumer_duplicates_skipped_total",
-                 "consumer_dead_lettered_total", "consumer_batch_seconds", "consumer_lag"):
+    for name in (
+        "consumer_events_processed_total",
+        "consumer_duplicates_skipped_total",
+        "consumer_dead_lettered_total",
+        "consumer_batch_seconds",
+        "consumer_lag",
+    ):
         assert name in metrics
 
     spec = client.get("/openapi.json").get_json()

@@ -58,8 +58,13 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[bytes
     def start(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
         log_path = tmp_path / f"service-{len(procs)}.log"
         with log_path.open("wb") as log_file:
-            proc = subprocess.Popen([sys.executable, "-m", "consumer_service"], env=env,
-                                    stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "consumer_service"],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
         procs.append(proc)
         return proc, log_path
 
@@ -88,19 +93,26 @@ def test_service_serves_metrics_logs_json_and_stops_cleanly_on_sigterm(
     produce(settings.common.kafka_bootstrap_servers, settings.common.kafka_topic, records)
 
     wait_until(lambda: get_json(f"{base}/ready"), 30, "the replica is ready")
-    wait_until(lambda: (b := get_json(f"{base}/events/processed")) and b["total"] == 60, 20,
-               "every event served by the replica's API")
+    wait_until(
+        lambda: (b := get_json(f"{base}/events/processed")) and b["total"] == 60,
+        20,
+        "every event served by the replica's API",
+    )
 
     def processed_metric() -> float:
         text = requests.get(f"{base}/metrics", timeout=2).text
-        lines = [ln for ln in text.splitlines()
-                 if ln.startswith("consumer_events_processed_total ")]
+        lines = [
+            ln for ln in text.splitlines() if ln.startswith("consumer_events_processed_total ")
+        ]
         return float(lines[0].split()[1]) if lines else -1.0
 
     wait_until(lambda: processed_metric() == 60.0, 10, "worker metrics visible in the API")
     # Lag is sampled about once a second.
-    wait_until(lambda: "consumer_lag{" in requests.get(f"{base}/metrics", timeout=2).text, 5,
-               "lag per partition on /metrics")
+    wait_until(
+        lambda: "consumer_lag{" in requests.get(f"{base}/metrics", timeout=2).text,
+        5,
+        "lag per partition on /metrics",
+    )
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
@@ -126,8 +138,9 @@ def test_a_replica_killed_outright_is_replaced_without_loss_or_doubles(
     store = make_store(settings)
     records = [make_record(f"user-{n % 20}") for n in range(4000)]
     produce(settings.common.kafka_bootstrap_servers, settings.common.kafka_topic, records)
-    proc, _ = spawn(service_env(settings, free_port(), CONSUMER_API_ENABLED="false",
-                                CONSUMER_BATCH_SIZE="20"))
+    proc, _ = spawn(
+        service_env(settings, free_port(), CONSUMER_API_ENABLED="false", CONSUMER_BATCH_SIZE="20")
+    )
     wait_until(lambda: store.stats()["processed"] >= 300, 30, "the replica is working")
     proc.kill()  # no commit on the way out: its last batches get replayed
     proc.wait(10)

@@ -23,8 +23,12 @@ StartWorker = Callable[..., WorkerThread]
 
 def committed_total(settings: ConsumerSettings) -> int:
     """Sum of the group's committed offsets over the topic's partitions."""
-    c = Consumer({"bootstrap.servers": settings.common.kafka_bootstrap_servers,
-                  "group.id": settings.consumer_group})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.common.kafka_bootstrap_servers,
+            "group.id": settings.consumer_group,
+        }
+    )
     try:
         parts = [TopicPartition(settings.common.kafka_topic, p) for p in range(6)]
         return sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=10))
@@ -33,9 +37,13 @@ def committed_total(settings: ConsumerSettings) -> int:
 
 
 def read_dlq(settings: ConsumerSettings, expected: int, timeout: float = 20) -> list[Any]:
-    c = Consumer({"bootstrap.servers": settings.common.kafka_bootstrap_servers,
-                  "group.id": f"{settings.consumer_group}-dlq-reader",
-                  "auto.offset.reset": "earliest"})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.common.kafka_bootstrap_servers,
+            "group.id": f"{settings.consumer_group}-dlq-reader",
+            "auto.offset.reset": "earliest",
+        }
+    )
     c.subscribe([settings.dlq_topic])
     out: list[Any] = []
     deadline = time.monotonic() + timeout
@@ -50,18 +58,24 @@ def read_dlq(settings: ConsumerSettings, expected: int, timeout: float = 20) -> 
 
 
 def test_same_event_id_twice_is_stored_once(
-    settings: ConsumerSettings, start_worker: StartWorker, make_store: Callable[..., RedisEventStore]
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    make_store: Callable[..., RedisEventStore],
 ) -> None:
     store = make_store(settings)
     first = make_record("alice")
     others = [make_record("alice"), make_record("bob")]
-    produce(settings.common.kafka_bootstrap_servers, settings.common.kafka_topic,
-            [first, *others, first])
+    produce(
+        settings.common.kafka_bootstrap_servers,
+        settings.common.kafka_topic,
+        [first, *others, first],
+    )
     start_worker(settings)
 
     stats = wait_until(
         lambda: (s := store.stats())["processed"] + s["duplicatesSkipped"] == 4 and s,
-        20, "all four records processed",
+        20,
+        "all four records processed",
     )
     assert stats["processed"] == 3
     assert stats["duplicatesSkipped"] == 1
@@ -74,7 +88,9 @@ def test_same_event_id_twice_is_stored_once(
 
 
 def test_poison_records_go_to_the_dlq_while_good_ones_around_them_are_stored(
-    settings: ConsumerSettings, start_worker: StartWorker, make_store: Callable[..., RedisEventStore]
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    make_store: Callable[..., RedisEventStore],
 ) -> None:
     settings = with_(settings, max_message_bytes=2048)
     store = make_store(settings)
@@ -96,7 +112,8 @@ def test_poison_records_go_to_the_dlq_while_good_ones_around_them_are_stored(
 
     stats = wait_until(
         lambda: (s := store.stats())["processed"] == 4 and s["deadLettered"] == 3 and s,
-        20, "good stored and poison dead-lettered",
+        20,
+        "good stored and poison dead-lettered",
     )
     assert stats["deadLetteredByReason"] == {"invalid_schema": 1, "not_json": 1, "too_large": 1}
     assert [e["eventId"] for e in store.page(PageQuery(user_id="user-p")).events] == [
@@ -127,12 +144,17 @@ def test_poison_records_go_to_the_dlq_while_good_ones_around_them_are_stored(
 
 
 def test_poison_flood_stops_the_worker_loudly(
-    settings: ConsumerSettings, start_worker: StartWorker, make_store: Callable[..., RedisEventStore]
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    make_store: Callable[..., RedisEventStore],
 ) -> None:
     settings = with_(settings, poison_window=20, poison_max_share=0.5)
     store = make_store(settings)
-    produce(settings.common.kafka_bootstrap_servers, settings.common.kafka_topic,
-            [Raw(b"k", b"garbage %d" % i) for i in range(100)])
+    produce(
+        settings.common.kafka_bootstrap_servers,
+        settings.common.kafka_topic,
+        [Raw(b"k", b"garbage %d" % i) for i in range(100)],
+    )
     worker = start_worker(settings)
     assert worker.join(20) == 3
     stats = store.stats()
@@ -141,7 +163,9 @@ def test_poison_flood_stops_the_worker_loudly(
 
 
 def test_one_users_events_come_out_in_produced_order(
-    settings: ConsumerSettings, start_worker: StartWorker, make_store: Callable[..., RedisEventStore]
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    make_store: Callable[..., RedisEventStore],
 ) -> None:
     store = make_store(settings)
     users = [f"user-{i}" for i in range(5)]
@@ -173,8 +197,15 @@ def test_two_workers_split_partitions_and_store_every_event_once_across_a_handov
 
     a = start_worker(settings)
     b = start_worker(settings)
-    wait_until(lambda: len(a.worker.assigned) + len(b.worker.assigned) == 6
-               and a.worker.assigned and b.worker.assigned, 20, "both members assigned")
+    wait_until(
+        lambda: (
+            len(a.worker.assigned) + len(b.worker.assigned) == 6
+            and a.worker.assigned
+            and b.worker.assigned
+        ),
+        20,
+        "both members assigned",
+    )
     assert not (a.worker.assigned & b.worker.assigned)
 
     # Keep producing while A is stopped mid-stream and B takes over its partitions.

@@ -1,0 +1,126 @@
+"""The pure decision rules: what is an event, what is poison, when to stop."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from consumer_service.dlq import DeadLetter, dlq_headers
+from consumer_service.processing import (
+    Accepted,
+    InvalidRecord,
+    PoisonWindow,
+    Rejected,
+    backoff_delay,
+    decide,
+    decode_record,
+)
+from shared.events import compact_json
+
+
+def record(**changes: Any) -> dict[str, Any]:
+    base = {
+        "eventId": str(uuid.uuid4()),
+        "userId": "user-1",
+        "eventType": "LOGIN",
+        "timestamp": "2026-11-24T04:29:53.123Z",
+        "payload": {"device": "mobile"},
+        "schemaVersion": 1,
+    }
+    base.update(changes)
+    return base
+
+
+def test_a_valid_record_is_accepted_with_its_position() -> None:
+    r = record()
+    decision = decide(compact_json(r), 3, 42, 4096)
+    assert decision == Accepted(r, 3, 42)
+    assert isinstance(decision, Accepted)
+    stored = json.loads(decision.stored_form("2026-11-24T05:00:00.000Z"))
+    assert stored == {**r, "processedAt": "2026-11-24T05:00:00.000Z", "partition": 3, "offset": 42}
+
+
+def test_an_event_type_unknown_to_this_consumer_is_still_accepted() -> None:
+    assert isinstance(decide(compact_json(record(eventType="CHECKOUT")), 0, 0, 4096), Accepted)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "not_json"),
+        (b"", "not_json"),
+        (b"{not json", "not_json"),
+        (b"\xff\xfe", "not_json"),
+        (b'{"a": NaN}', "not_json"),
+        (b"[1, 2]", "invalid_schema"),
+        (b'"text"', "invalid_schema"),
+        (compact_json(record(eventId="nope")), "invalid_schema"),
+        (compact_json(record(timestamp="yesterday")), "invalid_schema"),
+        (compact_json(record(schemaVersion="1")), "invalid_schema"),
+        (compact_json(record(extra=True)), "invalid_schema"),
+        (compact_json({k: v for k, v in record().items() if k != "userId"}), "invalid_schema"),
+        (compact_json(record(payload={"blob": "x" * 5000})), "too_large"),
+    ],
+)
+def test_poison_is_rejected_with_its_reason(value: bytes | None, reason: str) -> None:
+    decision = decide(value, 1, 7, 4096)
+    assert isinstance(decision, Rejected)
+    assert (decision.reason, decision.partition, decision.offset) == (reason, 1, 7)
+    assert decision.message
+
+
+def test_the_size_check_comes_before_parsing() -> None:
+    with pytest.raises(InvalidRecord) as info:
+        decode_record(b"x" * 10_000, 100)
+    assert info.value.reason == "too_large"
+
+
+def test_the_poison_window_trips_only_above_the_share_of_the_window() -> None:
+    window = PoisonWindow(size=10, max_share=0.5)
+    assert not any(window.record(True) for _ in range(5))  # 5 of 10: at the limit, not over
+    assert window.record(True)  # 6 > 5
+
+
+def test_the_poison_window_forgets_old_records() -> None:
+    window = PoisonWindow(size=10, max_share=0.5)
+    for _ in range(5):
+        assert not window.record(True)
+    for _ in range(10):
+        assert not window.record(False)  # the five poison records slid out
+    assert window.poison_count == 0
+    for _ in range(5):
+        assert not window.record(True)
+
+
+def test_a_zero_share_stops_at_the_first_poison_record() -> None:
+    assert PoisonWindow(size=200, max_share=0.0).record(True)
+
+
+def test_backoff_doubles_up_to_the_bound() -> None:
+    assert [backoff_delay(a, 0.1, 1.0) for a in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert backoff_delay(10_000, 0.1, 5.0) == 5.0
+
+
+def test_dlq_headers_keep_the_originals_and_say_where_and_why() -> None:
+    letter = DeadLetter(
+        key=b"k",
+        value=b"v",
+        headers=(("trace", b"1"),),
+        reason="not_json",
+        message="bad" * 1000,
+        topic="events",
+        partition=2,
+        offset=99,
+    )
+    headers = dlq_headers(letter, "group-a")
+    assert headers[0] == ("trace", b"1")
+    named = dict(headers)
+    assert named["dlq.error.type"] == b"not_json"
+    assert named["dlq.source.topic"] == b"events"
+    assert named["dlq.source.partition"] == b"2"
+    assert named["dlq.source.offset"] == b"99"
+    assert named["dlq.consumer.group"] == b"group-a"
+    assert len(named["dlq.error"]) == 1000  # bounded
