@@ -17,14 +17,18 @@ started=()
 pids=()
 
 cleanup() {
+  local status=$?
   trap - INT TERM EXIT
   echo
   echo "[run] stopping"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   for svc in "${started[@]}"; do "infra/$svc.sh" stop || true; done
+  exit "$status"
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+# Ctrl-C or SIGTERM: a normal stop, so exit 0 (through the EXIT trap above).
+trap 'exit 0' INT TERM
 
 if ! infra/kafka.sh status 2>/dev/null; then infra/kafka.sh start; started+=(kafka); fi
 if ! infra/redis.sh status 2>/dev/null; then infra/redis.sh start; started+=(redis); fi
@@ -60,5 +64,6 @@ cat <<MSG
 [run] API docs: http://127.0.0.1:$PRODUCER_PORT/docs  metrics: /metrics on both ports. Ctrl-C stops.
 
 MSG
-wait -n "${pids[@]}" || true
-echo "[run] a service exited" >&2
+wait -n "${pids[@]}" && code=0 || code=$?
+echo "[run] a service exited with status $code; stopping the rest" >&2
+exit "$code"
