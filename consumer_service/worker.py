@@ -249,6 +249,10 @@ class Worker:
 
         for ev in result.stored:
             log.info("event processed", extra=_event_fields(ev))
+        for ev in result.redelivered:
+            # Stored by an earlier attempt whose commit (or reply) was lost: still this
+            # event's processing, logged again rather than not at all.
+            log.info("event processed", extra={**_event_fields(ev), "redelivery": True})
         for ev in result.duplicates:
             log.info("duplicate skipped", extra=_event_fields(ev))
         for letter in letters:
