@@ -3,7 +3,7 @@
 The main process runs the Kafka worker; the read API runs under gunicorn as a child
 process on CONSUMER_PORT. Both stop together:
 
-* SIGTERM or SIGINT: the handler only sets a flag. The worker finishes its batch, commits,
+* SIGTERM or SIGINT: the signal thread only sets a flag. The worker finishes its batch, commits,
   closes its consumer (leaving the group at once); then the API child gets SIGTERM, and
   the process exits 0.
 * A second SIGINT exits at once with status 1 (for a stuck shutdown at a terminal).
@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from types import FrameType
 
 from consumer_service.config import ConsumerSettings
 from shared.config import redacted
@@ -112,17 +111,27 @@ def main() -> int:
     api = _start_api() if run_api else None
     api_died = threading.Event()
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if signum == signal.SIGINT and worker.stopping:
-            # Second Ctrl-C: do not wait for the batch. Only async-signal-safe calls here.
-            os.write(2, b'{"level": "ERROR", "message": "second interrupt: exiting now"}\n')
-            if api is not None:
-                os.kill(api.pid, signal.SIGTERM)
-            os._exit(1)
-        worker.request_stop()
+    # Signals are taken by a thread of their own with sigwait(), not by a handler on the
+    # main thread: the main thread spends its time inside librdkafka calls that do not
+    # return to Python for up to the poll timeout (or far longer in a stuck close()), and
+    # a second Ctrl-C must work even then. Blocked only after the API child started, so
+    # it does not inherit the mask.
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    def take_signals() -> None:
+        while True:
+            signum = signal.sigwait(stop_signals)
+            if signum == signal.SIGINT and worker.stopping:
+                os.write(2, b'{"level": "ERROR", "message": "second interrupt: exiting now"}\n')
+                if api is not None:
+                    os.kill(api.pid, signal.SIGTERM)
+                os._exit(1)
+            # The first one only sets the flag: the batch in hand is finished and committed.
+            log.info("stop requested", extra={"signal": signal.Signals(signum).name})
+            worker.request_stop()
+
+    threading.Thread(target=take_signals, name="signals", daemon=True).start()
 
     def watch_api() -> None:
         assert api is not None

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -155,3 +156,19 @@ def test_a_replica_killed_outright_is_replaced_without_loss_or_doubles(
     assert stats["duplicatesSkipped"] == 0
     assert stats["stored"] == len(records)
     wait_until(lambda: committed_total(settings) == len(records), 10, "all committed")
+
+
+def test_a_second_sigint_exits_at_once_even_while_the_worker_is_inside_a_poll(
+    settings: ConsumerSettings, spawn: Callable[..., tuple[subprocess.Popen[bytes], Path]]
+) -> None:
+    port = free_port()
+    # A long poll: the first SIGINT alone would take up to 5 s to be acted on.
+    proc, log_path = spawn(service_env(settings, port, CONSUMER_POLL_TIMEOUT_SECONDS="5"))
+    wait_until(lambda: get_json(f"http://127.0.0.1:{port}/ready"), 30, "ready")
+    proc.send_signal(signal.SIGINT)
+    wait_until(lambda: "stop requested" in log_path.read_text(), 5, "first SIGINT taken")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(5) == 1
+    assert time.monotonic() - started < 2
+    assert "second interrupt" in log_path.read_text()
