@@ -90,7 +90,9 @@ class CommonSettings:
     def from_env(cls, env: Environ | None = None) -> CommonSettings:
         env = os.environ if env is None else env
         return cls(
-            kafka_bootstrap_servers=env_str(env, "KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers),
+            kafka_bootstrap_servers=env_str(
+                env, "KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers
+            ),
             kafka_topic=env_str(env, "KAFKA_TOPIC", cls.kafka_topic),
             kafka_topic_partitions=env_int(
                 env, "KAFKA_TOPIC_PARTITIONS", cls.kafka_topic_partitions, minimum=1

@@ -102,9 +102,7 @@ class EventRecordSchema(Schema):
 
     eventId = fields.String(required=True, validate=validate.Regexp(UUID_PATTERN))
     userId = fields.String(required=True, validate=validate.Length(min=1, max=USER_ID_MAX))
-    eventType = fields.String(
-        required=True, validate=validate.Length(min=1, max=EVENT_TYPE_MAX)
-    )
+    eventType = fields.String(required=True, validate=validate.Length(min=1, max=EVENT_TYPE_MAX))
     timestamp = fields.String(required=True, validate=validate.Regexp(TIMESTAMP_PATTERN))
     payload = fields.Dict(keys=fields.String(), required=True)
     schemaVersion = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
