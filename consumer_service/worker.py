@@ -135,6 +135,10 @@ class Worker:
         self._paused = False
         # Processed (durable) but not yet committed: next offset per partition.
         self._uncommitted: dict[TP, int] = {}
+        # Partitions revoked or lost since the batch in hand was consumed. Even if one
+        # comes back before the batch is durable, that batch's records of it may have
+        # been dropped, so they must not advance its offset.
+        self._revoked_during_batch: set[TP] = set()
         self._poison = PoisonWindow(settings.poison_window, settings.poison_max_share)
         self._state: WorkerState = "starting"
         self._detail = ""
@@ -201,6 +205,7 @@ class Worker:
     def _handle(self, messages: Sequence[Message]) -> None:
         started = time.monotonic()
         s = self._settings
+        self._revoked_during_batch.clear()
         records: list[Record] = []
         for msg in messages:
             err = msg.error()
@@ -272,7 +277,7 @@ class Worker:
 
         for rec in records:
             tp = (rec.topic, rec.partition)
-            if tp in self._assigned:
+            if tp in self._assigned and tp not in self._revoked_during_batch:
                 self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), rec.offset + 1)
         self._commit()
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
@@ -392,6 +397,7 @@ class Worker:
 
     def _forget(self, tps: set[TP]) -> None:
         self._assigned -= tps
+        self._revoked_during_batch |= tps
         for tp in tps:
             self._uncommitted.pop(tp, None)
             metrics.CONSUMER_LAG.labels(tp[0], str(tp[1])).set(0)
