@@ -35,8 +35,10 @@ resolve_jars() {
   command -v mvn >/dev/null || { log "mvn is missing: install Maven (apt-get install maven)"; exit 1; }
   log "resolving Apache Kafka jars from Maven Central (first run only)"
   rm -rf "$LIBS"
-  mvn -q -B -Dstyle.color=never -f "$ROOT/infra/kafka/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$LIBS"
+  mkdir -p "$HOME_DIR"
+  mvn -q -B -f "$ROOT/infra/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$LIBS" >"$HOME_DIR/mvn.log" 2>&1 \
+    || { cat "$HOME_DIR/mvn.log" >&2; log "could not resolve the Kafka jars (see above)"; exit 1; }
   touch "$LIBS/.complete"
 }
 

@@ -12,6 +12,7 @@ Each test then gets its own topic (plus its `.dlq`), consumer group and Redis ke
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -30,20 +31,38 @@ TEST_PARTITIONS = 6
 
 
 def _redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
     try:
-        return bool(redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).ping())
+        return bool(client.ping())
     except redis.RedisError:
         return False
+    finally:
+        client.close()
 
 
 def _docker_answers() -> bool:
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://"):
+        # Probe the socket ourselves first: the Docker SDK leaks its socket when the
+        # engine is absent, and pytest turns that ResourceWarning into an error.
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.settimeout(2)
+            try:
+                probe.connect(host.removeprefix("unix://"))
+            except OSError:
+                return False
     try:
         import docker
 
-        docker.from_env(timeout=3).ping()
-        return True
-    except Exception:  # no SDK, no socket, no permission: all mean "no Docker here"
+        client = docker.from_env(timeout=3)
+    except Exception:  # no SDK, bad DOCKER_HOST, no permission: no Docker here
         return False
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+    finally:
+        client.close()
 
 
 def _run_infra(script: str, action: str) -> None:
