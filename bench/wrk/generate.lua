@@ -1,10 +1,12 @@
--- wrk script: POST /events/generate with a different userId per request (1,000 users),
+-- wrk script: POST /events/generate, one event per request, from 1,000 distinct users,
 -- so records spread over every partition as real traffic would.
-local counter = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
 request = function()
-  counter = counter + 1
+  n = n + 1
   local body = string.format(
     '{"userId":"user-%d","eventType":"PRODUCT_VIEW","payload":{"productId":"sku-%d","price":19.99,"currency":"EUR"}}',
-    counter % 1000, counter)
-  return wrk.format("POST", "/events/generate", {["Content-Type"] = "application/json"}, body)
+    n % 1000, n)
+  return wrk.format(nil, "/events/generate", nil, body)
 end
