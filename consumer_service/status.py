@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-WorkerState = Literal["starting", "running", "backing_off", "stopping", "stopped", "failed"]
+WorkerState = Literal[
+    "starting", "joining", "running", "backing_off", "stopping", "stopped", "failed"
+]
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ class WorkerStatus:
         now = time.time() if now is None else now
         if now - self.updated_at > stall_seconds:
             return f"no heartbeat from the worker for {now - self.updated_at:.0f} s"
+        if self.state in ("starting", "joining"):
+            # Until the group has given this member its (possibly empty) assignment, an
+            # event posted now would not be processed promptly.
+            return "the worker has not joined the consumer group yet"
         if self.state in ("backing_off", "failed", "stopped"):
             return f"worker is {self.state}: {self.detail}".rstrip(": ")
         return None

@@ -176,7 +176,9 @@ class Worker:
         log.info("worker started", extra={"topic": s.common.kafka_topic, "group": s.consumer_group})
         code = EXIT_OK
         try:
-            self._set_state("running")
+            # "running" once the group has answered with this member's first assignment
+            # (see _on_assign): ready means events are being consumed, not just polled for.
+            self._set_state("joining")
             while not self._stop.is_set() and self._fatal is None:
                 self._heartbeat()
                 messages = self._consumer.consume(s.batch_size, s.poll_timeout_seconds)
@@ -374,6 +376,8 @@ class Worker:
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
         metrics.ASSIGNED_PARTITIONS.set(len(self._assigned))
+        if self._state == "joining":
+            self._set_state("running")
         log.info(
             "partitions assigned",
             extra={"partitions": _names(partitions), "assigned": len(self._assigned)},

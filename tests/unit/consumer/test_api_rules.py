@@ -59,6 +59,9 @@ def test_worker_status_verdicts(tmp_path: Path) -> None:
     assert WorkerStatus("running", now - 5).problem(30, now) is None
     assert "heartbeat" in str(WorkerStatus("running", now - 60).problem(30, now))
     assert "backing_off" in str(WorkerStatus("backing_off", now, 0, "Redis down").problem(30, now))
+    # Not ready until the group has given this member its first (possibly empty) assignment.
+    assert "not joined" in str(WorkerStatus("joining", now).problem(30, now))
+    assert WorkerStatus("running", now, 0).problem(30, now) is None
     file = StatusFile(tmp_path / "s.json")
     assert file.read() is None
     file.write(WorkerStatus("running", now, 6))
