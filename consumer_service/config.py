@@ -19,7 +19,9 @@ class ConsumerSettings:
     port: int = 8001
     # Worker
     batch_size: int = 500
-    poll_timeout_seconds: float = 1.0
+    # consume() returns when the batch is full OR this expires: at low traffic it is the
+    # latency an event waits for company, so it stays short.
+    poll_timeout_seconds: float = 0.1
     session_timeout_ms: int = 45_000
     max_poll_interval_ms: int = 300_000
     max_message_bytes: int = 64 * 1024
