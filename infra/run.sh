@@ -19,16 +19,26 @@ pids=()
 cleanup() {
   local status=$?
   trap - INT TERM EXIT
-  echo
-  echo "[run] stopping"
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  for svc in "${started[@]}"; do "infra/$svc.sh" stop || true; done
+  # No `set -e` here: a failed echo (the terminal or a `| tee` already gone after Ctrl-C)
+  # must not skip the stopping.
+  set +e
+  echo "[run] stopping" >&2 2>/dev/null
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+  for svc in "${started[@]}"; do "infra/$svc.sh" stop 2>/dev/null; done
   exit "$status"
 }
 trap cleanup EXIT
 # Ctrl-C or SIGTERM: a normal stop, so exit 0 (through the EXIT trap above).
 trap 'exit 0' INT TERM
+
+answers() { curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$1/$2" 2>/dev/null; }
+for port in "$PRODUCER_PORT" "$CONSUMER_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "[run] port $port is already in use (another make run?); stop it first" >&2
+    exit 1
+  fi
+done
 
 if ! infra/kafka.sh status 2>/dev/null; then infra/kafka.sh start; started+=(kafka); fi
 if ! infra/redis.sh status 2>/dev/null; then infra/redis.sh start; started+=(redis); fi
@@ -43,8 +53,7 @@ pids+=($!)
 setsid "$BIN/consumer-service" > >(prefix consumer) 2>&1 &
 pids+=($!)
 
-ready() { curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$1/ready"; }
-until ready "$PRODUCER_PORT" && ready "$CONSUMER_PORT"; do
+until answers "$PRODUCER_PORT" ready && answers "$CONSUMER_PORT" ready; do
   for pid in "${pids[@]}"; do
     kill -0 "$pid" 2>/dev/null || { echo "[run] a service exited during start-up" >&2; exit 1; }
   done
