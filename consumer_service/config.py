@@ -22,7 +22,10 @@ class ConsumerSettings:
     # consume() returns when the batch is full OR this expires: at low traffic it is the
     # latency an event waits for company, so it stays short.
     poll_timeout_seconds: float = 0.1
-    session_timeout_ms: int = 45_000
+    # How long a replica that died without leaving the group keeps its partitions (and how
+    # long a restarted group waits for it). The worker heartbeats from librdkafka's own
+    # thread, so a short timeout costs nothing; the broker allows 6 s at least.
+    session_timeout_ms: int = 10_000
     max_poll_interval_ms: int = 300_000
     max_message_bytes: int = 64 * 1024
     # Redis storage
