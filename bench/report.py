@@ -36,6 +36,8 @@ PY = sys.executable
 BIN = Path(PY).parent
 sys.path.insert(0, str(ROOT))
 
+from confluent_kafka.admin import AdminClient  # noqa: E402
+
 from infra.topics import ensure_topics  # noqa: E402
 
 PORT = 18000
@@ -106,6 +108,7 @@ def producer_http(duration: int, batch: int) -> dict[str, Any]:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
+        AdminClient({"bootstrap.servers": "127.0.0.1:9092"}).delete_topics([topic])
 
 
 def main() -> int:

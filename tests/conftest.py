@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from confluent_kafka.admin import AdminClient
 
 from infra.topics import ensure_topics, wait_for_broker
 
@@ -116,11 +117,18 @@ def unique() -> str:
 
 
 @pytest.fixture
-def topic(kafka_bootstrap: str, unique: str) -> str:
-    """A fresh topic (and its `.dlq`) with several partitions, for this test alone."""
+def topic(kafka_bootstrap: str, unique: str) -> Iterator[str]:
+    """A fresh topic (and its `.dlq`) with several partitions, for this test alone.
+
+    Both are deleted afterwards: a broker that keeps every test's partitions takes a
+    minute to start after a few suite runs.
+    """
     name = f"test-{unique}"
     ensure_topics(kafka_bootstrap, [name, f"{name}.dlq"], TEST_PARTITIONS)
-    return name
+    yield name
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for future in admin.delete_topics([name, f"{name}.dlq"], operation_timeout=10).values():
+        future.result()
 
 
 @pytest.fixture
