@@ -19,7 +19,7 @@ from producer_service.metrics import observe_deliveries
 from producer_service.publisher import Delivery, EventPublisher
 from producer_service.schemas import BatchInputSchema
 from shared.errors import InvalidEvent, Unavailable
-from shared.events import EventInputSchema, compact_json, enrich
+from shared.events import EventInputSchema, compact_json, enrich, enrich_batch
 
 logger = logging.getLogger(__name__)
 
@@ -139,10 +139,7 @@ def batch() -> tuple[Response, int]:
     except ValidationError as exc:
         raise _invalid_batch(_as_dict(exc.messages)) from None
     events: list[dict[str, Any]] = loaded["events"]
-    records = [
-        enrich(event, idempotency_key=None if key is None else f"{key}:{index}")
-        for index, event in enumerate(events)
-    ]
+    records = enrich_batch(events, idempotency_key=key)
     deliveries = _publish(records)
     event_ids = [r["eventId"] for r in records]
     acknowledged = sum(1 for d in deliveries if d.ok)
