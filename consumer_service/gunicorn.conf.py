@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
 from consumer_service.config import ConsumerSettings
-from shared.logs import configure_logging
+from shared.logs import gunicorn_logger_class
 
 _settings = ConsumerSettings.from_env()
 
@@ -30,15 +29,7 @@ accesslog = None
 control_socket_disable = True
 
 
-class JsonLogger(Logger):  # type: ignore[misc]
-    """gunicorn's logger, re-routed to the project's JSON lines from its first line."""
-
-    def setup(self, cfg: Any) -> None:
-        super().setup(cfg)
-        configure_logging(_settings.common.log_level, service="consumer-api")
-
-
-logger_class = JsonLogger
+logger_class = gunicorn_logger_class(_settings.common.log_level, service="consumer-api")
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from producer_service.config import ProducerSettings
 from shared.config import redacted
-from shared.logs import configure_logging
+from shared.logs import configure_logging, gunicorn_logger_class
 
 _settings = ProducerSettings.from_env()
 
@@ -34,6 +34,7 @@ keepalive = 5
 accesslog = None
 errorlog = "-"
 proc_name = "producer-service"
+logger_class = gunicorn_logger_class(_settings.common.log_level, service="producer")
 # gunicorn 27's control socket sits at one path per user; two instances on one host (tests,
 # benchmarks) would fight over it and nothing here uses it.
 control_socket_disable = True
@@ -49,8 +50,6 @@ _log = logging.getLogger("producer_service.gunicorn")
 
 
 def on_starting(server: Any) -> None:
-    # After gunicorn set up its own loggers, so ours replace them.
-    configure_logging(_settings.common.log_level, service="producer")
     _log.info("starting", extra={"settings": redacted(_settings)})
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -32,3 +33,19 @@ def configure_logging(level: str = "INFO", *, service: str) -> None:
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
+
+
+def gunicorn_logger_class(level: str, *, service: str) -> type:
+    """A gunicorn `logger_class` that logs through `configure_logging` from its first line.
+
+    gunicorn sets up its own plain-text handlers before any server hook runs; this class
+    replaces them as soon as they exist. Imported lazily: only the servers need gunicorn.
+    """
+    from gunicorn.glogging import Logger
+
+    class JsonLogger(Logger):  # type: ignore[misc]
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            configure_logging(level, service=service)
+
+    return JsonLogger
