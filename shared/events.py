@@ -61,8 +61,27 @@ def new_event_id(user_id: str, idempotency_key: str | None = None) -> str:
 
 
 def compact_json(value: Any) -> bytes:
-    """The one JSON encoding used on the wire and in storage: compact, UTF-8."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """The one JSON encoding used on the wire and in storage: compact, UTF-8, strict.
+
+    Raises ValueError for what is not valid JSON or not UTF-8 (NaN or infinite numbers,
+    e.g. from a literal `1e400`; unpaired surrogates such as a `"\\ud800"` escape) and
+    RecursionError for a value nested too deeply, so nothing we write can fail to parse
+    on the other side.
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def json_problem(value: Any) -> str | None:
+    """Why `value` cannot be written with `compact_json`, or None when it can."""
+    try:
+        compact_json(value)
+    except RecursionError:
+        return "nested too deeply"
+    except UnicodeEncodeError:
+        return "contains an unpaired UTF-16 surrogate"
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 class PayloadSize(validate.Validator):
@@ -72,7 +91,11 @@ class PayloadSize(validate.Validator):
         self.max_bytes = max_bytes
 
     def __call__(self, value: Any) -> Any:
-        size = len(compact_json(value))
+        try:
+            size = len(compact_json(value))
+        except (ValueError, RecursionError):
+            problem = json_problem(value)
+            raise ValidationError(f"Payload cannot be stored as JSON: {problem}.") from None
         if size > self.max_bytes:
             raise ValidationError(f"Payload is {size} bytes; the limit is {self.max_bytes}.")
         return value

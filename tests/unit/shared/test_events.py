@@ -2,11 +2,17 @@ import re
 import uuid
 from datetime import UTC, datetime
 
+import pytest
+from marshmallow import ValidationError
+
 from shared.events import (
     TIMESTAMP_PATTERN,
+    EventInputSchema,
     EventRecordSchema,
+    compact_json,
     enrich,
     enrich_batch,
+    json_problem,
     new_event_id,
     random_event_ids,
     utc_timestamp,
@@ -67,3 +73,24 @@ def test_enrich_single_event_uses_the_key_as_given() -> None:
     record = enrich(EVENTS[0], idempotency_key="k")
     assert record["eventId"] == new_event_id("u1", "k")
     assert EventRecordSchema().load(record) == record
+
+
+def test_compact_json_refuses_what_the_other_side_could_not_parse() -> None:
+    assert json_problem({"a": float("inf")}) is not None  # what a literal 1e400 parses to
+    assert json_problem({"a": float("nan")}) is not None
+    assert json_problem({"a": "\ud800"}) == "contains an unpaired UTF-16 surrogate"
+    assert json_problem({"a": "ü€😀"}) is None
+    assert compact_json({"a": "ü", "b": [1, 2.5]}) == '{"a":"ü","b":[1,2.5]}'.encode()
+
+
+def test_payload_that_cannot_be_encoded_is_a_validation_error_not_a_crash() -> None:
+    schema = EventInputSchema(("LOGIN",))
+    deep: dict[str, object] = {}
+    node = deep
+    for _ in range(5000):
+        node["n"] = {}
+        node = node["n"]  # type: ignore[assignment]
+    for payload in ({"x": float("inf")}, {"x": "\udc00"}, deep):
+        with pytest.raises(ValidationError) as err:
+            schema.load({"userId": "u", "eventType": "LOGIN", "payload": payload})
+        assert "cannot be stored as JSON" in str(err.value.messages["payload"])
