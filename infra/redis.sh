@@ -18,6 +18,20 @@ log() { echo "[redis] $*" >&2; }
 
 answers() { redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null | grep -q PONG; }
 
+# A Redis we did not start (Debian's system service, say) may run without an AOF. The
+# consumer commits Kafka offsets once Redis answered, so such a Redis can lose events
+# for good when it restarts: say so loudly rather than reuse it silently.
+check_durability() {
+  local aof fsync
+  aof=$("$@" config get appendonly 2>/dev/null | sed -n 2p)
+  fsync=$("$@" config get appendfsync 2>/dev/null | sed -n 2p)
+  if [ "$aof" != yes ] || [ "$fsync" != always ]; then
+    log "WARNING: this Redis runs with appendonly=${aof:-?} appendfsync=${fsync:-?}; events"
+    log "WARNING: stored there can be lost if it restarts. Use 'appendonly yes' and"
+    log "WARNING: 'appendfsync always', or stop it and let this script start its own."
+  fi
+}
+
 install() {
   command -v redis-server >/dev/null && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -33,10 +47,16 @@ install() {
 start() {
   if [ -n "${REDIS_URL:-}" ] && command -v redis-cli >/dev/null \
     && redis-cli -u "$REDIS_URL" ping 2>/dev/null | grep -q PONG; then
-    log "using the Redis that answers at REDIS_URL"; return 0
+    log "using the Redis that answers at REDIS_URL"
+    check_durability redis-cli -u "$REDIS_URL"
+    return 0
   fi
   install
-  if answers; then log "already running on 127.0.0.1:$PORT"; return 0; fi
+  if answers; then
+    log "already running on 127.0.0.1:$PORT"
+    check_durability redis-cli -h 127.0.0.1 -p "$PORT"
+    return 0
+  fi
   mkdir -p "$DIR"
   # The Debian package starts a system service on install; ours is separate and
   # persists with an AOF fsynced before each reply (the same policy as docker-compose):

@@ -45,8 +45,11 @@ def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int) -> list
     missing = [n for n in names if n not in existing]
     if not missing:
         return []
+    # The replication factor is the broker's `default.replication.factor`: 1 on the local
+    # single-node broker, and whatever a real cluster's operators chose (with
+    # min.insync.replicas, it decides what acks=all is worth).
     futures = admin.create_topics(
-        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing],
+        [NewTopic(n, num_partitions=partitions) for n in missing],
         operation_timeout=10,
         request_timeout=15,
     )
