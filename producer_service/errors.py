@@ -6,7 +6,9 @@ unexpected to a 500 whose details go to the log, never to the client.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,10 +43,40 @@ def error_response(
     status: int, type_: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any
 ) -> Response:
     body = {"error": {"type": type_, "message": message, **extra}}
-    response = Response(compact_json(body), status=status, mimetype="application/json")
+    response = Response(_encode_error(body), status=status, mimetype="application/json")
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def _encode_error(body: Mapping[str, Any]) -> bytes:
+    """`body` as JSON, whatever it holds: error messages echo client input (unknown field
+    names, values), and an error handler that raises turns a 400 into a 500."""
+    try:
+        return compact_json(body)
+    except (ValueError, TypeError, RecursionError):
+        pass
+    try:
+        return json.dumps(_printable(body), separators=(",", ":"), default=str).encode()
+    except (ValueError, TypeError, RecursionError):
+        error = body.get("error", {})
+        fallback = {"error": {"type": str(error.get("type", "error")), "message": "Bad input."}}
+        return json.dumps(fallback, default=str).encode()
+
+
+def _printable(value: Any, depth: int = 0) -> Any:
+    # Lone surrogates become backslash escapes, non-finite floats strings: always JSON.
+    if depth > 50:
+        return "..."
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(_printable(k, depth + 1)): _printable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v, depth + 1) for v in value]
+    return value
 
 
 def _http_type(exc: HTTPException) -> str:

@@ -19,7 +19,7 @@ from producer_service.metrics import observe_deliveries
 from producer_service.publisher import Delivery, EventPublisher
 from producer_service.schemas import BatchInputSchema
 from shared.errors import InvalidEvent, Unavailable
-from shared.events import EventInputSchema, compact_json, enrich, enrich_batch
+from shared.events import EventInputSchema, compact_json, enrich, enrich_batch, json_problem
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +69,10 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def json_object(max_bytes: int) -> dict[str, Any]:
-    """The request body parsed as a JSON object, or the matching 4xx."""
+def parsed_object(max_bytes: int) -> dict[str, Any]:
+    """The request body parsed as a JSON object, or the matching 4xx. The values may still
+    be unwritable (`1e400` parses to inf, a `"\\ud800"` escape to a lone surrogate): use
+    `json_object` unless a cheaper check must come first."""
     if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
         raise UnsupportedMediaType("Content-Type must be application/json.")
     request.max_content_length = max_bytes
@@ -82,6 +84,28 @@ def json_object(max_bytes: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object.")
     return body
+
+
+def require_encodable(body: dict[str, Any]) -> dict[str, Any]:
+    """`body`, or a 400 when it holds anything we could not write back as strict JSON
+    (non-finite numbers, unpaired surrogates in any key or string, nesting too deep).
+
+    One encoding pass over the whole body settles it before any field is looked at, so
+    neither the validators, the error messages (which echo unknown field names), the
+    Kafka key nor the record value can meet such a value later."""
+    problem = json_problem(body)
+    if problem is None:
+        return body
+    if problem.startswith("Out of range float"):
+        # Python's own words for it would leave a client guessing which number.
+        problem = "a number is not finite (NaN, Infinity, or out of range such as 1e400)"
+    raise BadRequest(f"The body cannot be accepted as JSON: {problem}.")
+
+
+def json_object(max_bytes: int) -> dict[str, Any]:
+    """The request body as a JSON object that can be written back as strict JSON, or the
+    matching 4xx."""
+    return require_encodable(parsed_object(max_bytes))
 
 
 def idempotency_key() -> str | None:

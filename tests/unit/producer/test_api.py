@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 
 from producer_service import create_app
 from producer_service.config import ProducerSettings
+from producer_service.errors import error_response
 from shared.events import TIMESTAMP_PATTERN, UUID_PATTERN, new_event_id
 from tests.unit.producer.fakes import InMemoryEventPublisher
 
@@ -174,6 +175,60 @@ def test_bad_input(
     error = assert_json_error(response, status, error_type)
     assert text in json.dumps(error)
     assert fake.records == []
+
+
+# Bodies Python's json module parses but that cannot be written back as strict JSON: a
+# number out of float range (parses to inf), and "\ud800" escapes (lone surrogates) in
+# every place a string can be, including an unknown field's name, which error messages echo.
+UNWRITABLE = {
+    "1e400 in payload": b'{"userId":"u","eventType":"LOGIN","payload":{"a":1e400}}',
+    "-1e400 nested in payload": b'{"userId":"u","eventType":"LOGIN","payload":{"a":[-1e400]}}',
+    "1e400 in unknown field": b'{"userId":"u","eventType":"LOGIN","x":1e400}',
+    "1e400 as userId": b'{"userId":1e400,"eventType":"LOGIN"}',
+    "surrogate userId": b'{"userId":"u\\ud800","eventType":"LOGIN"}',
+    "surrogate eventType": b'{"userId":"u","eventType":"\\udfff"}',
+    "surrogate payload value": b'{"userId":"u","eventType":"LOGIN","payload":{"a":"\\ud800"}}',
+    "surrogate payload key": b'{"userId":"u","eventType":"LOGIN","payload":{"\\ud800":1}}',
+    "surrogate unknown field name": b'{"userId":"u","eventType":"LOGIN","\\ud800":1}',
+}
+
+
+@pytest.mark.parametrize("path", ["/events/generate", "/events/batch"])
+@pytest.mark.parametrize("body", list(UNWRITABLE.values()), ids=list(UNWRITABLE))
+def test_unwritable_json_is_400_never_published(
+    client: FlaskClient, fake: InMemoryEventPublisher, path: str, body: bytes
+) -> None:
+    data = body if path == "/events/generate" else b'{"events":[' + body + b"]}"
+    response = client.post(path, data=data, content_type="application/json")
+    error = assert_json_error(response, 400, "bad_request")
+    assert error["message"].startswith("The body cannot be accepted as JSON:")
+    assert ("not finite" in error["message"]) == (b"1e400" in body)
+    assert fake.records == []
+
+
+@pytest.mark.parametrize("depth", [*range(900, 1001), 5000])
+@pytest.mark.parametrize("path", ["/events/generate", "/events/batch"])
+def test_deep_nesting_is_never_a_500(fake: InMemoryEventPublisher, path: str, depth: int) -> None:
+    # Default limits: the body must fit, the depth is what is under test.
+    client = create_app(ProducerSettings(), publisher=fake).test_client()
+    payload = b'{"a":' * depth + b"1" + b"}" * depth
+    event = b'{"userId":"u","eventType":"LOGIN","payload":' + payload + b"}"
+    data = event if path == "/events/generate" else b'{"events":[' + event + b"]}"
+    response = client.post(path, data=data, content_type="application/json")
+    assert response.status_code in (201, 400), (depth, response.get_data()[:300])
+    assert response.mimetype == "application/json"
+    if response.status_code == 400:
+        assert fake.records == []
+
+
+def test_error_answers_are_json_whatever_they_echo() -> None:
+    # The handlers must never fail on what a message echoes: a 400 must not become a 500.
+    body = {"\ud800": ["Unknown field."], "n": float("inf"), "deep": [[[]]]}
+    with create_app(ProducerSettings(), publisher=InMemoryEventPublisher()).app_context():
+        response = error_response(400, "validation_error", "bad \udfff", fields=body)
+    error = json.loads(response.get_data())["error"]
+    assert error["message"] == "bad \\udfff"
+    assert error["fields"] == {"\\ud800": ["Unknown field."], "n": "inf", "deep": [[[]]]}
 
 
 def test_validation_error_names_fields(client: FlaskClient) -> None:
