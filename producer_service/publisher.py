@@ -20,8 +20,8 @@ from typing import Any, Protocol
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from producer_service.config import ProducerSettings
-from shared.errors import Unavailable
-from shared.events import compact_json, record_headers
+from shared.errors import InvalidEvent, Unavailable
+from shared.events import compact_json, json_problem, record_headers
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,36 @@ class Delivery:
         return self.reason is None
 
 
+@dataclass(frozen=True)
+class EncodedRecord:
+    """A record as Kafka will carry it."""
+
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def encode_records(records: Sequence[Mapping[str, Any]]) -> list[EncodedRecord]:
+    """Every record's key (`userId`, UTF-8), value (compact JSON) and headers.
+
+    Raises `InvalidEvent` naming the first record that cannot be encoded. Publishers call
+    this before sending anything, so a batch with one such record sends none of them."""
+    encoded = []
+    for index, record in enumerate(records):
+        try:
+            encoded.append(
+                EncodedRecord(
+                    record["userId"].encode(), compact_json(record), record_headers(record)
+                )
+            )
+        except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+            problem = json_problem(record) or "its key or headers are not UTF-8"
+            raise InvalidEvent(
+                f"Event {index} cannot be written to Kafka ({problem}); nothing was published."
+            ) from None
+    return encoded
+
+
 class EventPublisher(Protocol):
     """Durably appends records to the event log.
 
@@ -60,7 +90,8 @@ class EventPublisher(Protocol):
         `timeout` seconds have passed. Returns one `Delivery` per record, in input order;
         a record is `ok` only once the log has durably acknowledged it. Per-record failures
         (timeout, full queue, broker error) are reported in the deliveries, never raised.
-        Raises `Unavailable` when called after `close()`."""
+        Raises `InvalidEvent` before sending any record when one cannot be encoded
+        (`encode_records`), and `Unavailable` when called after `close()`."""
         ...
 
     def ready(self, timeout: float) -> bool:
@@ -174,17 +205,19 @@ class KafkaEventPublisher:
             producer.poll(0.05)
 
     def publish(self, records: Sequence[Mapping[str, Any]], timeout: float) -> list[Delivery]:
+        # All or nothing: every record is encoded before the first one is handed over.
+        encoded = encode_records(records)
         producer = self._ensure_producer()
         deadline = time.monotonic() + timeout
         pending = _Pending(len(records))
-        for index, record in enumerate(records):
+        for index, (record, kafka_record) in enumerate(zip(records, encoded, strict=True)):
             callback = functools.partial(self._on_delivery, pending, index, record["eventId"])
             try:
                 producer.produce(
                     self._topic,
-                    key=record["userId"].encode(),
-                    value=compact_json(record),
-                    headers=record_headers(record),
+                    key=kafka_record.key,
+                    value=kafka_record.value,
+                    headers=kafka_record.headers,
                     on_delivery=callback,
                 )
             except BufferError:

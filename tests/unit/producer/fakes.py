@@ -8,7 +8,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from producer_service.publisher import REASON_TIMEOUT, Delivery
+from producer_service.publisher import REASON_TIMEOUT, Delivery, encode_records
 from shared.errors import Unavailable
 
 
@@ -29,6 +29,7 @@ class InMemoryEventPublisher:
     def publish(self, records: Sequence[Mapping[str, Any]], timeout: float) -> list[Delivery]:
         if self.closed:
             raise Unavailable("the publisher is closed")
+        encode_records(records)  # the same all-or-nothing check as the Kafka publisher
         out = []
         with self._lock:
             for index, record in enumerate(records):
