@@ -27,16 +27,19 @@ RETRY_AFTER = "1"
 
 class InvalidBatch(InvalidEvent):
     """A batch with invalid items; `items` lists `{"index", "fields"}` per bad item, or is
-    empty when the envelope itself is wrong (then `messages` says how)."""
+    empty when the envelope itself is wrong (then `messages` says how). `omitted` counts
+    bad items left out of `items` to keep the answer small."""
 
     def __init__(
         self,
         message: str,
         items: Sequence[Mapping[str, Any]] = (),
         messages: Mapping[str, Any] | None = None,
+        omitted: int = 0,
     ) -> None:
         super().__init__(message, messages)
         self.items = list(items)
+        self.omitted = omitted
 
 
 def error_response(
@@ -93,6 +96,8 @@ def handle_http(exc: HTTPException) -> Response:
 
 def handle_invalid_batch(exc: InvalidBatch) -> Response:
     extra: dict[str, Any] = {"items": exc.items}
+    if exc.omitted:
+        extra["omittedItems"] = exc.omitted
     if exc.messages:
         extra["fields"] = dict(exc.messages)
     return error_response(400, "validation_error", str(exc), **extra)

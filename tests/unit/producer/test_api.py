@@ -334,6 +334,50 @@ def test_bad_batch_envelope(
     assert fake.records == []
 
 
+def test_too_many_events_is_400_before_any_item_is_validated(
+    client: FlaskClient, fake: InMemoryEventPublisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_item_validation(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("items were validated")
+
+    # Items that are not even objects: the count alone decides, nothing looks at them.
+    body = {"events": [0] * 2000}
+    state_schema = client.application.extensions["producer"].batch_schema
+    monkeypatch.setattr(state_schema, "load", no_item_validation)
+    error = assert_json_error(post(client, "/events/batch", body), 400, "validation_error")
+    assert "at most 5 events; this one has 2000" in error["message"]
+    assert error["fields"] == {"events": ["Length must be between 1 and 5."]}
+    assert len(response_bytes := json.dumps(error)) < 500, response_bytes
+    assert fake.records == []
+
+
+def test_many_invalid_items_list_the_first_100(fake: InMemoryEventPublisher) -> None:
+    app = create_app(ProducerSettings(max_batch_events=1000), publisher=fake)
+    body = {"events": [{"userId": "", "eventType": "LOGIN"}] * 1000}
+    response = post(app.test_client(), "/events/batch", body)
+    error = assert_json_error(response, 400, "validation_error")
+    assert [item["index"] for item in error["items"]] == list(range(100))
+    assert error["omittedItems"] == 900
+    assert error["message"].startswith("1000 invalid event(s); nothing was published.")
+    assert "900 more" in error["message"]
+
+
+def test_few_invalid_items_omit_nothing(client: FlaskClient) -> None:
+    body = batch_of(2)
+    body["events"][0]["userId"] = ""
+    error = assert_json_error(post(client, "/events/batch", body), 400, "validation_error")
+    assert "omittedItems" not in error
+
+
+def test_batch_body_cap_is_separate_from_the_event_count(fake: InMemoryEventPublisher) -> None:
+    settings = ProducerSettings(max_batch_bytes=64 * 1024)
+    assert settings.max_batch_body_bytes == 64 * 1024
+    client = create_app(settings, publisher=fake).test_client()
+    big = b'{"events": [' + b" " * 64 * 1024 + b"]}"
+    response = client.post("/events/batch", data=big, content_type="application/json")
+    assert_json_error(response, 413, "request_entity_too_large")
+
+
 def test_batch_partly_acknowledged_is_207(
     client: FlaskClient, fake: InMemoryEventPublisher
 ) -> None:

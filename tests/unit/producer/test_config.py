@@ -17,6 +17,14 @@ def test_defaults() -> None:
     assert s.event_types == ("LOGIN", "LOGOUT", "PRODUCT_VIEW")
     assert s.common.kafka_topic == "user-activity-events"
     assert s.compression == "lz4"
+    assert s.max_batch_bytes == s.max_batch_body_bytes == 4 * 1024 * 1024
+
+
+def test_batch_body_limit_is_the_smaller_of_the_two_bounds() -> None:
+    s = ProducerSettings.from_env({"PRODUCER_MAX_BATCH_EVENTS": "10"})
+    assert s.max_batch_body_bytes == 10 * s.max_event_body_bytes
+    s = ProducerSettings.from_env({"PRODUCER_MAX_BATCH_BYTES": "100000"})
+    assert s.max_batch_body_bytes == 100_000
 
 
 def test_from_env() -> None:
@@ -45,6 +53,8 @@ def test_from_env() -> None:
         ({"EVENT_TYPES": "OK,not ok"}, "EVENT_TYPES"),
         ({"PRODUCER_LINGER_MS": "500", "PRODUCER_ACK_TIMEOUT_MS": "400"}, "PRODUCER_LINGER_MS"),
         ({"KAFKA_BOOTSTRAP_SERVERS": " "}, "KAFKA_BOOTSTRAP_SERVERS"),
+        ({"PRODUCER_MAX_BATCH_BYTES": "36863"}, "PRODUCER_MAX_BATCH_BYTES"),
+        ({"PRODUCER_MAX_BATCH_BYTES": "0"}, "PRODUCER_MAX_BATCH_BYTES"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
