@@ -7,6 +7,7 @@ tested without a network. The worker feeds it bytes and acts on the decision.
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,9 +15,18 @@ from typing import Any, Literal
 from marshmallow import ValidationError
 
 from shared.errors import InvalidEvent
-from shared.events import EventRecordSchema, compact_json
+from shared.events import EventRecordSchema, compact_json, json_problem
 
-PoisonReason = Literal["too_large", "not_json", "invalid_schema"]
+# `processing_error` is the worker's safety net: a record whose decision raised something
+# this module did not foresee (see Worker._decide).
+PoisonReason = Literal["too_large", "not_json", "invalid_schema", "processing_error"]
+
+# Deepest nesting of objects and arrays a record may have. Python's json parses and
+# writes nested values by recursion, and a value that only just fits at one call depth
+# fails at a deeper one (the read API serves events from well inside Flask). A fixed
+# bound far below the interpreter's recursion limit makes "accepted" mean "readable
+# everywhere"; real event payloads are a few levels deep.
+MAX_NESTING = 256
 
 _RECORD_SCHEMA = EventRecordSchema()
 
@@ -67,16 +77,46 @@ Decision = Accepted | Rejected
 
 
 def _reject_constant(name: str) -> Any:
-    # json.loads accepts NaN/Infinity, which compact_json would then write back as
-    # invalid JSON; such a record is poison, not an event.
+    # json.loads accepts NaN/Infinity, which compact_json cannot write back as JSON;
+    # such a record is poison, not an event.
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # `1e400` is valid JSON syntax but parses to inf, which cannot be written back.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """True when `value` has containers nested more than `limit` deep (iterative, so it
+    cannot itself run out of stack)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def safe_text(text: str) -> str:
+    """`text` with anything UTF-8 cannot carry (unpaired surrogates, which a `"\\ud800"`
+    escape in a record produces) spelled as backslash escapes, so it can go into a Kafka
+    header or a log line."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def decode_record(value: bytes | None, max_bytes: int) -> dict[str, Any]:
     """Bytes of a Kafka record value to a validated record dict.
 
-    Raises InvalidRecord (never anything else) when the value is missing, bigger than
-    `max_bytes`, not UTF-8 JSON, or fails EventRecordSchema.
+    Raises InvalidRecord when the value is missing, bigger than `max_bytes`, not UTF-8
+    JSON we can read and write back (syntax, NaN/Infinity, numbers out of float range,
+    unpaired surrogate escapes, nesting deeper than MAX_NESTING), or fails
+    EventRecordSchema. A returned record always encodes with `compact_json`.
     """
     if value is None:
         raise InvalidRecord("not_json", "The record has no value.")
@@ -85,23 +125,43 @@ def decode_record(value: bytes | None, max_bytes: int) -> dict[str, Any]:
             "too_large", f"The record value is {len(value)} bytes; the limit is {max_bytes}."
         )
     try:
-        data = json.loads(value.decode("utf-8"), parse_constant=_reject_constant)
+        data = json.loads(
+            value.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
     except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidRecord("not_json", f"The record value is not UTF-8 JSON: {exc}") from None
+        raise InvalidRecord(
+            "not_json", safe_text(f"The record value is not UTF-8 JSON: {exc}")
+        ) from None
+    except RecursionError:
+        raise InvalidRecord(
+            "not_json", f"The record value is nested more than {MAX_NESTING} levels deep."
+        ) from None
     if not isinstance(data, dict):
         raise InvalidRecord("invalid_schema", "The record value is not a JSON object.")
+    if _nesting_exceeds(data, MAX_NESTING):
+        raise InvalidRecord(
+            "not_json", f"The record value is nested more than {MAX_NESTING} levels deep."
+        )
     try:
         loaded: dict[str, Any] = _RECORD_SCHEMA.load(data)
     except ValidationError as exc:
+        # ASCII JSON: the messages may quote field names from the record, surrogates too.
         raise InvalidRecord(
             "invalid_schema",
-            f"The record fails the event schema: {compact_json(exc.messages).decode()}",
+            f"The record fails the event schema: {json.dumps(exc.messages, default=str)}",
         ) from None
+    # What is stored is this record plus ASCII fields, so if it encodes, so does the stored
+    # form. Parsing accepts what writing refuses, e.g. a "\ud800" escape.
+    problem = json_problem(loaded)
+    if problem is not None:
+        raise InvalidRecord("not_json", f"The record value cannot be stored as JSON: {problem}.")
     return loaded
 
 
 def decide(value: bytes | None, partition: int, offset: int, max_bytes: int) -> Decision:
-    """Accepted when the record is a valid event, Rejected with the reason otherwise."""
+    """Accepted when the record is a valid event that can be stored, Rejected with the
+    reason otherwise. Raises only on a bug in these rules (the worker dead-letters the
+    record as `processing_error` then)."""
     try:
         return Accepted(decode_record(value, max_bytes), partition, offset)
     except InvalidRecord as exc:

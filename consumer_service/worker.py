@@ -32,13 +32,20 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from consumer_service import metrics
 from consumer_service.config import ConsumerSettings
-from consumer_service.dlq import DeadLetter, DeadLetterQueue, KafkaDeadLetterQueue
+from consumer_service.dlq import (
+    DeadLetter,
+    DeadLetterQueue,
+    DeadLetterRejected,
+    KafkaDeadLetterQueue,
+)
 from consumer_service.processing import (
     Accepted,
+    Decision,
     PoisonWindow,
     Rejected,
     backoff_delay,
     decide,
+    safe_text,
 )
 from consumer_service.status import StatusFile, WorkerState, WorkerStatus
 from consumer_service.store import BatchResult, EventStore
@@ -160,7 +167,8 @@ class Worker:
 
     def run(self) -> int:
         """Consume until stopped. Returns EXIT_OK after a requested stop, EXIT_POISON
-        when the poison guard tripped, EXIT_FATAL on a fatal Kafka error."""
+        when the poison guard tripped, EXIT_FATAL on a fatal Kafka error, a record the
+        DLQ refused for good, or any unexpected exception (logged with its traceback)."""
         s = self._settings
         if not self._ensure_dlq():
             self._set_state("stopped", "stopped before Kafka answered")
@@ -174,7 +182,9 @@ class Worker:
             on_lost=self._on_lost,
         )
         log.info("worker started", extra={"topic": s.common.kafka_topic, "group": s.consumer_group})
-        code = EXIT_OK
+        # Anything that leaves the loop other than a requested stop is a failure, including
+        # what no except clause below names: the status must say "failed", never "stopped".
+        code = EXIT_FATAL
         try:
             # "running" once the group has answered with this member's first assignment
             # (see _on_assign): ready means events are being consumed, not just polled for.
@@ -187,7 +197,9 @@ class Worker:
                 self._update_lag()
             if self._fatal is not None:
                 log.error("fatal Kafka error, stopping", extra={"error": self._fatal})
-                code = EXIT_FATAL
+                self._detail = self._fatal
+            else:
+                code = EXIT_OK
         except PoisonLimitExceeded as exc:
             log.error(
                 "poison limit exceeded, stopping without committing this batch",
@@ -197,7 +209,19 @@ class Worker:
             code = EXIT_POISON
         except KafkaException as exc:
             log.error("Kafka error, stopping", extra={"error": str(exc)})
-            code = EXIT_FATAL
+            self._detail = str(exc)
+        except DeadLetterRejected as exc:
+            log.error(
+                "the DLQ refused a poison record for good; stopping without committing this "
+                "batch: fix the DLQ topic (size limit, permissions) and restart",
+                extra={"error": str(exc), "topic": s.dlq_topic},
+            )
+            self._detail = str(exc)
+        except Exception as exc:
+            # A bug, or a dependency failing in a way nobody foresaw: stop (the batch stays
+            # uncommitted) and let the orchestrator restart us, with the traceback logged.
+            log.exception("unexpected error, stopping", extra={"error": repr(exc)})
+            self._detail = f"unexpected error: {exc!r}"
         finally:
             self._close(code)
         return code
@@ -226,7 +250,7 @@ class Worker:
         accepted: list[Accepted] = []
         letters: list[DeadLetter] = []
         for rec in records:
-            decision = decide(rec.value, rec.partition, rec.offset, s.max_message_bytes)
+            decision = self._decide(rec)
             poison = isinstance(decision, Rejected)
             if self._poison.record(poison):
                 raise PoisonLimitExceeded(
@@ -270,7 +294,7 @@ class Worker:
                     "partition": letter.partition,
                     "offset": letter.offset,
                     "reason": letter.reason,
-                    "error": letter.message[:300],
+                    "error": safe_text(letter.message[:300]),
                 },
             )
             metrics.DEAD_LETTERED.labels(letter.reason).inc()
@@ -283,6 +307,24 @@ class Worker:
                 self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), rec.offset + 1)
         self._commit()
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+
+    def _decide(self, rec: Record) -> Decision:
+        """decide(), with a safety net: a record whose decision raises anything is
+        dead-lettered as `processing_error`. Otherwise one such record would crash every
+        replica that takes its partition, over and over, and stop the partition for good."""
+        try:
+            return decide(rec.value, rec.partition, rec.offset, self._settings.max_message_bytes)
+        except Exception as exc:
+            log.exception(
+                "unexpected error deciding a record; dead-lettering it",
+                extra={"topic": rec.topic, "partition": rec.partition, "offset": rec.offset},
+            )
+            return Rejected(
+                "processing_error",
+                safe_text(f"Unexpected error while processing the record: {exc!r}"),
+                rec.partition,
+                rec.offset,
+            )
 
     def _make_durable(
         self, accepted: list[Accepted], letters: list[DeadLetter]

@@ -4,16 +4,29 @@ consumer group of two sharing (and handing over) the partitions."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 
+from consumer_service import worker as worker_module
 from consumer_service.config import ConsumerSettings
+from consumer_service.status import StatusFile
 from consumer_service.store import PageQuery, RedisEventStore
+from consumer_service.worker import EXIT_FATAL
 from shared.events import compact_json
 
 from .conftest import Raw, WorkerThread, make_record, produce, wait_until, with_
@@ -241,3 +254,159 @@ def test_two_workers_split_partitions_and_store_every_event_once_across_a_handov
     bodies = redis_client.mget([f"{prefix}:event:{r['eventId']}" for r in records])
     origins = {(json.loads(x)["partition"], json.loads(x)["offset"]) for x in bodies if x}
     assert len(origins) == len(records)
+
+
+def with_payload(raw_payload: bytes, user: str) -> bytes:
+    """A record whose payload is `raw_payload`, spliced in as JSON text (so it can hold
+    what compact_json would refuse to write)."""
+    body = compact_json(make_record(user))
+    assert body.count(b'"payload":{}') == 1
+    return body.replace(b'"payload":{}', b'"payload":' + raw_payload)
+
+
+def test_records_that_break_the_parser_or_the_encoder_are_dead_lettered_not_fatal(
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    make_store: Callable[..., RedisEventStore],
+) -> None:
+    # Finding 1: a deep-nested record used to kill run() with RecursionError before any
+    # commit, so every replica taking the partition crashed on it in turn.
+    store = make_store(settings)
+    key = b"user-q"  # one partition, the bad records between good ones
+    good = [make_record("user-q"), make_record("user-q")]
+    deep = with_payload(b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}", "user-q")
+    surrogate = with_payload(b'{"s":"\\ud800"}', "user-q")
+    huge_number = with_payload(b'{"n":1e400}', "user-q")
+    assert len(deep) < settings.max_message_bytes
+    items: list[Any] = [good[0], Raw(key, deep), Raw(key, surrogate), Raw(key, huge_number)]
+    produce(settings.common.kafka_bootstrap_servers, settings.common.kafka_topic, [*items, good[1]])
+    worker = start_worker(settings)
+
+    wait_until(
+        lambda: (s := store.stats())["processed"] == 2 and s["deadLettered"] == 3,
+        20,
+        "good stored and the three bad records dead-lettered",
+    )
+    assert [e["eventId"] for e in store.page(PageQuery(user_id="user-q")).events] == [
+        g["eventId"] for g in good
+    ]
+    wait_until(lambda: committed_total(settings) == 5, 10, "every offset committed")
+    assert worker.exit_code is None and not worker.worker.stopping, "the worker still runs"
+
+    letters = {dict(m.headers())["dlq.source.offset"]: m for m in read_dlq(settings, 3)}
+    assert sorted(letters) == [b"1", b"2", b"3"]
+    for offset, value, words in [
+        (b"1", deep, "nested"),
+        (b"2", surrogate, "surrogate"),
+        (b"3", huge_number, "out of range"),
+    ]:
+        msg = letters[offset]
+        headers = dict(msg.headers())
+        assert msg.value() == value  # the original bytes, untouched
+        assert headers["dlq.error.type"] == b"not_json"
+        assert words in headers["dlq.error"].decode("utf-8")
+    assert store.stats()["deadLetteredByReason"] == {"not_json": 3}
+
+
+def test_a_record_whose_decision_raises_is_dead_lettered_as_processing_error(
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    make_store: Callable[..., RedisEventStore],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The safety net of finding 1: a bug in the rules costs one record, not the worker.
+    real_decide = worker_module.decide
+
+    def buggy_decide(value: bytes | None, *args: Any) -> Any:
+        if value == b'{"trigger": "\\ud800"}':
+            raise KeyError("\ud800 a bug")  # even its message is not UTF-8
+        return real_decide(value, *args)
+
+    monkeypatch.setattr(worker_module, "decide", buggy_decide)
+    store = make_store(settings)
+    good = [make_record("user-r"), make_record("user-r")]
+    produce(
+        settings.common.kafka_bootstrap_servers,
+        settings.common.kafka_topic,
+        [good[0], Raw(b"user-r", b'{"trigger": "\\ud800"}'), good[1]],
+    )
+    worker = start_worker(settings)
+    wait_until(
+        lambda: (s := store.stats())["processed"] == 2 and s["deadLettered"] == 1,
+        20,
+        "the record that broke the rules dead-lettered, the others stored",
+    )
+    wait_until(lambda: committed_total(settings) == 3, 10, "every offset committed")
+    assert worker.exit_code is None
+    (letter,) = read_dlq(settings, 1)
+    headers = dict(letter.headers())
+    assert headers["dlq.error.type"] == b"processing_error"
+    assert "KeyError" in headers["dlq.error"].decode("utf-8")
+    logged = [r for r in caplog.records if "deciding a record" in r.getMessage()]
+    assert logged and logged[0].exc_info is not None
+
+
+class FailingStore(RedisEventStore):
+    """A real store whose batch write fails with an error nobody planned for."""
+
+    def store_batch(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the store")
+
+
+def test_an_unexpected_exception_stops_the_worker_as_failed_with_a_traceback(
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    redis_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Finding 5: it used to close with exit code 0 and status "stopped".
+    caplog.set_level(logging.INFO, logger="consumer_service.worker")
+    store = FailingStore.from_url(redis_url, settings.redis_prefix, 60)
+    status = StatusFile(tmp_path / "status.json")
+    produce(settings.common.kafka_bootstrap_servers, settings.common.kafka_topic, [make_record()])
+    try:
+        worker = start_worker(settings, store, status_file=status)
+        assert worker.join(20) == EXIT_FATAL
+    finally:
+        store.close()
+    final = status.read()
+    assert final is not None and final.state == "failed"
+    assert "a bug in the store" in final.detail
+    errors = [r for r in caplog.records if r.getMessage() == "unexpected error, stopping"]
+    assert errors and errors[0].exc_info is not None
+    stopped = [r for r in caplog.records if r.getMessage() == "worker stopped"]
+    assert stopped[-1].__dict__["exit_code"] == EXIT_FATAL
+    assert committed_total(settings) == 0
+
+
+def test_a_dead_letter_the_dlq_topic_refuses_for_good_stops_the_worker(
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    make_store: Callable[..., RedisEventStore],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Finding 6: a broker-side permanent refusal used to be retried forever, silently.
+    admin = AdminClient({"bootstrap.servers": settings.common.kafka_bootstrap_servers})
+    resource = ConfigResource(
+        ResourceType.TOPIC,
+        settings.dlq_topic,
+        incremental_configs=[
+            ConfigEntry("max.message.bytes", "1000", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(10)
+    store = make_store(settings)
+    produce(
+        settings.common.kafka_bootstrap_servers,
+        settings.common.kafka_topic,
+        [Raw(b"k", b"not json " + b"x" * 5000)],
+    )
+    worker = start_worker(settings, store)
+    assert worker.join(20) == EXIT_FATAL
+    assert committed_total(settings) == 0  # the record waits for a DLQ that takes it
+    assert store.stats()["deadLettered"] == 0
+    refused = [r for r in caplog.records if "refused a poison record" in r.getMessage()]
+    assert refused and "MSG_SIZE_TOO_LARGE" in refused[0].__dict__["error"]

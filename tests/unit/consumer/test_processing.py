@@ -10,6 +10,7 @@ import pytest
 
 from consumer_service.dlq import DeadLetter, dlq_headers
 from consumer_service.processing import (
+    MAX_NESTING,
     Accepted,
     InvalidRecord,
     PoisonWindow,
@@ -72,6 +73,58 @@ def test_poison_is_rejected_with_its_reason(value: bytes | None, reason: str) ->
     assert decision.message
 
 
+def with_payload(raw_payload: bytes) -> bytes:
+    """A valid record with `raw_payload` spliced in as JSON text."""
+    return compact_json(record(payload={})).replace(b'"payload":{}', b'"payload":' + raw_payload)
+
+
+def nested(depth: int) -> bytes:
+    """A payload object holding arrays, `depth` containers deep in all."""
+    return b'{"a":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        # json.loads raises RecursionError (~10 KB, far under the size limit).
+        (with_payload(nested(5000)), "nested"),
+        # Parses, but deeper than MAX_NESTING: the read API might not be able to serve it.
+        (with_payload(nested(MAX_NESTING)), "nested"),
+        # Valid UTF-8 bytes and valid JSON syntax; the string cannot be written as UTF-8.
+        (with_payload(b'{"s":"\\ud800"}'), "surrogate"),
+        (with_payload(b'{"s":"\\udfff x \\ud800"}'), "surrogate"),
+        # Parses to inf, which cannot be written back as JSON.
+        (with_payload(b'{"n":1e400}'), "out of range"),
+        (with_payload(b'{"n":-1E+999}'), "out of range"),
+    ],
+)
+def test_content_that_cannot_be_read_or_written_back_is_not_json(value: bytes, words: str) -> None:
+    decision = decide(value, 0, 5, 64 * 1024)
+    assert isinstance(decision, Rejected)
+    assert decision.reason == "not_json"
+    assert words in decision.message
+    decision.message.encode("utf-8")  # fit for a header and a log line
+
+
+def test_nesting_up_to_the_limit_is_accepted_and_stored() -> None:
+    # The record object itself is one level, its payload the rest.
+    decision = decide(with_payload(nested(MAX_NESTING - 1)), 0, 5, 64 * 1024)
+    assert isinstance(decision, Accepted)
+    json.loads(decision.stored_form("2026-11-24T05:00:00.000Z"))
+    # A big finite number and a surrogate PAIR (one emoji) are fine.
+    paired = with_payload(b'{"n":1e300,"s":"\\ud83d\\ude00"}')
+    assert isinstance(decide(paired, 0, 5, 4096), Accepted)
+
+
+def test_a_schema_error_quoting_a_surrogate_field_name_is_still_encodable() -> None:
+    value = compact_json(record()).replace(b'"schemaVersion"', b'"x\\ud800":1,"schemaVersion"')
+    decision = decide(value, 0, 1, 4096)
+    assert isinstance(decision, Rejected)
+    assert decision.reason == "invalid_schema"
+    assert "ud800" in decision.message
+    decision.message.encode("utf-8")
+
+
 def test_the_size_check_comes_before_parsing() -> None:
     with pytest.raises(InvalidRecord) as info:
         decode_record(b"x" * 10_000, 100)
@@ -124,3 +177,13 @@ def test_dlq_headers_keep_the_originals_and_say_where_and_why() -> None:
     assert named["dlq.source.offset"] == b"99"
     assert named["dlq.consumer.group"] == b"group-a"
     assert len(named["dlq.error"]) == 1000  # bounded
+
+
+def test_the_dlq_error_header_is_utf8_bounded_on_a_character_boundary() -> None:
+    def header(message: str) -> bytes:
+        letter = DeadLetter(None, None, (), "processing_error", message, "t", 0, 0)
+        return dict(dlq_headers(letter, "g"))["dlq.error"]  # type: ignore[return-value]
+
+    assert header("bad \ud800 thing") == b"bad \\ud800 thing"
+    long = header("€" * 1000)  # 3 bytes each: cut to 999, not into a character
+    assert long.decode("utf-8") == "€" * 333
