@@ -111,7 +111,12 @@ def error_response(status: int, type_: str, message: str) -> tuple[Response, int
 
 def _http_error(exc: HTTPException) -> tuple[Response, int]:
     name = (exc.name or "error").lower().replace(" ", "_")
-    return error_response(exc.code or 500, name, exc.description or name)
+    response, status = error_response(exc.code or 500, name, exc.description or name)
+    # The exception's own headers matter: a 405 must say which methods are allowed.
+    for header, value in exc.get_headers():
+        if header.lower() != "content-type":
+            response.headers.add(header, value)
+    return response, status
 
 
 def _unavailable(exc: Unavailable) -> tuple[Response, int]:

@@ -29,7 +29,12 @@ class Timestamp(fields.Field[str]):
             ) from None
         if moment.tzinfo is None:
             raise ValidationError("The timestamp needs a timezone, e.g. a trailing Z.")
-        return utc_timestamp(moment)
+        try:
+            return utc_timestamp(moment)
+        except OverflowError:
+            # 0001-01-01T00:00:00+01:00 is a valid ISO-8601 instant that has no UTC
+            # datetime (it falls before year 1).
+            raise ValidationError("The timestamp is out of range once converted to UTC.") from None
 
 
 class ProcessedQuerySchema(Schema):

@@ -120,6 +120,8 @@ def test_one_event_and_404(client: FlaskClient, stored: list[dict[str, Any]]) ->
         f"since={ts(9)}&until={ts(9)}",
         "userId=",
         "colour=red",
+        "since=0001-01-01T00:00:00%2B01:00",  # before year 1 in UTC: was a 500
+        "until=9999-12-31T23:59:59-01:00",  # after year 9999 in UTC
     ],
 )
 def test_invalid_queries_are_400_with_a_json_error(client: FlaskClient, query: str) -> None:
@@ -137,6 +139,8 @@ def test_every_error_is_json(client: FlaskClient) -> None:
     wrong_method = client.post("/events/processed", json={})
     assert wrong_method.status_code == 405
     assert wrong_method.get_json()["error"]["type"] == "method_not_allowed"
+    assert set(wrong_method.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+    assert wrong_method.content_type == "application/json"
 
 
 def test_stats(client: FlaskClient, stored: list[dict[str, Any]]) -> None:

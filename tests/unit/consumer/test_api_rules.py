@@ -38,6 +38,9 @@ def test_query_defaults_and_normalised_timestamps() -> None:
         {"eventType": "x" * 65},
         {"page": "2"},
         {"since": "2026-11-24T05:00:00Z", "until": "2026-11-24T04:00:00Z"},
+        # Valid ISO-8601, but outside datetime's range once converted to UTC.
+        {"since": "0001-01-01T00:00:00+01:00"},
+        {"until": "9999-12-31T23:59:59-01:00"},
     ],
 )
 def test_invalid_queries(args: dict[str, str]) -> None:
