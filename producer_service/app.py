@@ -29,14 +29,13 @@ def health() -> Response:
 
 @ops.get("/ready")
 def ready() -> Response | tuple[Response, int]:
-    st = state()
-    if st.publisher.ready(READY_TIMEOUT):
+    readiness = state().publisher.ready(READY_TIMEOUT)
+    if readiness.ok:
         return jsonify(status="ready")
     return error_response(
         503,
         "unavailable",
-        f"Kafka metadata for topic {st.settings.common.kafka_topic!r} was not available "
-        f"within {READY_TIMEOUT:g} s.",
+        f"{readiness.reason or 'Kafka is not available'}.",
         headers={"Retry-After": "1"},
     )
 

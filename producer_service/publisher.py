@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,6 +46,14 @@ class Delivery:
     @property
     def ok(self) -> bool:
         return self.reason is None
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the log can take records now; when not, `reason` says why."""
+
+    ok: bool
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,12 +99,14 @@ class EventPublisher(Protocol):
         a record is `ok` only once the log has durably acknowledged it. Per-record failures
         (timeout, full queue, broker error) are reported in the deliveries, never raised.
         Raises `InvalidEvent` before sending any record when one cannot be encoded
-        (`encode_records`), and `Unavailable` when called after `close()`."""
+        (`encode_records`), and `Unavailable` when called after `close()` or while the
+        client has failed and is not yet replaced."""
         ...
 
-    def ready(self, timeout: float) -> bool:
-        """True when the log answers a metadata request for the topic within `timeout`
-        seconds. May block that long; never raises."""
+    def ready(self, timeout: float) -> Readiness:
+        """Ok when the log answers a metadata request for the topic within `timeout`
+        seconds and the client has not failed; otherwise not ok, with the reason. May
+        block that long; never raises."""
         ...
 
     def close(self, timeout: float) -> int:
@@ -142,15 +152,29 @@ class KafkaEventPublisher:
     thread having to drive them.
     """
 
-    def __init__(self, settings: ProducerSettings) -> None:
+    # A fatal client error (see `_on_client_error`) replaces the producer on next use, but
+    # not more often than this many seconds, so an error that recurs at once (e.g. a
+    # missing idempotent-write ACL) does not open a connection per request.
+    RECOVERY_INTERVAL = 1.0
+
+    def __init__(
+        self,
+        settings: ProducerSettings,
+        producer_factory: Callable[[dict[str, Any]], Any] = Producer,
+    ) -> None:
         self._settings = settings
         self._topic = settings.common.kafka_topic
+        self._new_producer = producer_factory
         self._lock = threading.Lock()
         self._producer: Any = None
         self._pid: int | None = None
         self._poller: threading.Thread | None = None
         self._stopping = threading.Event()
         self._closed = False
+        # Which producer the error callbacks speak about, and its fatal error if any.
+        self._generation = 0
+        self._fatal: str | None = None
+        self._recovered_at = -float("inf")
 
     def kafka_config(self) -> dict[str, Any]:
         s = self._settings
@@ -169,35 +193,106 @@ class KafkaEventPublisher:
             # without bound while the broker is away.
             "message.timeout.ms": s.ack_timeout_ms,
             "logger": logging.getLogger("producer_service.librdkafka"),
-            "error_cb": _log_kafka_error,
         }
 
     def _ensure_producer(self) -> Any:
+        """The live producer of this process, started (or replaced after a fatal error)
+        if need be. Raises `Unavailable` when closed or while a failed one waits for
+        `RECOVERY_INTERVAL` to pass."""
         if self._closed:
             raise Unavailable("the publisher is closed")
         producer = self._producer
-        if producer is not None and self._pid == os.getpid():
+        if producer is not None and self._pid == os.getpid() and self._fatal is None:
             return producer
+        retired = None
         with self._lock:
             if self._closed:
                 raise Unavailable("the publisher is closed")
+            if self._producer is not None and self._pid == os.getpid() and self._fatal:
+                wait = self._recovered_at + self.RECOVERY_INTERVAL - time.monotonic()
+                if wait > 0:
+                    raise Unavailable(
+                        f"the Kafka producer failed ({self._fatal}); a new one starts "
+                        f"in {wait:.1f} s"
+                    )
+                self._recovered_at = time.monotonic()
+                retired = (self._producer, self._poller, self._stopping, self._fatal)
+                self._producer = None
             if self._producer is None or self._pid != os.getpid():
                 # A producer inherited through fork() is unusable: start a fresh one.
-                self._producer = Producer(self.kafka_config())
-                self._pid = os.getpid()
-                self._stopping = threading.Event()
-                self._poller = threading.Thread(
-                    target=self._poll_loop,
-                    args=(self._producer, self._stopping),
-                    name="kafka-delivery-poller",
-                    daemon=True,
-                )
-                self._poller.start()
-                logger.info(
-                    "kafka producer started",
-                    extra={"topic": self._topic, "pid": self._pid},
-                )
-            return self._producer
+                self._start_producer()
+            producer = self._producer
+        if retired is not None:
+            self._retire(*retired)
+        return producer
+
+    def _start_producer(self) -> None:
+        # Called with self._lock held.
+        self._generation += 1
+        self._fatal = None
+        config = self.kafka_config()
+        config["error_cb"] = functools.partial(self._on_client_error, self._generation)
+        self._producer = self._new_producer(config)
+        self._pid = os.getpid()
+        self._stopping = threading.Event()
+        self._poller = threading.Thread(
+            target=self._poll_loop,
+            args=(self._producer, self._stopping),
+            name="kafka-delivery-poller",
+            daemon=True,
+        )
+        self._poller.start()
+        logger.info(
+            "kafka producer started",
+            extra={"topic": self._topic, "pid": self._pid, "generation": self._generation},
+        )
+
+    def _on_client_error(self, generation: int, err: KafkaError) -> None:
+        """librdkafka's `error_cb`, run on the poller thread of producer `generation`.
+
+        Most client errors (all brokers down, a timed-out request) are transient: they are
+        logged, and the requests that suffer from them answer 503 once their deliveries
+        time out. A fatal error (e.g. the idempotent producer lost its sequence state)
+        leaves the producer failing every produce() with _FATAL for good, so it is marked
+        failed: ready() reports it and the next use replaces the producer.
+
+        Why replace it in-process rather than fail /health and wait for a restart: not
+        every deployment has an orchestrator probing /health (gunicorn alone does not),
+        a restart drops the worker's other in-flight requests, and a new Producer is
+        exactly what librdkafka prescribes after a fatal error. /ready still answers 503
+        once, so the failure is visible to whoever watches it.
+        """
+        if not err.fatal():
+            logger.warning(
+                "kafka client error", extra={"kafka_error": err.str(), "code": err.code()}
+            )
+            return
+        logger.error(
+            "kafka producer failed; it is replaced on next use",
+            extra={"kafka_error": err.str(), "code": err.code(), "generation": generation},
+        )
+        with self._lock:
+            if generation == self._generation:
+                self._fatal = err.str()
+
+    def _retire(
+        self, producer: Any, poller: threading.Thread | None, stopping: threading.Event, why: str
+    ) -> None:
+        """Release a failed producer: records still queued or in flight get a failed
+        delivery report now (their requests answer 503) instead of waiting out their
+        timeout. Bounded to about a second."""
+        stopping.set()
+        if poller is not None:
+            poller.join()
+        try:
+            producer.purge()
+        except KafkaException as exc:
+            logger.warning("purging the failed producer failed", extra={"reason": str(exc)})
+        left = int(producer.flush(1.0))
+        logger.warning(
+            "kafka producer replaced",
+            extra={"reason": why, "undelivered": left, "topic": self._topic},
+        )
 
     @staticmethod
     def _poll_loop(producer: Any, stopping: threading.Event) -> None:
@@ -267,14 +362,28 @@ class KafkaEventPublisher:
             delivery = Delivery(event_id, reason=reason, error=err.str())
         pending.settle(index, delivery)
 
-    def ready(self, timeout: float) -> bool:
+    def ready(self, timeout: float) -> Readiness:
+        # A failed producer is reported once; this call also starts its replacement, since
+        # a worker taken out of rotation might otherwise never see another publish.
+        fatal = self._fatal
         try:
             producer = self._ensure_producer()
+        except Unavailable as exc:
+            return Readiness(False, str(exc))
+        if fatal is not None:
+            return Readiness(False, f"the Kafka producer failed ({fatal}); it was replaced")
+        unavailable = Readiness(
+            False,
+            f"Kafka metadata for topic {self._topic!r} was not available within {timeout:g} s",
+        )
+        try:
             metadata = producer.list_topics(self._topic, timeout=timeout)
-        except (KafkaException, Unavailable):
-            return False
+        except KafkaException:
+            return unavailable
         topic = metadata.topics.get(self._topic)
-        return topic is not None and topic.error is None and bool(topic.partitions)
+        if topic is None or topic.error is not None or not topic.partitions:
+            return unavailable
+        return Readiness(True)
 
     def close(self, timeout: float) -> int:
         with self._lock:
@@ -299,9 +408,3 @@ class KafkaEventPublisher:
 
 def _or_unknown(value: int | None) -> int:
     return -1 if value is None else value
-
-
-def _log_kafka_error(err: KafkaError) -> None:
-    # Client-level errors (all brokers down, authentication) are logged; the requests that
-    # suffer from them answer 503 on their own once their deliveries time out.
-    logger.warning("kafka client error", extra={"kafka_error": err.str(), "code": err.code()})

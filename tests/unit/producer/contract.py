@@ -60,12 +60,13 @@ class PublisherContract:
         """Overridden by backends that can look into the log."""
 
     def test_ready(self, publisher: EventPublisher) -> None:
-        assert publisher.ready(timeout=5) is True
+        assert publisher.ready(timeout=5).ok is True
 
     def test_close_is_idempotent_and_final(self, publisher: EventPublisher) -> None:
         publisher.publish(_records(["x"]), timeout=10)
         assert publisher.close(timeout=5) == 0
         assert publisher.close(timeout=5) == 0
-        assert publisher.ready(timeout=1) is False
+        readiness = publisher.ready(timeout=1)
+        assert readiness.ok is False and readiness.reason
         with pytest.raises(Unavailable):
             publisher.publish(_records(["x"]), timeout=1)

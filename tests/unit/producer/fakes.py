@@ -8,7 +8,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from producer_service.publisher import REASON_TIMEOUT, Delivery, encode_records
+from producer_service.publisher import REASON_TIMEOUT, Delivery, Readiness, encode_records
 from shared.errors import Unavailable
 
 
@@ -23,6 +23,7 @@ class InMemoryEventPublisher:
         self.fail: dict[int, str] = {}
         self.fail_all: str | None = None
         self.is_ready = True
+        self.not_ready_reason = "fake: not ready"
         self.closed = False
         self._lock = threading.Lock()
 
@@ -44,8 +45,10 @@ class InMemoryEventPublisher:
                 out.append(Delivery(record["eventId"], partition, offset, latency=0.001))
         return out
 
-    def ready(self, timeout: float) -> bool:
-        return self.is_ready and not self.closed
+    def ready(self, timeout: float) -> Readiness:
+        if self.closed:
+            return Readiness(False, "the publisher is closed")
+        return Readiness(True) if self.is_ready else Readiness(False, self.not_ready_reason)
 
     def close(self, timeout: float) -> int:
         self.closed = True

@@ -475,7 +475,9 @@ def test_health_and_ready(client: FlaskClient, fake: InMemoryEventPublisher) -> 
     assert client.get("/health").get_json() == {"status": "ok"}
     assert client.get("/ready").status_code == 200
     fake.is_ready = False
-    assert_json_error(client.get("/ready"), 503, "unavailable")
+    fake.not_ready_reason = "the Kafka producer failed (fatal thing)"
+    error = assert_json_error(client.get("/ready"), 503, "unavailable")
+    assert error["message"] == "the Kafka producer failed (fatal thing)."
 
 
 def test_metrics(client: FlaskClient, fake: InMemoryEventPublisher) -> None:
