@@ -90,7 +90,7 @@ def main() -> int:
 
     # Imported only now: prometheus_client picks its multiprocess mode at import.
     from consumer_service.status import StatusFile
-    from consumer_service.store import RedisEventStore
+    from consumer_service.store import RedisEventStore, check_durability
     from consumer_service.worker import EXIT_FATAL, Worker
 
     log.info("consumer starting", extra={"settings": redacted(settings), "pid": os.getpid()})
@@ -102,13 +102,13 @@ def main() -> int:
         retention_max_age_seconds=settings.retention_max_age_seconds,
         timeout_seconds=settings.redis_timeout_seconds,
     )
+    if not check_durability(store, settings.require_redis_fsync):
+        store.close()
+        if made_run_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        return EXIT_CONFIG
     worker = Worker(settings, store, status_file=StatusFile(status_path))
-    run_api = os.environ.get("CONSUMER_API_ENABLED", "true").strip().lower() not in (
-        "0",
-        "false",
-        "no",
-    )
-    api = _start_api() if run_api else None
+    api = _start_api() if settings.api_enabled else None
     api_died = threading.Event()
 
     # Signals are taken by a thread of their own with sigwait(), not by a handler on the

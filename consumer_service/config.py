@@ -8,6 +8,23 @@ from dataclasses import dataclass, field
 from shared.config import CommonSettings, Environ, env_float, env_int, env_str
 from shared.errors import ConfigError
 
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def env_bool(env: Environ, name: str, default: bool) -> bool:
+    """true/false, 1/0, yes/no (any case); unset or blank is `default`. Anything else is
+    a ConfigError: a switch whose typo silently means "on" (or "off") is worse than none."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be one of true/false, 1/0, yes/no, got {raw!r}")
+
 
 @dataclass(frozen=True)
 class ConsumerSettings:
@@ -34,6 +51,9 @@ class ConsumerSettings:
     retention_max_events: int = 1_000_000
     retention_max_age_seconds: int = 0
     redis_timeout_seconds: float = 5.0
+    # Refuse to start unless Redis reports appendonly=yes and appendfsync=always, i.e.
+    # unless "Redis answered" really means "on disk" (see docs/consumer.md).
+    require_redis_fsync: bool = False
     # Poison guard: stop when more than this share of the last `poison_window` records
     # were poison.
     poison_window: int = 200
@@ -43,6 +63,7 @@ class ConsumerSettings:
     backoff_max_seconds: float = 10.0
     dlq_flush_timeout_seconds: float = 10.0
     # Read API
+    api_enabled: bool = True
     api_workers: int = 2
     stall_seconds: float = 60.0
     max_scan_per_page: int = 5000
@@ -87,6 +108,9 @@ class ConsumerSettings:
             redis_timeout_seconds=env_float(
                 env, "CONSUMER_REDIS_TIMEOUT_SECONDS", d.redis_timeout_seconds, minimum=0.1
             ),
+            require_redis_fsync=env_bool(
+                env, "CONSUMER_REQUIRE_REDIS_FSYNC", d.require_redis_fsync
+            ),
             poison_window=env_int(env, "CONSUMER_POISON_WINDOW", d.poison_window, minimum=1),
             poison_max_share=env_float(
                 env, "CONSUMER_POISON_MAX_SHARE", d.poison_max_share, minimum=0.0
@@ -100,6 +124,7 @@ class ConsumerSettings:
             dlq_flush_timeout_seconds=env_float(
                 env, "CONSUMER_DLQ_FLUSH_TIMEOUT_SECONDS", d.dlq_flush_timeout_seconds, minimum=0.1
             ),
+            api_enabled=env_bool(env, "CONSUMER_API_ENABLED", d.api_enabled),
             api_workers=env_int(env, "CONSUMER_API_WORKERS", d.api_workers, minimum=1),
             stall_seconds=env_float(env, "CONSUMER_STALL_SECONDS", d.stall_seconds, minimum=1.0),
             max_scan_per_page=env_int(

@@ -133,6 +133,22 @@ class BatchResult:
 
 
 @dataclass(frozen=True)
+class Durability:
+    """Redis's persistence settings as it reports them; both None when it could not be
+    asked (CONFIG disabled, as on most managed services, or Redis not answering), with
+    `problem` saying why."""
+
+    appendonly: str | None
+    appendfsync: str | None
+    problem: str | None = None
+
+    @property
+    def fsync_always(self) -> bool:
+        """True when an acknowledged write is on disk: AOF on, fsync on every write."""
+        return self.appendonly == "yes" and self.appendfsync == "always"
+
+
+@dataclass(frozen=True)
 class PageQuery:
     """One page of stored events. `since` (inclusive) and `until` (exclusive) are
     timestamps in the shared format, so they compare as strings."""
@@ -355,8 +371,62 @@ class RedisEventStore:
         except redis.RedisError:
             return False
 
+    def durability(self) -> Durability:
+        """What Redis says about its persistence (CONFIG GET); never raises."""
+        try:
+            found = self._redis.config_get("appendonly")
+            found.update(self._redis.config_get("appendfsync"))
+        except redis.RedisError as exc:
+            return Durability(None, None, f"{type(exc).__name__}: {exc}")
+        return Durability(_text(found.get("appendonly")), _text(found.get("appendfsync")))
+
     def close(self) -> None:
         self._redis.close()
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace").lower()
+    return None if value is None else str(value).lower()
+
+
+def check_durability(store: RedisEventStore, require: bool) -> bool:
+    """Log whether acknowledged batches survive a Redis crash; False when the worker must
+    not start (`require` set and fsync-always not confirmed).
+
+    The worker commits a batch's offsets as soon as Redis answered the store script. That
+    is only safe when Redis has the script on disk by then: appendonly yes plus
+    appendfsync always. Anything less (everysec, no AOF) can lose up to a second or more
+    of events that Kafka will never deliver again.
+    """
+    found = store.durability()
+    facts = {"appendonly": found.appendonly, "appendfsync": found.appendfsync}
+    if found.fsync_always:
+        log.info("Redis persistence: every write is on disk before it is answered", extra=facts)
+        return True
+    if found.problem is not None:
+        log.warning(
+            "could not check Redis persistence (CONFIG GET refused or Redis not answering); "
+            "make sure it runs with appendonly yes and appendfsync always, or acknowledged "
+            "events can be lost on a Redis crash",
+            extra={"error": found.problem},
+        )
+    else:
+        log.error(
+            "Redis does not write every change to disk before answering: acknowledged "
+            "events can be lost on a Redis crash. Run Redis with appendonly yes and "
+            "appendfsync always (CONFIG SET appendonly yes, CONFIG SET appendfsync always, "
+            "then CONFIG REWRITE)",
+            extra=facts,
+        )
+    if require:
+        log.error(
+            "not starting: CONSUMER_REQUIRE_REDIS_FSYNC is set and Redis is not confirmed "
+            "to run with appendonly yes and appendfsync always",
+            extra=facts,
+        )
+        return False
+    return True
 
 
 def _loads(body: bytes) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -23,15 +23,19 @@ from .test_worker import committed_total
 
 
 class PrivateRedis:
-    """A redis-server of this test's own, persisted like production (AOF, fsync always),
-    that can be killed and started again on the same port and data directory."""
+    """A redis-server of this test's own, persisted like production (AOF, fsync always)
+    unless other `options` are given, that can be killed and started again on the same
+    port and data directory."""
 
-    def __init__(self, directory: Path) -> None:
+    PRODUCTION = ("--appendonly", "yes", "--appendfsync", "always")
+
+    def __init__(self, directory: Path, options: Sequence[str] = PRODUCTION) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.dir = directory
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.options = tuple(options)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -44,12 +48,9 @@ class PrivateRedis:
                 str(self.port),
                 "--dir",
                 str(self.dir),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
                 "--save",
                 "",
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
         )

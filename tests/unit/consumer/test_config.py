@@ -61,3 +61,29 @@ def test_settings_are_frozen() -> None:
     s = ConsumerSettings()
     with pytest.raises(AttributeError):
         s.batch_size = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("true", True), ("1", True), ("YES", True), (" no ", False), ("0", False), ("False", False)],
+)
+def test_switches_take_true_false_1_0_yes_no(raw: str, expected: bool) -> None:
+    s = ConsumerSettings.from_env(
+        {"CONSUMER_API_ENABLED": raw, "CONSUMER_REQUIRE_REDIS_FSYNC": raw}
+    )
+    assert s.api_enabled is expected
+    assert s.require_redis_fsync is expected
+
+
+def test_switch_defaults() -> None:
+    s = ConsumerSettings.from_env({"CONSUMER_API_ENABLED": ""})
+    assert s.api_enabled is True
+    assert s.require_redis_fsync is False
+
+
+@pytest.mark.parametrize("name", ["CONSUMER_API_ENABLED", "CONSUMER_REQUIRE_REDIS_FSYNC"])
+@pytest.mark.parametrize("raw", ["off", "on", "disabled", "2", "tru"])
+def test_a_switch_that_is_not_a_boolean_is_rejected_by_name(name: str, raw: str) -> None:
+    # "off" used to leave the API on without a word.
+    with pytest.raises(ConfigError, match=name):
+        ConsumerSettings.from_env({name: raw})
