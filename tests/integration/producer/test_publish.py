@@ -13,6 +13,7 @@ from producer_service import create_app
 from producer_service.app import publisher_of
 from producer_service.config import ProducerSettings
 from tests.integration.producer.conftest import read_topic
+from tests.unit.producer.scrape import sample
 
 
 def post(client: FlaskClient, path: str, body: Any, **headers: str) -> Any:
@@ -124,7 +125,19 @@ def test_not_ready_when_the_topic_is_missing(kafka_settings: ProducerSettings) -
 
 
 def test_metrics_count_real_deliveries(kafka_client: FlaskClient) -> None:
-    post(kafka_client, "/events/generate", {"userId": "m", "eventType": "LOGOUT"})
-    text = kafka_client.get("/metrics").get_data(as_text=True)
-    assert 'producer_events_published_total{event_type="LOGOUT"}' in text
-    assert "producer_delivery_latency_seconds_count" in text
+    def published() -> float:
+        return sample(kafka_client, "producer_events_published_total", event_type="LOGOUT")
+
+    def latency() -> tuple[float, float]:
+        count = sample(kafka_client, "producer_delivery_latency_seconds_count")
+        return count, sample(kafka_client, "producer_delivery_latency_seconds_sum")
+
+    published_before, (count_before, sum_before) = published(), latency()
+    for user in ("m1", "m2"):
+        response = post(kafka_client, "/events/generate", {"userId": user, "eventType": "LOGOUT"})
+        assert response.status_code == 201
+    count_after, sum_after = latency()
+    assert published() - published_before == 2
+    assert count_after - count_before == 2
+    # A real round trip to the broker: more than nothing, less than the ack timeout.
+    assert 0 < sum_after - sum_before < 2 * 10

@@ -16,6 +16,7 @@ from producer_service.config import ProducerSettings
 from producer_service.errors import error_response
 from shared.events import TIMESTAMP_PATTERN, UUID_PATTERN, new_event_id
 from tests.unit.producer.fakes import InMemoryEventPublisher
+from tests.unit.producer.scrape import sample
 
 GOOD = {"userId": "user-1", "eventType": "LOGIN", "payload": {"page": "/home"}}
 
@@ -481,16 +482,24 @@ def test_health_and_ready(client: FlaskClient, fake: InMemoryEventPublisher) -> 
 
 
 def test_metrics(client: FlaskClient, fake: InMemoryEventPublisher) -> None:
+    http_201 = {"method": "POST", "route": "/events/generate", "status": "201"}
+    http_503 = {**http_201, "status": "503"}
+    watched = [
+        ("producer_http_requests_total", http_201),
+        ("producer_http_requests_total", http_503),
+        ("producer_events_published_total", {"event_type": "LOGIN"}),
+        ("producer_delivery_latency_seconds_count", {}),
+        ("producer_delivery_latency_seconds_sum", {}),
+        ("producer_delivery_failures_total", {"reason": "timeout"}),
+    ]
+    before = [sample(client, name, **labels) for name, labels in watched]
     post(client, "/events/generate", GOOD)
     fake.fail_all = "timeout"
     post(client, "/events/generate", GOOD)
-    text = client.get("/metrics").get_data(as_text=True)
-    assert (
-        'producer_http_requests_total{method="POST",route="/events/generate",status="201"}' in text
-    )
-    assert 'producer_events_published_total{event_type="LOGIN"}' in text
-    assert "producer_delivery_latency_seconds_bucket" in text
-    assert 'producer_delivery_failures_total{reason="timeout"}' in text
+    after = [sample(client, name, **labels) for name, labels in watched]
+    change = [round(a - b, 6) for a, b in zip(after, before, strict=True)]
+    # One 201 and one 503; one event published with the fake's 1 ms latency; one timeout.
+    assert change == [1, 1, 1, 1, 0.001, 1]
 
 
 def test_openapi_is_generated_from_the_schemas(client: FlaskClient) -> None:
