@@ -141,3 +141,22 @@ def test_metrics_count_real_deliveries(kafka_client: FlaskClient) -> None:
     assert count_after - count_before == 2
     # A real round trip to the broker: more than nothing, less than the ack timeout.
     assert 0 < sum_after - sum_before < 2 * 10
+
+
+def test_unwritable_json_reaches_no_topic(
+    kafka_client: FlaskClient, kafka_bootstrap: str, topic: str
+) -> None:
+    bodies = [
+        b'{"userId":"u","eventType":"LOGIN","payload":{"a":1e400}}',
+        b'{"userId":"u\\ud800","eventType":"LOGIN"}',
+        b'{"userId":"u","eventType":"LOGIN","\\ud800":1}',
+    ]
+    for body in bodies:
+        for path, data in (
+            ("/events/generate", body),
+            ("/events/batch", b'{"events":[{"userId":"ok","eventType":"LOGIN"},' + body + b"]}"),
+        ):
+            response = kafka_client.post(path, data=data, content_type="application/json")
+            assert response.status_code == 400, (path, body, response.get_data())
+            assert response.get_json()["error"]["type"] == "bad_request"
+    assert read_topic(kafka_bootstrap, topic) == []
