@@ -15,7 +15,13 @@ from typing import Any, Literal
 from marshmallow import ValidationError
 
 from shared.errors import InvalidEvent
-from shared.events import EventRecordSchema, compact_json, json_problem
+from shared.events import (
+    MAX_JSON_NESTING,
+    EventRecordSchema,
+    compact_json,
+    json_problem,
+    nesting_exceeds,
+)
 
 # `processing_error` is the worker's safety net: a record whose decision raised something
 # this module did not foresee (see Worker._decide).
@@ -26,7 +32,7 @@ PoisonReason = Literal["too_large", "not_json", "invalid_schema", "processing_er
 # fails at a deeper one (the read API serves events from well inside Flask). A fixed
 # bound far below the interpreter's recursion limit makes "accepted" mean "readable
 # everywhere"; real event payloads are a few levels deep.
-MAX_NESTING = 256
+MAX_NESTING = MAX_JSON_NESTING
 
 _RECORD_SCHEMA = EventRecordSchema()
 
@@ -90,19 +96,6 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _nesting_exceeds(value: Any, limit: int) -> bool:
-    """True when `value` has containers nested more than `limit` deep (iterative, so it
-    cannot itself run out of stack)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return False
-
-
 def safe_text(text: str) -> str:
     """`text` with anything UTF-8 cannot carry (unpaired surrogates, which a `"\\ud800"`
     escape in a record produces) spelled as backslash escapes, so it can go into a Kafka
@@ -138,7 +131,7 @@ def decode_record(value: bytes | None, max_bytes: int) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise InvalidRecord("invalid_schema", "The record value is not a JSON object.")
-    if _nesting_exceeds(data, MAX_NESTING):
+    if nesting_exceeds(data, MAX_NESTING):
         raise InvalidRecord(
             "not_json", f"The record value is nested more than {MAX_NESTING} levels deep."
         )

@@ -71,8 +71,30 @@ def compact_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
+# Deeper JSON is refused on both sides: the producer answers 400, the consumer dead-letters.
+# Real events are a few levels deep; Python's own recursion limit sits near 1,000 levels,
+# and code that walks a value recursively (encoders, validators) must stay well inside it.
+MAX_JSON_NESTING = 256
+
+
+def nesting_exceeds(value: Any, limit: int = MAX_JSON_NESTING) -> bool:
+    """True when `value` has dicts/lists nested more than `limit` deep. Iterative, so it
+    cannot run out of stack itself."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
 def json_problem(value: Any) -> str | None:
-    """Why `value` cannot be written with `compact_json`, or None when it can."""
+    """Why `value` cannot be written with `compact_json` (or is nested deeper than
+    MAX_JSON_NESTING), or None when it can."""
+    if isinstance(value, dict | list) and nesting_exceeds(value):
+        return f"nested more than {MAX_JSON_NESTING} levels deep"
     try:
         compact_json(value)
     except RecursionError:

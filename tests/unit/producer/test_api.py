@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from producer_service import create_app
 from producer_service.config import ProducerSettings
 from producer_service.errors import error_response
-from shared.events import TIMESTAMP_PATTERN, UUID_PATTERN, new_event_id
+from shared.events import MAX_JSON_NESTING, TIMESTAMP_PATTERN, UUID_PATTERN, new_event_id
 from tests.unit.producer.fakes import InMemoryEventPublisher
 from tests.unit.producer.scrape import sample
 
@@ -220,6 +220,25 @@ def test_deep_nesting_is_never_a_500(fake: InMemoryEventPublisher, path: str, de
     assert response.mimetype == "application/json"
     if response.status_code == 400:
         assert fake.records == []
+
+
+@pytest.mark.parametrize("path", ["/events/generate", "/events/batch"])
+def test_payload_nesting_is_capped_where_the_consumer_caps_it(
+    fake: InMemoryEventPublisher, path: str
+) -> None:
+    # The consumer dead-letters records nested deeper than MAX_JSON_NESTING, so the
+    # producer must refuse them rather than answer 201 for an event never stored.
+    client = create_app(ProducerSettings(), publisher=fake).test_client()
+
+    def post_depth(depth: int) -> int:
+        payload = b'{"a":' * depth + b"1" + b"}" * depth
+        event = b'{"userId":"u","eventType":"LOGIN","payload":' + payload + b"}"
+        data = event if path == "/events/generate" else b'{"events":[' + event + b"]}"
+        return client.post(path, data=data, content_type="application/json").status_code
+
+    assert post_depth(MAX_JSON_NESTING - 5) == 201
+    assert post_depth(MAX_JSON_NESTING + 1) == 400
+    assert len(fake.records) == 1
 
 
 def test_error_answers_are_json_whatever_they_echo() -> None:

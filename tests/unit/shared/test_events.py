@@ -6,6 +6,7 @@ import pytest
 from marshmallow import ValidationError
 
 from shared.events import (
+    MAX_JSON_NESTING,
     TIMESTAMP_PATTERN,
     EventInputSchema,
     EventRecordSchema,
@@ -13,6 +14,7 @@ from shared.events import (
     enrich,
     enrich_batch,
     json_problem,
+    nesting_exceeds,
     new_event_id,
     random_event_ids,
     utc_timestamp,
@@ -94,3 +96,18 @@ def test_payload_that_cannot_be_encoded_is_a_validation_error_not_a_crash() -> N
         with pytest.raises(ValidationError) as err:
             schema.load({"userId": "u", "eventType": "LOGIN", "payload": payload})
         assert "cannot be stored as JSON" in str(err.value.messages["payload"])
+
+
+def test_nesting_is_capped_at_the_shared_limit() -> None:
+    def nested(depth: int) -> dict[str, object]:
+        value: dict[str, object] = {}
+        for _ in range(depth - 1):
+            value = {"n": value}
+        return value
+
+    assert not nesting_exceeds(nested(MAX_JSON_NESTING))
+    assert nesting_exceeds(nested(MAX_JSON_NESTING + 1))
+    assert json_problem(nested(MAX_JSON_NESTING)) is None
+    assert json_problem(nested(MAX_JSON_NESTING + 1)) == (
+        f"nested more than {MAX_JSON_NESTING} levels deep"
+    )
