@@ -78,15 +78,22 @@ MAX_JSON_NESTING = 256
 
 
 def nesting_exceeds(value: Any, limit: int = MAX_JSON_NESTING) -> bool:
-    """True when `value` has dicts/lists nested more than `limit` deep. Iterative, so it
-    cannot run out of stack itself."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
+    """True when `value` has dicts/lists nested more than `limit` deep.
+
+    Walks one level at a time with plain lists: no recursion (it cannot run out of stack
+    itself) and no per-node tuples, since it runs over every request body."""
+    level = [value]
+    depth = 1
+    while level:
         if depth > limit:
             return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+        below = []
+        for item in level:
+            for child in item.values() if isinstance(item, dict) else item:
+                if isinstance(child, dict | list):
+                    below.append(child)
+        level = below
+        depth += 1
     return False
 
 
