@@ -55,7 +55,17 @@ class Raw:
 
 
 def produce(bootstrap: str, topic: str, items: Sequence[dict[str, Any] | Raw]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    # Idempotent, as the producer service is: without it a retry after a transient error
+    # (a fresh topic's leaders settling) can reorder records, and tests of per-user order
+    # then fail for the producer's reasons, not the consumer's.
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 5,
+            "acks": "all",
+            "enable.idempotence": True,
+        }
+    )
     for item in items:
         if isinstance(item, Raw):
             producer.produce(topic, key=item.key, value=item.value, headers=item.headers)
