@@ -5,25 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from shared.config import CommonSettings, Environ, env_float, env_int, env_str
+from shared.config import CommonSettings, Environ, env_bool, env_float, env_int, env_str
 from shared.errors import ConfigError
-
-_TRUE = frozenset({"true", "1", "yes"})
-_FALSE = frozenset({"false", "0", "no"})
-
-
-def env_bool(env: Environ, name: str, default: bool) -> bool:
-    """true/false, 1/0, yes/no (any case); unset or blank is `default`. Anything else is
-    a ConfigError: a switch whose typo silently means "on" (or "off") is worse than none."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(f"{name} must be one of true/false, 1/0, yes/no, got {raw!r}")
 
 
 @dataclass(frozen=True)

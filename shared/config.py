@@ -62,6 +62,24 @@ def env_list(env: Environ, name: str, default: tuple[str, ...]) -> tuple[str, ..
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def env_bool(env: Environ, name: str, default: bool) -> bool:
+    """true/false, 1/0, yes/no (any case); unset or blank is `default`. Anything else is
+    a ConfigError: a switch whose typo silently means "on" (or "off") is worse than none."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be one of true/false, 1/0, yes/no, got {raw!r}")
+
+
 def env_log_level(env: Environ, name: str = "LOG_LEVEL", default: str = "INFO") -> str:
     level = env.get(name, default).strip().upper() or default
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
