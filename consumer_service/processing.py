@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from marshmallow import ValidationError
@@ -52,21 +52,24 @@ class Accepted:
     record: dict[str, Any]
     partition: int
     offset: int
+    # The record's compact JSON, when decide() already produced it while checking that
+    # the record can be written back; saves encoding every event twice.
+    encoded: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def event_id(self) -> str:
         return str(self.record["eventId"])
 
     def stored_form(self, processed_at: str) -> bytes:
-        """The StoredEventSchema JSON kept in Redis: the record plus where and when."""
-        return compact_json(
-            {
-                **self.record,
-                "processedAt": processed_at,
-                "partition": self.partition,
-                "offset": self.offset,
-            }
+        """The StoredEventSchema JSON kept in Redis: the record plus where and when.
+
+        The record's own JSON with three fields appended: the schema guarantees a
+        non-empty object, and `processed_at` is our own ASCII timestamp."""
+        body = self.encoded if self.encoded is not None else compact_json(self.record)
+        tail = (
+            f',"processedAt":"{processed_at}","partition":{self.partition},"offset":{self.offset}}}'
         )
+        return body[:-1] + tail.encode()
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,8 @@ def safe_text(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def decode_record(value: bytes | None, max_bytes: int) -> dict[str, Any]:
-    """Bytes of a Kafka record value to a validated record dict.
+def decode_record(value: bytes | None, max_bytes: int) -> tuple[dict[str, Any], bytes]:
+    """Bytes of a Kafka record value to a validated record dict and its compact JSON.
 
     Raises InvalidRecord when the value is missing, bigger than `max_bytes`, not UTF-8
     JSON we can read and write back (syntax, NaN/Infinity, numbers out of float range,
@@ -144,11 +147,16 @@ def decode_record(value: bytes | None, max_bytes: int) -> dict[str, Any]:
             f"The record fails the event schema: {json.dumps(exc.messages, default=str)}",
         ) from None
     # What is stored is this record plus ASCII fields, so if it encodes, so does the stored
-    # form. Parsing accepts what writing refuses, e.g. a "\ud800" escape.
-    problem = json_problem(loaded)
-    if problem is not None:
-        raise InvalidRecord("not_json", f"The record value cannot be stored as JSON: {problem}.")
-    return loaded
+    # form. Parsing accepts what writing refuses, e.g. a "\ud800" escape. Nesting was
+    # checked above, so only the encoding is left to try.
+    try:
+        encoded = compact_json(loaded)
+    except (ValueError, RecursionError):
+        problem = json_problem(loaded)
+        raise InvalidRecord(
+            "not_json", f"The record value cannot be stored as JSON: {problem}."
+        ) from None
+    return loaded, encoded
 
 
 def decide(value: bytes | None, partition: int, offset: int, max_bytes: int) -> Decision:
@@ -156,7 +164,8 @@ def decide(value: bytes | None, partition: int, offset: int, max_bytes: int) -> 
     reason otherwise. Raises only on a bug in these rules (the worker dead-letters the
     record as `processing_error` then)."""
     try:
-        return Accepted(decode_record(value, max_bytes), partition, offset)
+        record, encoded = decode_record(value, max_bytes)
+        return Accepted(record, partition, offset, encoded)
     except InvalidRecord as exc:
         return Rejected(exc.reason, str(exc), partition, offset)
 

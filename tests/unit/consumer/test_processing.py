@@ -44,6 +44,21 @@ def test_a_valid_record_is_accepted_with_its_position() -> None:
     assert stored == {**r, "processedAt": "2026-11-24T05:00:00.000Z", "partition": 3, "offset": 42}
 
 
+def test_the_stored_form_is_byte_for_byte_the_compact_json_of_record_plus_position() -> None:
+    # stored_form appends to the JSON decide() already produced instead of re-encoding;
+    # it must equal the full encoding, non-ASCII and nested payloads included.
+    r = record(userId="usér-ü", payload={"a": [1, {"b": None, "c": "€"}], "d": 2.5})
+    decision = decide(compact_json(r), 5, 7, 4096)
+    assert isinstance(decision, Accepted)
+    assert decision.encoded == compact_json(r)
+    expected = compact_json(
+        {**r, "processedAt": "2026-11-24T05:00:00.000Z", "partition": 5, "offset": 7}
+    )
+    assert decision.stored_form("2026-11-24T05:00:00.000Z") == expected
+    # Built without the cached JSON (as the store tests do), the answer is the same.
+    assert Accepted(r, 5, 7).stored_form("2026-11-24T05:00:00.000Z") == expected
+
+
 def test_an_event_type_unknown_to_this_consumer_is_still_accepted() -> None:
     assert isinstance(decide(compact_json(record(eventType="CHECKOUT")), 0, 0, 4096), Accepted)
 
