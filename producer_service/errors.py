@@ -42,6 +42,13 @@ class InvalidBatch(InvalidEvent):
         self.omitted = omitted
 
 
+class DuplicateItems(InvalidBatch):
+    """A batch sent with an Idempotency-Key holds identical events (same userId, eventType
+    and payload). Under one key they would share one eventId and be stored once, though
+    the client was told each was accepted, so the batch is refused (422). `items` lists
+    `{"index", "duplicateOf"}` per repeat, `duplicateOf` being the first identical item."""
+
+
 def error_response(
     status: int, type_: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any
 ) -> Response:
@@ -103,6 +110,13 @@ def handle_invalid_batch(exc: InvalidBatch) -> Response:
     return error_response(400, "validation_error", str(exc), **extra)
 
 
+def handle_duplicate_items(exc: DuplicateItems) -> Response:
+    extra: dict[str, Any] = {"items": exc.items}
+    if exc.omitted:
+        extra["omittedItems"] = exc.omitted
+    return error_response(422, "duplicate_items", str(exc), **extra)
+
+
 def handle_invalid(exc: InvalidEvent) -> Response:
     return error_response(400, "validation_error", str(exc), fields=dict(exc.messages))
 
@@ -125,6 +139,7 @@ def handle_unexpected(exc: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     """Install the JSON handlers; Flask picks the most specific class for each error."""
     app.register_error_handler(HTTPException, handle_http)
+    app.register_error_handler(DuplicateItems, handle_duplicate_items)
     app.register_error_handler(InvalidBatch, handle_invalid_batch)
     app.register_error_handler(InvalidEvent, handle_invalid)
     app.register_error_handler(ValidationError, handle_validation)

@@ -14,7 +14,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import BadRequest, Unauthorized, UnsupportedMediaType
 
 from producer_service.config import ProducerSettings
-from producer_service.errors import InvalidBatch
+from producer_service.errors import DuplicateItems, InvalidBatch
 from producer_service.metrics import observe_deliveries
 from producer_service.publisher import Delivery, EventPublisher
 from producer_service.schemas import BatchInputSchema
@@ -178,6 +178,9 @@ def batch() -> tuple[Response, int]:
     except ValidationError as exc:
         raise _invalid_batch(_as_dict(exc.messages)) from None
     records = enrich_batch(loaded["events"], idempotency_key=key)
+    if key is not None:
+        # Random ids never repeat; only a keyed batch can name one event twice.
+        _refuse_repeats(records)
     deliveries = _publish(records)
     event_ids = [r["eventId"] for r in records]
     acknowledged = sum(1 for d in deliveries if d.ok)
@@ -232,3 +235,27 @@ def _invalid_batch(messages: dict[str, Any]) -> InvalidBatch:
     if len(indexes) > len(items):
         message += f" The first {len(items)} are listed; {len(indexes) - len(items)} more."
     return InvalidBatch(message, items=items, messages=envelope, omitted=len(indexes) - len(items))
+
+
+def _refuse_repeats(records: Sequence[Mapping[str, Any]]) -> None:
+    """Raise DuplicateItems when two records share an eventId, i.e. (under one key) two
+    items are the same event: the consumer would keep one, after both were answered 201,
+    and no retry could tell them apart."""
+    first: dict[str, int] = {}
+    repeats: list[dict[str, int]] = []
+    for i, record in enumerate(records):
+        seen = first.setdefault(record["eventId"], i)
+        if seen != i:
+            repeats.append({"index": i, "duplicateOf": seen})
+    if not repeats:
+        return
+    listed = repeats[:MAX_ITEM_ERRORS]
+    message = (
+        f"{len(repeats)} event(s) repeat an earlier one (same userId, eventType and payload) "
+        "under one Idempotency-Key, so they would share an eventId and be stored once; "
+        "nothing was published. Make each item distinct (e.g. by a payload field) or send "
+        "the repeats under another key."
+    )
+    if len(repeats) > len(listed):
+        message += f" The first {len(listed)} are listed; {len(repeats) - len(listed)} more."
+    raise DuplicateItems(message, items=listed, omitted=len(repeats) - len(listed))

@@ -38,6 +38,12 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "API keys are configured and the request has no valid one.",
         413: "The body is over the limit.",
         415: "The Content-Type is not application/json.",
+        422: (
+            "With an Idempotency-Key, two items of the batch are the same event (same "
+            "userId, eventType and payload): they would share one eventId and be stored "
+            "once. `type` is `duplicate_items`; `items` lists `{index, duplicateOf}` per "
+            "repeat (the first 100, `omittedItems` counts the rest). Nothing was published."
+        ),
         503: "Kafka did not acknowledge in time; retry, with the same Idempotency-Key.",
     }
     return {str(s): _json("Error", meaning[s]) for s in statuses}
@@ -81,9 +87,12 @@ def build_spec(settings: ProducerSettings) -> dict[str, Any]:
         "required": False,
         "schema": {"type": "string", "minLength": 1, "maxLength": 255},
         "description": (
-            "Makes retries safe: the eventId becomes a UUIDv5 of (userId, key), so a "
-            "retried request gets the same eventId and is stored once. In a batch, item "
-            "i uses the key `<key>:<i>`."
+            "Makes retries safe. With a key, an event's eventId is a UUIDv5 of the key and "
+            "the event's userId, eventType and payload (object keys in any order), never "
+            "of its position in a batch: re-sending the same event under the same key, "
+            "alone or in any batch, in any order, gives the same eventId, and it is "
+            "stored once. A different event under a reused key gets its own eventId and "
+            "is stored too. The same key may cover one event or a whole batch."
         ),
     }
     security: list[dict[str, list[str]]] = [{"ApiKey": []}] if settings.api_keys else []
@@ -112,7 +121,8 @@ def build_spec(settings: ProducerSettings) -> dict[str, Any]:
                 "summary": f"Publish up to {settings.max_batch_events} events",
                 "description": (
                     "Validation is all-or-nothing: one invalid item gives a 400 listing "
-                    "every bad index and field, and nothing is published. 503 when Kafka "
+                    "every bad index and field, and nothing is published. With an "
+                    "Idempotency-Key, identical items are a 422. 503 when Kafka "
                     "acknowledged none of the events."
                 ),
                 "parameters": [idempotency_key],
@@ -124,7 +134,7 @@ def build_spec(settings: ProducerSettings) -> dict[str, Any]:
                 "responses": {
                     "201": _json("BatchAccepted", "Every event was acknowledged."),
                     "207": _json("BatchReport", "Some events were acknowledged, some not."),
-                    **_errors(400, 401, 413, 415, 503),
+                    **_errors(400, 401, 413, 415, 422, 503),
                 },
             }
         },

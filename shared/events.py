@@ -35,9 +35,12 @@ HEADER_TIMESTAMP = "timestamp"
 HEADER_EVENT_ID = "eventId"
 HEADER_SCHEMA_VERSION = "schemaVersion"
 
-# Idempotency-Key + userId -> eventId. Fixed forever: changing it would give a retried
-# request a new eventId and so a second stored copy.
-IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0c1f8e-2d4a-4f0e-9a57-3c1d2e6f7a10")
+# Idempotency-Key + the event's content -> eventId (see `new_event_id`). Fixed forever:
+# changing it, or the canonical encoding, gives a retried request a new eventId and so a
+# second stored copy. It replaced 5b0c1f8e-2d4a-4f0e-9a57-3c1d2e6f7a10, under which the id
+# hashed only "<userId>\0<key>" (and "<key>:<i>" for batch item i). Ids made that way
+# never equal today's: a retry spanning that upgrade is stored as a new event.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("c66e4316-2589-47eb-9224-207c91522dbe")
 
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -49,15 +52,35 @@ def utc_timestamp(now: datetime | None = None) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
-def new_event_id(user_id: str, idempotency_key: str | None = None) -> str:
-    """A random UUIDv4, or with an idempotency key a UUIDv5 of (userId, key).
+def new_event_id(event: Mapping[str, Any], idempotency_key: str | None = None) -> str:
+    """A random UUIDv4, or with an idempotency key a UUIDv5 of the key and the event.
 
-    The same key from the same user always yields the same eventId, so a retried request
-    is deduplicated by the consumer; the same key from two users does not collide.
+    With a key the id depends on the key and on the event's `userId`, `eventType` and
+    `payload` (object keys in any order), and on nothing else: not on the timestamp, nor
+    on where the event sat in a batch, nor on the endpoint it came through. So a retry of
+    the same event under the same key, alone or in any batch, gets the same id and the
+    consumer stores it once; a different event under a reused key gets its own id and is
+    stored too; two identical events under one key get one id, and only one is stored.
+    `event` is a loaded input event (a missing `payload` counts as `{}`).
     """
     if idempotency_key is None:
         return str(uuid.uuid4())
-    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{user_id}\x00{idempotency_key}"))
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, _identity(idempotency_key, event)))
+
+
+def _identity(idempotency_key: str, event: Mapping[str, Any]) -> str:
+    # A JSON array of exactly these four values, not a joined string: every field is
+    # quoted and escaped, so no choice of key or userId can make two different tuples
+    # encode alike (as "K" with item 0 and "K:0" did under the old "<key>:<i>" names).
+    # sort_keys makes the payload's object keys order-free at every depth; ensure_ascii
+    # keeps even an unvalidated lone surrogate encodable.
+    return json.dumps(
+        [idempotency_key, event["userId"], event["eventType"], event.get("payload", {})],
+        separators=(",", ":"),
+        sort_keys=True,
+        ensure_ascii=True,
+        allow_nan=False,
+    )
 
 
 def compact_json(value: Any) -> bytes:
@@ -195,8 +218,9 @@ def _record(event_id: str, event: Mapping[str, Any], timestamp: str) -> dict[str
 def enrich(
     event: Mapping[str, Any], *, idempotency_key: str | None = None, now: datetime | None = None
 ) -> dict[str, Any]:
-    """A validated input event turned into a record value (a new dict, in a stable order)."""
-    return _record(new_event_id(event["userId"], idempotency_key), event, utc_timestamp(now))
+    """A validated input event turned into a record value (a new dict, in a stable order).
+    Its eventId is `new_event_id(event, idempotency_key)`."""
+    return _record(new_event_id(event, idempotency_key), event, utc_timestamp(now))
 
 
 def enrich_batch(
@@ -207,15 +231,17 @@ def enrich_batch(
 ) -> list[dict[str, Any]]:
     """Validated input events turned into record values, in input order.
 
-    They share one `timestamp`, the moment the batch was accepted. With an idempotency key,
-    item `i` gets the eventId of key `"<key>:<i>"` and its own userId, so re-sending the
-    same batch with the same key yields the same ids.
+    They share one `timestamp`, the moment the batch was accepted. Without a key the ids
+    are random. With one, every item's id is `new_event_id(item, idempotency_key)`: it
+    depends on the item alone, never on its position, so re-sending any subset of the
+    batch, in any order, keeps each event's id. Identical items get identical ids; a
+    caller that must store each item should refuse such a batch.
     """
     timestamp = utc_timestamp(now)
     if idempotency_key is None:
         ids = random_event_ids(len(events))
     else:
-        ids = [new_event_id(e["userId"], f"{idempotency_key}:{i}") for i, e in enumerate(events)]
+        ids = [new_event_id(e, idempotency_key) for e in events]
     return [_record(event_id, e, timestamp) for event_id, e in zip(ids, events, strict=True)]
 
 

@@ -103,7 +103,9 @@ def test_batch_event_ids_in_input_order(
 
 
 def test_batch_idempotency_key(kafka_client: FlaskClient) -> None:
-    body = {"events": [{"userId": "u", "eventType": "LOGIN"}] * 3}
+    body = {
+        "events": [{"userId": "u", "eventType": "LOGIN", "payload": {"n": n}} for n in range(3)]
+    }
     first = post(kafka_client, "/events/batch", body, **{"Idempotency-Key": "import-1"})
     retry = post(kafka_client, "/events/batch", body, **{"Idempotency-Key": "import-1"})
     assert first.status_code == retry.status_code == 201

@@ -281,8 +281,22 @@ def test_idempotency_key_gives_the_same_event_id(client: FlaskClient) -> None:
     first = post(client, "/events/generate", GOOD, **{"Idempotency-Key": "k-1"}).get_json()
     again = post(client, "/events/generate", GOOD, **{"Idempotency-Key": "k-1"}).get_json()
     other = post(client, "/events/generate", GOOD, **{"Idempotency-Key": "k-2"}).get_json()
-    assert first["eventId"] == again["eventId"] == new_event_id("user-1", "k-1")
+    assert first["eventId"] == again["eventId"] == new_event_id(GOOD, "k-1")
     assert other["eventId"] != first["eventId"]
+
+
+def test_reused_key_with_a_different_event_is_a_new_event(
+    client: FlaskClient, fake: InMemoryEventPublisher
+) -> None:
+    # Issue 7, item 2: the LOGOUT used to get the LOGIN's id, and the consumer dropped it.
+    login = {"userId": "u", "eventType": "LOGIN", "payload": {}}
+    logout = {"userId": "u", "eventType": "LOGOUT", "payload": {}}
+    first = post(client, "/events/generate", login, **{"Idempotency-Key": "K2"})
+    second = post(client, "/events/generate", logout, **{"Idempotency-Key": "K2"})
+    assert first.status_code == second.status_code == 201
+    assert first.get_json()["eventId"] != second.get_json()["eventId"]
+    assert [r["eventType"] for r in fake.records] == ["LOGIN", "LOGOUT"]
+    assert len({r["eventId"] for r in fake.records}) == 2
 
 
 @pytest.mark.parametrize("key", ["", "   ", "k" * 256])
@@ -314,12 +328,74 @@ def test_batch_gives_event_ids_in_input_order(
     assert [r["userId"] for r in fake.records] == [f"user-{i}" for i in range(5)]
 
 
-def test_batch_idempotency_key_derives_per_item_ids(client: FlaskClient) -> None:
-    body = batch_of(3)
-    first = post(client, "/events/batch", body, **{"Idempotency-Key": "b"}).get_json()
-    again = post(client, "/events/batch", body, **{"Idempotency-Key": "b"}).get_json()
-    expected = [new_event_id(f"user-{i}", f"b:{i}") for i in range(3)]
-    assert first["eventIds"] == again["eventIds"] == expected
+def keyed(client: FlaskClient, events: list[dict[str, Any]], key: str = "K") -> list[str]:
+    response = post(client, "/events/batch", {"events": events}, **{"Idempotency-Key": key})
+    assert response.status_code == 201, response.get_data(as_text=True)
+    ids: list[str] = response.get_json()["eventIds"]
+    return ids
+
+
+def test_batch_retry_of_any_subset_in_any_order_keeps_each_events_id(
+    client: FlaskClient, fake: InMemoryEventPublisher
+) -> None:
+    # Issue 7, item 1: [e1] alone under K used to get e0's id.
+    e0, e1, e2 = batch_of(3)["events"]
+    first = keyed(client, [e0, e1, e2])
+    assert len(set(first)) == 3
+    assert first == [new_event_id(e, "K") for e in (e0, e1, e2)]
+    assert keyed(client, [e1]) == [first[1]]
+    assert keyed(client, [e2, e1, e0]) == first[::-1]
+    assert keyed(client, [e2, e0]) == [first[2], first[0]]
+    # The failed item of a 207 may also be retried on its own endpoint.
+    single = post(client, "/events/generate", e1, **{"Idempotency-Key": "K"}).get_json()
+    assert single["eventId"] == first[1]
+    # Every record published for e1, whichever request carried it, has e1's id.
+    by_user = {(r["userId"], r["eventId"]) for r in fake.records}
+    assert by_user == {(e["userId"], i) for e, i in zip((e0, e1, e2), first, strict=True)}
+
+
+def test_single_key_ending_in_an_index_is_not_a_batch_item(client: FlaskClient) -> None:
+    e0 = batch_of(1)["events"][0]
+    in_batch = keyed(client, [e0, {**e0, "eventType": "LOGOUT"}])
+    alone = post(client, "/events/generate", e0, **{"Idempotency-Key": "K:0"}).get_json()
+    assert alone["eventId"] not in in_batch
+
+
+def test_keyed_batch_with_identical_items_is_422_and_publishes_nothing(
+    client: FlaskClient, fake: InMemoryEventPublisher
+) -> None:
+    e0 = {"userId": "u", "eventType": "LOGIN", "payload": {"a": 1, "b": 2}}
+    e1 = {"userId": "u", "eventType": "LOGOUT"}
+    same_as_e0 = {"userId": "u", "eventType": "LOGIN", "payload": {"b": 2, "a": 1}}
+    body = {"events": [e0, e1, same_as_e0, e1, e0]}
+    response = post(client, "/events/batch", body, **{"Idempotency-Key": "K"})
+    error = assert_json_error(response, 422, "duplicate_items")
+    assert error["items"] == [
+        {"index": 2, "duplicateOf": 0},
+        {"index": 3, "duplicateOf": 1},
+        {"index": 4, "duplicateOf": 0},
+    ]
+    assert "nothing was published" in error["message"]
+    assert fake.records == []
+    # Without a key each item is its own event.
+    response = post(client, "/events/batch", body)
+    assert response.status_code == 201
+    assert len(set(response.get_json()["eventIds"])) == 5
+    # Invalid items are still a 400 first: validation comes before identity.
+    body["events"][1] = {"userId": "", "eventType": "LOGIN"}
+    response = post(client, "/events/batch", body, **{"Idempotency-Key": "K"})
+    assert_json_error(response, 400, "validation_error")
+
+
+def test_many_identical_items_list_the_first_100(fake: InMemoryEventPublisher) -> None:
+    client = create_app(ProducerSettings(max_batch_events=250), publisher=fake).test_client()
+    body = {"events": [GOOD] * 250}
+    response = post(client, "/events/batch", body, **{"Idempotency-Key": "K"})
+    error = assert_json_error(response, 422, "duplicate_items")
+    assert error["items"][:2] == [{"index": 1, "duplicateOf": 0}, {"index": 2, "duplicateOf": 0}]
+    assert len(error["items"]) == 100
+    assert error["omittedItems"] == 149
+    assert fake.records == []
 
 
 def test_batch_validation_is_all_or_nothing(
@@ -539,7 +615,9 @@ def test_openapi_is_generated_from_the_schemas(client: FlaskClient) -> None:
         "PRODUCT_VIEW",
     ]
     assert schemas["BatchInput"]["properties"]["events"]["maxItems"] == 5
-    assert set(spec["paths"]["/events/batch"]["post"]["responses"]) >= {"201", "207", "400", "503"}
+    batch_answers = spec["paths"]["/events/batch"]["post"]["responses"]
+    assert set(batch_answers) >= {"201", "207", "400", "422", "503"}
+    assert "duplicate_items" in batch_answers["422"]["description"]
     docs = client.get("/docs")
     assert docs.mimetype == "text/html" and "openapi.json" in docs.get_data(as_text=True)
 

@@ -43,11 +43,68 @@ def test_timestamp_is_utc_with_milliseconds_and_z() -> None:
     assert re.match(TIMESTAMP_PATTERN, utc_timestamp())
 
 
-def test_idempotency_key_gives_the_same_id_per_user_and_differs_across_users() -> None:
-    assert new_event_id("u1", "k") == new_event_id("u1", "k")
-    assert new_event_id("u1", "k") != new_event_id("u2", "k")
-    assert new_event_id("u1", "k") != new_event_id("u1", "k2")
-    assert uuid.UUID(new_event_id("u1", "k")).version == 5
+def test_idempotency_key_gives_a_version_5_id_that_never_changes() -> None:
+    event = {"userId": "user-42", "eventType": "PRODUCT_VIEW", "payload": {"sku": "X-1"}}
+    event_id = new_event_id(event, "order-7781")
+    assert uuid.UUID(event_id).version == 5
+    # Pinned: a change to the namespace or the encoding would give every retry in flight
+    # across the upgrade a new id, i.e. a second stored copy.
+    assert event_id == "2e67d106-190b-5bc9-858d-568b0268ef80"
+    assert uuid.UUID(new_event_id(event)).version == 4
+
+
+def keyed_id(event: dict[str, object], key: str) -> object:
+    return enrich(event, idempotency_key=key)["eventId"]
+
+
+def test_keyed_id_depends_on_key_and_each_field_of_the_event() -> None:
+    base = {"userId": "u1", "eventType": "LOGIN", "payload": {"a": 1}}
+    same = keyed_id(dict(base), "k")
+    assert keyed_id(base, "k") == same
+    variants = [
+        keyed_id(base, "k2"),
+        keyed_id({**base, "userId": "u2"}, "k"),
+        keyed_id({**base, "eventType": "LOGOUT"}, "k"),
+        keyed_id({**base, "payload": {"a": 2}}, "k"),
+        keyed_id({**base, "payload": {"a": 1.0}}, "k"),
+        keyed_id({**base, "payload": {}}, "k"),
+    ]
+    assert len({same, *variants}) == 1 + len(variants)
+
+
+def test_payload_object_keys_in_any_order_give_the_same_id() -> None:
+    one = {
+        "userId": "u",
+        "eventType": "LOGIN",
+        "payload": {"a": 1, "b": {"x": [1, {"p": 0, "q": 1}], "y": 2}},
+    }
+    two = {
+        "userId": "u",
+        "eventType": "LOGIN",
+        "payload": {"b": {"y": 2, "x": [1, {"q": 1, "p": 0}]}, "a": 1},
+    }
+    assert keyed_id(one, "k") == keyed_id(two, "k")
+    # ...while list order is content.
+    three = {
+        "userId": "u",
+        "eventType": "LOGIN",
+        "payload": {"a": 1, "b": {"x": [{"p": 0, "q": 1}, 1], "y": 2}},
+    }
+    assert keyed_id(one, "k") != keyed_id(three, "k")
+    # A missing payload is the empty one the input schema loads it as.
+    assert keyed_id({"userId": "u", "eventType": "LOGIN"}, "k") == keyed_id(
+        {"userId": "u", "eventType": "LOGIN", "payload": {}}, "k"
+    )
+
+
+def test_no_separator_in_a_field_makes_two_events_collide() -> None:
+    def event(user: str) -> dict[str, object]:
+        return {"userId": user, "eventType": "LOGIN", "payload": {}}
+
+    # Each pair would encode alike if key and userId were joined by "\x00", ":" or '","'.
+    assert keyed_id(event("a\x00b"), "k") != keyed_id(event("a"), "b\x00k")
+    assert keyed_id(event("u"), "K:0") != keyed_id(event("0:u"), "K")
+    assert keyed_id(event('u","LOGIN'), "k") != keyed_id(event("u"), 'k","LOGIN')
 
 
 def test_enrich_batch_keeps_order_and_shares_one_timestamp() -> None:
@@ -62,19 +119,45 @@ def test_enrich_batch_keeps_order_and_shares_one_timestamp() -> None:
         assert EventRecordSchema().load(record) == record
 
 
-def test_enrich_batch_with_a_key_derives_each_id_from_key_and_index() -> None:
-    first = enrich_batch(EVENTS, idempotency_key="import-7")
-    again = enrich_batch(EVENTS, idempotency_key="import-7")
-    assert [r["eventId"] for r in first] == [r["eventId"] for r in again]
-    assert [r["eventId"] for r in first] == [
-        new_event_id(e["userId"], f"import-7:{i}") for i, e in enumerate(EVENTS)
+def ids(records: list[dict[str, object]]) -> list[object]:
+    return [r["eventId"] for r in records]
+
+
+def test_keyed_batch_ids_depend_on_each_item_never_on_its_position() -> None:
+    first = ids(enrich_batch(EVENTS, idempotency_key="import-7"))
+    assert ids(enrich_batch(EVENTS, idempotency_key="import-7")) == first
+    assert first == [new_event_id(e, "import-7") for e in EVENTS]
+    assert len(set(first)) == 3
+    # A retry of any subset, in any order, keeps each event's id (issue 7, item 1).
+    assert ids(enrich_batch([EVENTS[1]], idempotency_key="import-7")) == [first[1]]
+    assert ids(enrich_batch([EVENTS[2], EVENTS[0]], idempotency_key="import-7")) == [
+        first[2],
+        first[0],
     ]
+    assert ids(enrich_batch(EVENTS[::-1], idempotency_key="import-7")) == first[::-1]
 
 
-def test_enrich_single_event_uses_the_key_as_given() -> None:
-    record = enrich(EVENTS[0], idempotency_key="k")
-    assert record["eventId"] == new_event_id("u1", "k")
-    assert EventRecordSchema().load(record) == record
+def test_single_event_and_batch_item_under_one_key_are_one_event() -> None:
+    in_batch = ids(enrich_batch(EVENTS, idempotency_key="K"))
+    # The same event under the same key, through either endpoint: a retry.
+    assert enrich(EVENTS[0], idempotency_key="K")["eventId"] == in_batch[0]
+    assert enrich(EVENTS[1], idempotency_key="K")["eventId"] == in_batch[1]
+    # "K:0" is another key, whatever the batch items are numbered.
+    assert enrich(EVENTS[0], idempotency_key="K:0")["eventId"] not in in_batch
+
+
+def test_reused_key_with_a_different_event_gives_a_new_id() -> None:
+    login = enrich({"userId": "u1", "eventType": "LOGIN", "payload": {}}, idempotency_key="K2")
+    logout = enrich({"userId": "u1", "eventType": "LOGOUT", "payload": {}}, idempotency_key="K2")
+    assert login["eventId"] != logout["eventId"]
+    assert EventRecordSchema().load(login) == login
+
+
+def test_identical_items_share_an_id_only_under_a_key() -> None:
+    twice = [EVENTS[0], dict(EVENTS[0])]
+    keyed = ids(enrich_batch(twice, idempotency_key="k"))
+    assert keyed[0] == keyed[1]  # why the producer refuses such a batch
+    assert len(set(ids(enrich_batch(twice)))) == 2
 
 
 def test_compact_json_refuses_what_the_other_side_could_not_parse() -> None:
