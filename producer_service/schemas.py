@@ -73,7 +73,10 @@ class ErrorDetailSchema(Schema):
     )
     items = fields.List(
         fields.Dict(),
-        metadata={"description": "`{index, fields}` per invalid event of a batch (the first 100)."},
+        metadata={
+            "description": "`{index, fields}` per invalid event of a batch, or "
+            "`{index, duplicateOf}` per repeated item of a keyed batch (the first 100)."
+        },
     )
     omittedItems = fields.Integer(
         metadata={"description": "Invalid events of a batch not listed in `items`."}
