@@ -102,7 +102,7 @@ def main() -> int:
         retention_max_age_seconds=settings.retention_max_age_seconds,
         timeout_seconds=settings.redis_timeout_seconds,
     )
-    if not check_durability(store, settings.require_redis_fsync):
+    if not check_durability(store, settings.require_durable_redis):
         store.close()
         if made_run_dir:
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -8,6 +8,29 @@ from dataclasses import dataclass, field
 from shared.config import CommonSettings, Environ, env_bool, env_float, env_int, env_str
 from shared.errors import ConfigError
 
+# Ten years. The longest TTL or age a setting may ask for: far beyond any real retention,
+# and far below what Redis refuses as an expire time (or what its Lua numbers can carry
+# as an integer), so an expire inside the store script never fails on a setting.
+MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
+
+REQUIRE_DURABLE_REDIS = "CONSUMER_REQUIRE_DURABLE_REDIS"
+REQUIRE_DURABLE_REDIS_OLD_NAME = "CONSUMER_REQUIRE_REDIS_FSYNC"
+
+
+def _durable_redis_switch(env: Environ, default: bool) -> bool:
+    """The switch under its name or its first one; both set must agree, so a deployment
+    that sets one in a base file and the other in an override is not silently ambiguous."""
+    new = env_bool(env, REQUIRE_DURABLE_REDIS, default)
+    old = env_bool(env, REQUIRE_DURABLE_REDIS_OLD_NAME, default)
+    set_new = env.get(REQUIRE_DURABLE_REDIS, "").strip() != ""
+    set_old = env.get(REQUIRE_DURABLE_REDIS_OLD_NAME, "").strip() != ""
+    if set_new and set_old and new != old:
+        raise ConfigError(
+            f"{REQUIRE_DURABLE_REDIS} and {REQUIRE_DURABLE_REDIS_OLD_NAME} (its old name) "
+            "disagree; set only the first"
+        )
+    return new if set_new else old
+
 
 @dataclass(frozen=True)
 class ConsumerSettings:
@@ -34,9 +57,11 @@ class ConsumerSettings:
     retention_max_events: int = 1_000_000
     retention_max_age_seconds: int = 0
     redis_timeout_seconds: float = 5.0
-    # Refuse to start unless Redis reports appendonly=yes and appendfsync=always, i.e.
-    # unless "Redis answered" really means "on disk" (see docs/consumer.md).
-    require_redis_fsync: bool = False
+    # Refuse to start unless Redis reports appendonly=yes, appendfsync=always and
+    # maxmemory-policy=noeviction, i.e. unless "Redis answered" really means "on disk, and
+    # kept" (see docs/consumer.md). Read from CONSUMER_REQUIRE_DURABLE_REDIS, or from its
+    # first name CONSUMER_REQUIRE_REDIS_FSYNC (from before the eviction check).
+    require_durable_redis: bool = False
     # Poison guard: stop when more than this share of the last `poison_window` records
     # were poison.
     poison_window: int = 200
@@ -67,51 +92,101 @@ class ConsumerSettings:
                 env, "CONSUMER_BATCH_SIZE", d.batch_size, minimum=1, maximum=100_000
             ),
             poll_timeout_seconds=env_float(
-                env, "CONSUMER_POLL_TIMEOUT_SECONDS", d.poll_timeout_seconds, minimum=0.01
+                env,
+                "CONSUMER_POLL_TIMEOUT_SECONDS",
+                d.poll_timeout_seconds,
+                minimum=0.01,
+                maximum=10.0,
             ),
             session_timeout_ms=env_int(
-                env, "CONSUMER_SESSION_TIMEOUT_MS", d.session_timeout_ms, minimum=1000
+                env,
+                "CONSUMER_SESSION_TIMEOUT_MS",
+                d.session_timeout_ms,
+                minimum=1000,
+                maximum=1_800_000,  # the broker's default group.max.session.timeout.ms
             ),
             max_poll_interval_ms=env_int(
-                env, "CONSUMER_MAX_POLL_INTERVAL_MS", d.max_poll_interval_ms, minimum=1000
+                env,
+                "CONSUMER_MAX_POLL_INTERVAL_MS",
+                d.max_poll_interval_ms,
+                minimum=1000,
+                maximum=86_400_000,  # librdkafka's own limit
             ),
             max_message_bytes=env_int(
-                env, "CONSUMER_MAX_MESSAGE_BYTES", d.max_message_bytes, minimum=256
+                env,
+                "CONSUMER_MAX_MESSAGE_BYTES",
+                d.max_message_bytes,
+                minimum=256,
+                maximum=64 * 1024 * 1024,
             ),
             redis_prefix=env_str(env, "CONSUMER_REDIS_PREFIX", d.redis_prefix),
             dedup_ttl_seconds=env_int(
-                env, "CONSUMER_DEDUP_TTL_SECONDS", d.dedup_ttl_seconds, minimum=1
+                env,
+                "CONSUMER_DEDUP_TTL_SECONDS",
+                d.dedup_ttl_seconds,
+                minimum=1,
+                maximum=MAX_TTL_SECONDS,
             ),
             retention_max_events=env_int(
-                env, "CONSUMER_RETENTION_MAX_EVENTS", d.retention_max_events, minimum=0
+                env,
+                "CONSUMER_RETENTION_MAX_EVENTS",
+                d.retention_max_events,
+                minimum=0,
+                maximum=1_000_000_000,  # about 1 TB of Redis at ~1 KB per event
             ),
             retention_max_age_seconds=env_int(
-                env, "CONSUMER_RETENTION_MAX_AGE_SECONDS", d.retention_max_age_seconds, minimum=0
+                env,
+                "CONSUMER_RETENTION_MAX_AGE_SECONDS",
+                d.retention_max_age_seconds,
+                minimum=0,
+                maximum=MAX_TTL_SECONDS,
             ),
             redis_timeout_seconds=env_float(
-                env, "CONSUMER_REDIS_TIMEOUT_SECONDS", d.redis_timeout_seconds, minimum=0.1
+                env,
+                "CONSUMER_REDIS_TIMEOUT_SECONDS",
+                d.redis_timeout_seconds,
+                minimum=0.1,
+                maximum=60.0,
             ),
-            require_redis_fsync=env_bool(
-                env, "CONSUMER_REQUIRE_REDIS_FSYNC", d.require_redis_fsync
+            require_durable_redis=_durable_redis_switch(env, d.require_durable_redis),
+            poison_window=env_int(
+                env, "CONSUMER_POISON_WINDOW", d.poison_window, minimum=1, maximum=1_000_000
             ),
-            poison_window=env_int(env, "CONSUMER_POISON_WINDOW", d.poison_window, minimum=1),
             poison_max_share=env_float(
-                env, "CONSUMER_POISON_MAX_SHARE", d.poison_max_share, minimum=0.0
+                env, "CONSUMER_POISON_MAX_SHARE", d.poison_max_share, minimum=0.0, maximum=1.0
             ),
             backoff_initial_seconds=env_float(
-                env, "CONSUMER_BACKOFF_INITIAL_SECONDS", d.backoff_initial_seconds, minimum=0.01
+                env,
+                "CONSUMER_BACKOFF_INITIAL_SECONDS",
+                d.backoff_initial_seconds,
+                minimum=0.01,
+                maximum=60.0,
             ),
             backoff_max_seconds=env_float(
-                env, "CONSUMER_BACKOFF_MAX_SECONDS", d.backoff_max_seconds, minimum=0.01
+                env,
+                "CONSUMER_BACKOFF_MAX_SECONDS",
+                d.backoff_max_seconds,
+                minimum=0.01,
+                maximum=600.0,
             ),
             dlq_flush_timeout_seconds=env_float(
-                env, "CONSUMER_DLQ_FLUSH_TIMEOUT_SECONDS", d.dlq_flush_timeout_seconds, minimum=0.1
+                env,
+                "CONSUMER_DLQ_FLUSH_TIMEOUT_SECONDS",
+                d.dlq_flush_timeout_seconds,
+                minimum=0.1,
+                maximum=120.0,
             ),
             api_enabled=env_bool(env, "CONSUMER_API_ENABLED", d.api_enabled),
-            api_workers=env_int(env, "CONSUMER_API_WORKERS", d.api_workers, minimum=1),
-            stall_seconds=env_float(env, "CONSUMER_STALL_SECONDS", d.stall_seconds, minimum=1.0),
+            api_workers=env_int(env, "CONSUMER_API_WORKERS", d.api_workers, minimum=1, maximum=64),
+            stall_seconds=env_float(
+                env, "CONSUMER_STALL_SECONDS", d.stall_seconds, minimum=1.0, maximum=86_400.0
+            ),
             max_scan_per_page=env_int(
-                env, "CONSUMER_MAX_SCAN_PER_PAGE", d.max_scan_per_page, minimum=1
+                env,
+                "CONSUMER_MAX_SCAN_PER_PAGE",
+                d.max_scan_per_page,
+                minimum=1,
+                maximum=1_000_000,
             ),
         )
         settings.validate()

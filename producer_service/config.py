@@ -102,13 +102,13 @@ class ProducerSettings:
             common=CommonSettings.from_env(env),
             bind_host=env_str(env, "PRODUCER_BIND_HOST", cls.bind_host),
             port=env_int(env, "PRODUCER_PORT", cls.port, minimum=0, maximum=65535),
-            workers=env_int(env, "PRODUCER_WORKERS", cls.workers, minimum=1),
-            threads=env_int(env, "PRODUCER_THREADS", cls.threads, minimum=1),
+            workers=env_int(env, "PRODUCER_WORKERS", cls.workers, minimum=1, maximum=64),
+            threads=env_int(env, "PRODUCER_THREADS", cls.threads, minimum=1, maximum=1024),
             ack_timeout_ms=env_int(
                 env, "PRODUCER_ACK_TIMEOUT_MS", cls.ack_timeout_ms, minimum=100, maximum=300_000
             ),
             flush_timeout_ms=env_int(
-                env, "PRODUCER_FLUSH_TIMEOUT_MS", cls.flush_timeout_ms, minimum=0
+                env, "PRODUCER_FLUSH_TIMEOUT_MS", cls.flush_timeout_ms, minimum=0, maximum=300_000
             ),
             linger_ms=env_int(env, "PRODUCER_LINGER_MS", cls.linger_ms, minimum=0, maximum=1000),
             compression=env_str(env, "PRODUCER_COMPRESSION", cls.compression).lower(),

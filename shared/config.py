@@ -7,6 +7,7 @@ instead of failing later on a request.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -41,7 +42,14 @@ def env_int(
     return value
 
 
-def env_float(env: Environ, name: str, default: float, *, minimum: float = 0.0) -> float:
+def env_float(
+    env: Environ,
+    name: str,
+    default: float,
+    *,
+    minimum: float = 0.0,
+    maximum: float | None = None,
+) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -49,8 +57,13 @@ def env_float(env: Environ, name: str, default: float, *, minimum: float = 0.0) 
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    # float() takes "nan" and "inf"; NaN passes every comparison below.
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -113,7 +126,7 @@ class CommonSettings:
             ),
             kafka_topic=env_str(env, "KAFKA_TOPIC", cls.kafka_topic),
             kafka_topic_partitions=env_int(
-                env, "KAFKA_TOPIC_PARTITIONS", cls.kafka_topic_partitions, minimum=1
+                env, "KAFKA_TOPIC_PARTITIONS", cls.kafka_topic_partitions, minimum=1, maximum=10_000
             ),
             redis_url=env_str(env, "REDIS_URL", cls.redis_url),
             log_level=env_log_level(env),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
 from consumer_service.config import ConsumerSettings
@@ -69,21 +71,98 @@ def test_settings_are_frozen() -> None:
 )
 def test_switches_take_true_false_1_0_yes_no(raw: str, expected: bool) -> None:
     s = ConsumerSettings.from_env(
-        {"CONSUMER_API_ENABLED": raw, "CONSUMER_REQUIRE_REDIS_FSYNC": raw}
+        {"CONSUMER_API_ENABLED": raw, "CONSUMER_REQUIRE_DURABLE_REDIS": raw}
     )
     assert s.api_enabled is expected
-    assert s.require_redis_fsync is expected
+    assert s.require_durable_redis is expected
 
 
 def test_switch_defaults() -> None:
     s = ConsumerSettings.from_env({"CONSUMER_API_ENABLED": ""})
     assert s.api_enabled is True
-    assert s.require_redis_fsync is False
+    assert s.require_durable_redis is False
 
 
-@pytest.mark.parametrize("name", ["CONSUMER_API_ENABLED", "CONSUMER_REQUIRE_REDIS_FSYNC"])
+@pytest.mark.parametrize(
+    "name",
+    ["CONSUMER_API_ENABLED", "CONSUMER_REQUIRE_DURABLE_REDIS", "CONSUMER_REQUIRE_REDIS_FSYNC"],
+)
 @pytest.mark.parametrize("raw", ["off", "on", "disabled", "2", "tru"])
 def test_a_switch_that_is_not_a_boolean_is_rejected_by_name(name: str, raw: str) -> None:
     # "off" used to leave the API on without a word.
     with pytest.raises(ConfigError, match=name):
         ConsumerSettings.from_env({name: raw})
+
+
+@pytest.mark.parametrize("raw", ["true", "false"])
+def test_the_old_name_of_the_durability_switch_still_works(raw: str) -> None:
+    s = ConsumerSettings.from_env({"CONSUMER_REQUIRE_REDIS_FSYNC": raw})
+    assert s.require_durable_redis is (raw == "true")
+    both = {"CONSUMER_REQUIRE_REDIS_FSYNC": raw, "CONSUMER_REQUIRE_DURABLE_REDIS": raw}
+    assert ConsumerSettings.from_env(both).require_durable_redis is (raw == "true")
+
+
+def test_the_two_names_of_the_durability_switch_must_agree() -> None:
+    with pytest.raises(ConfigError, match="CONSUMER_REQUIRE_REDIS_FSYNC"):
+        ConsumerSettings.from_env(
+            {"CONSUMER_REQUIRE_REDIS_FSYNC": "true", "CONSUMER_REQUIRE_DURABLE_REDIS": "false"}
+        )
+
+
+TEN_YEARS = 10 * 365 * 24 * 3600
+
+# Every numeric setting, with the largest value accepted. One past it is refused by name,
+# so a typo (an extra zero, milliseconds for seconds) stops the process at start instead
+# of surfacing later, e.g. as an expire time Redis refuses inside the store script.
+MAXIMA = {
+    "KAFKA_TOPIC_PARTITIONS": 10_000,
+    "CONSUMER_PORT": 65535,
+    "CONSUMER_BATCH_SIZE": 100_000,
+    "CONSUMER_POLL_TIMEOUT_SECONDS": 10.0,
+    "CONSUMER_SESSION_TIMEOUT_MS": 1_800_000,
+    "CONSUMER_MAX_POLL_INTERVAL_MS": 86_400_000,
+    "CONSUMER_MAX_MESSAGE_BYTES": 64 * 1024 * 1024,
+    "CONSUMER_DEDUP_TTL_SECONDS": TEN_YEARS,
+    "CONSUMER_RETENTION_MAX_EVENTS": 1_000_000_000,
+    "CONSUMER_RETENTION_MAX_AGE_SECONDS": TEN_YEARS,
+    "CONSUMER_REDIS_TIMEOUT_SECONDS": 60.0,
+    "CONSUMER_POISON_WINDOW": 1_000_000,
+    "CONSUMER_POISON_MAX_SHARE": 1.0,
+    "CONSUMER_BACKOFF_INITIAL_SECONDS": 60.0,
+    "CONSUMER_BACKOFF_MAX_SECONDS": 600.0,
+    "CONSUMER_DLQ_FLUSH_TIMEOUT_SECONDS": 120.0,
+    "CONSUMER_API_WORKERS": 64,
+    "CONSUMER_STALL_SECONDS": 86_400.0,
+    "CONSUMER_MAX_SCAN_PER_PAGE": 1_000_000,
+}
+# Cross-field rules that the largest value of one setting would break on its own.
+COMPANIONS = {
+    "CONSUMER_SESSION_TIMEOUT_MS": {"CONSUMER_MAX_POLL_INTERVAL_MS": "1800000"},
+    "CONSUMER_BACKOFF_INITIAL_SECONDS": {"CONSUMER_BACKOFF_MAX_SECONDS": "60"},
+}
+
+
+@pytest.mark.parametrize(("name", "largest"), sorted(MAXIMA.items()))
+def test_every_numeric_setting_has_a_maximum(name: str, largest: float) -> None:
+    extra = COMPANIONS.get(name, {})
+    ConsumerSettings.from_env({name: str(largest), **extra})
+    too_big = largest + 1 if isinstance(largest, int) else largest * 1.01
+    with pytest.raises(ConfigError, match=f"{name} must be <= "):
+        ConsumerSettings.from_env({name: str(too_big), **extra})
+
+
+def test_every_numeric_setting_is_covered() -> None:
+    numeric = {
+        f.name
+        for f in fields(ConsumerSettings)
+        if isinstance(getattr(ConsumerSettings(), f.name), (int, float))
+        and not isinstance(getattr(ConsumerSettings(), f.name), bool)
+    }
+    # One env variable per numeric field, plus the shared partition count.
+    assert len(MAXIMA) == len(numeric) + 1
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf"])
+def test_a_float_setting_must_be_a_finite_number(raw: str) -> None:
+    with pytest.raises(ConfigError, match="CONSUMER_POLL_TIMEOUT_SECONDS"):
+        ConsumerSettings.from_env({"CONSUMER_POLL_TIMEOUT_SECONDS": raw})

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
 from producer_service.config import ProducerSettings
@@ -69,3 +71,37 @@ def test_api_keys_are_redacted() -> None:
 
 def test_api_keys_are_not_in_repr() -> None:
     assert "secret-key" not in repr(ProducerSettings.from_env({"PRODUCER_API_KEYS": "secret-key"}))
+
+
+# Every numeric setting, with the largest value accepted; one past it is refused by name.
+MAXIMA = {
+    "KAFKA_TOPIC_PARTITIONS": 10_000,
+    "PRODUCER_PORT": 65535,
+    "PRODUCER_WORKERS": 64,
+    "PRODUCER_THREADS": 1024,
+    "PRODUCER_ACK_TIMEOUT_MS": 300_000,
+    "PRODUCER_FLUSH_TIMEOUT_MS": 300_000,
+    "PRODUCER_LINGER_MS": 1000,
+    "PRODUCER_MAX_BATCH_EVENTS": 100_000,
+    "PRODUCER_MAX_BATCH_BYTES": 1 << 30,
+    "PRODUCER_MAX_PAYLOAD_BYTES": 900_000,
+}
+# The batch body must fit one event at the payload limit (2 x payload + 4096).
+COMPANIONS = {"PRODUCER_MAX_PAYLOAD_BYTES": {"PRODUCER_MAX_BATCH_BYTES": str(1 << 30)}}
+
+
+@pytest.mark.parametrize(("name", "largest"), sorted(MAXIMA.items()))
+def test_every_numeric_setting_has_a_maximum(name: str, largest: int) -> None:
+    extra = COMPANIONS.get(name, {})
+    ProducerSettings.from_env({name: str(largest), **extra})
+    with pytest.raises(ConfigError, match=f"{name} must be <= "):
+        ProducerSettings.from_env({name: str(largest + 1), **extra})
+
+
+def test_every_numeric_setting_is_covered() -> None:
+    numeric = [
+        f.name
+        for f in fields(ProducerSettings)
+        if type(getattr(ProducerSettings(), f.name)) in (int, float)
+    ]
+    assert len(MAXIMA) == len(numeric) + 1  # plus the shared partition count
