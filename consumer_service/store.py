@@ -2,7 +2,8 @@
 
 Key layout under one prefix P (default `ua`), all written by ONE Lua script per batch:
 
-    P:seen:<eventId>   string "<partition>:<offset>" of the first copy, EX dedup TTL
+    P:seen:<eventId>   string "<partition>:<offset>" of the first copy, EX dedup TTL;
+                       written last, so a mark means the event was fully stored
     P:event:<eventId>  string, the stored form (StoredEventSchema) as compact JSON
     P:seq              string counter; each stored event takes the next value
     P:index            zset eventId -> seq: every stored event in processing order
@@ -29,91 +30,168 @@ from shared.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
+# What the script answers per event (see its header). A stored event answers its sequence
+# number, always > 0.
+DUPLICATE = 0
+REDELIVERED = -1
+
+# Count retention evicts at most EVICT_BASE + EVICT_PER_STORED x (events stored by the
+# call) per call: Redis answers nobody else while a script runs, so lowering
+# CONSUMER_RETENTION_MAX_EVENTS by 900,000 must not become one 900,000-event call. Each
+# call evicts more than it stores, so the index still converges on the bound, a few
+# thousand events per call (a few ms of Redis time).
+EVICT_BASE = 1000
+EVICT_PER_STORED = 2
+
 # `#!lua` (Redis 7 script flags, none set): the script is refused up front when Redis is
-# out of memory instead of failing half-way, so it either runs whole or not at all.
+# out of memory instead of failing half-way.
 STORE_BATCH_LUA = """#!lua
+--[[ Store one batch of events: dedup, body, indexes, counters, retention.
+
+ARGV layout
+  [1] prefix            every key below starts with it
+  [2] dedup_ttl         seconds a seen mark lives
+  [3] max_events        count retention: most events kept; 0 = unbounded
+  [4] max_age           age retention: seconds an event lives; 0 = off
+  [5] evict_base        count retention: evictions allowed per call ...
+  [6] evict_per_stored  ... plus this many per event stored by this call
+  [7] n_dead            how many (reason, count) pairs follow
+  then n_dead pairs     reason, count: dead-letter counters to add
+  then 5 per event      eventId, userId, eventType, origin ("<partition>:<offset>"), body
+
+Result: one integer per event, in input order
+  > 0  STORED       stored by this call; the value is its sequence number
+   0   DUPLICATE    another record with this eventId was stored before
+  -1   REDELIVERED  this very record (same origin) was stored before
+
+Redis does not undo a script's earlier writes when a later command fails. So the seen
+mark is the LAST write of an event's store: a mark means the event is fully stored, and
+a store that fails half-way leaves no mark. The retry then redoes it, and the redo
+doubles nothing: SET overwrites the body, ZADD moves each index entry to the new
+sequence number. Counters come after every write that can fail on a key. A failing write
+raises STORE_FAILED naming the key; the worker retries the batch and commits nothing.
+Retention only tidies up after events that are already durable, so its failures are
+logged (Redis's log) and skipped rather than allowed to block every later batch.
+--]]
 local prefix = ARGV[1]
 local dedup_ttl = tonumber(ARGV[2])
 local max_events = tonumber(ARGV[3])
 local max_age = tonumber(ARGV[4])
-local n_dead = tonumber(ARGV[5])
+local evict_base = tonumber(ARGV[5])
+local evict_per_stored = tonumber(ARGV[6])
+local n_dead = tonumber(ARGV[7])
+local FIRST_DEAD = 8
+local STORED_FIELDS = 5
+local DUPLICATE, REDELIVERED = 0, -1
 local stats = prefix .. ':stats'
 local index = prefix .. ':index'
+
+-- A write the batch depends on: its failure fails the script, naming the key.
+local function must(cmd, key, ...)
+  local r = redis.pcall(cmd, key, ...)
+  if type(r) == 'table' and r.err then
+    error({err = 'STORE_FAILED ' .. cmd .. ' ' .. key .. ': ' .. r.err})
+  end
+  return r
+end
+
+-- Cleanup after durable events: a failure is logged and skipped (nil).
+local function tolerate(cmd, key, ...)
+  local r = redis.pcall(cmd, key, ...)
+  if type(r) == 'table' and r.err then
+    redis.log(redis.LOG_WARNING, 'retention skipped ' .. cmd .. ' ' .. key .. ': ' .. r.err)
+    return nil
+  end
+  return r
+end
 
 -- Age retention: events expire by TTL in the order they were stored, so the stale
 -- entries of an index are at its front. Bounded work per call.
 local function prune_front(key, limit)
   for _ = 1, limit do
-    local first = redis.call('ZRANGE', key, 0, 0)
-    if #first == 0 then return end
+    local first = tolerate('ZRANGE', key, 0, 0)
+    if not first or #first == 0 then return end
     if redis.call('EXISTS', prefix .. ':event:' .. first[1]) == 1 then return end
-    redis.call('ZREM', key, first[1])
+    tolerate('ZREM', key, first[1])
   end
 end
 
-local i = 6
-for _ = 1, n_dead do
-  local count = tonumber(ARGV[i + 1])
-  redis.call('HINCRBY', stats, 'deadLettered', count)
-  redis.call('HINCRBY', stats, 'deadLettered:' .. ARGV[i], count)
-  i = i + 2
+local function store(id, user, etype, seen_key, origin, body)
+  local seq = must('INCR', prefix .. ':seq')
+  local ekey = prefix .. ':event:' .. id
+  local ukey = prefix .. ':user:' .. user
+  local tkey = prefix .. ':type:' .. etype
+  if max_age > 0 then
+    must('SET', ekey, body, 'EX', max_age)
+  else
+    must('SET', ekey, body)
+  end
+  must('ZADD', index, seq, id)
+  must('ZADD', ukey, seq, id)
+  must('ZADD', tkey, seq, id)
+  if max_age > 0 then
+    must('EXPIRE', ukey, max_age)
+  end
+  must('HINCRBY', stats, 'processed', 1)
+  must('HINCRBY', stats, 'type:' .. etype, 1)
+  must('SET', seen_key, origin, 'EX', dedup_ttl)
+  if max_age > 0 then
+    prune_front(ukey, 4)
+    prune_front(tkey, 4)
+  end
+  return seq
 end
 
 local results = {}
 local stored = 0
+local i = FIRST_DEAD + 2 * n_dead
 while i <= #ARGV do
   local id, user, etype, origin, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  i = i + 5
-  local seen = prefix .. ':seen:' .. id
-  if redis.call('SET', seen, origin, 'NX', 'EX', dedup_ttl) then
-    local seq = redis.call('INCR', prefix .. ':seq')
-    local ekey = prefix .. ':event:' .. id
-    if max_age > 0 then
-      redis.call('SET', ekey, body, 'EX', max_age)
-    else
-      redis.call('SET', ekey, body)
-    end
-    local ukey = prefix .. ':user:' .. user
-    local tkey = prefix .. ':type:' .. etype
-    redis.call('ZADD', index, seq, id)
-    redis.call('ZADD', ukey, seq, id)
-    redis.call('ZADD', tkey, seq, id)
-    redis.call('HINCRBY', stats, 'processed', 1)
-    redis.call('HINCRBY', stats, 'type:' .. etype, 1)
-    if max_age > 0 then
-      prune_front(ukey, 4)
-      prune_front(tkey, 4)
-      redis.call('EXPIRE', ukey, max_age)
-    end
+  i = i + STORED_FIELDS
+  local seen_key = prefix .. ':seen:' .. id
+  local seen = must('GET', seen_key)
+  if not seen then
+    results[#results + 1] = store(id, user, etype, seen_key, origin, body)
     stored = stored + 1
-    results[#results + 1] = seq
-  elseif redis.call('GET', seen) == origin then
-    -- The very record that set the mark, read again after a crash or rebalance before
-    -- its offset was committed: a redelivery, not a duplicate event.
-    results[#results + 1] = -1
+  elseif seen == origin then
+    -- The very record that set the mark, read again after a crash, a rebalance or a
+    -- failed script before its offset was committed. The mark is written last, so the
+    -- event was fully stored: a redelivery, not a duplicate (even if retention has
+    -- deleted the event since).
+    results[#results + 1] = REDELIVERED
   else
-    redis.call('HINCRBY', stats, 'duplicates', 1)
-    results[#results + 1] = 0
+    must('HINCRBY', stats, 'duplicates', 1)
+    results[#results + 1] = DUPLICATE
   end
 end
 
+-- After the events: a batch that fails on an event is retried whole, and counting its
+-- dead letters only once it got this far keeps them from being counted twice.
+for d = FIRST_DEAD, FIRST_DEAD + 2 * n_dead - 1, 2 do
+  local count = tonumber(ARGV[d + 1])
+  must('HINCRBY', stats, 'deadLettered', count)
+  must('HINCRBY', stats, 'deadLettered:' .. ARGV[d], count)
+end
+
 if max_events > 0 then
-  local excess = redis.call('ZCARD', index) - max_events
+  local excess = (tolerate('ZCARD', index) or 0) - max_events
+  local budget = evict_base + evict_per_stored * stored
+  if excess > budget then excess = budget end
   if excess > 0 then
-    local old = redis.call('ZRANGE', index, 0, excess - 1)
+    local old = tolerate('ZRANGE', index, 0, excess - 1) or {}
     for _, id in ipairs(old) do
       local ekey = prefix .. ':event:' .. id
-      local body = redis.call('GET', ekey)
+      local body = tolerate('GET', ekey)
       if body then
         local ok, ev = pcall(cjson.decode, body)
         if ok and type(ev) == 'table' then
-          redis.call('ZREM', prefix .. ':user:' .. tostring(ev['userId']), id)
-          redis.call('ZREM', prefix .. ':type:' .. tostring(ev['eventType']), id)
+          tolerate('ZREM', prefix .. ':user:' .. tostring(ev['userId']), id)
+          tolerate('ZREM', prefix .. ':type:' .. tostring(ev['eventType']), id)
         end
-        redis.call('DEL', ekey)
       end
+      redis.call('DEL', ekey)
     end
-    redis.call('ZREMRANGEBYRANK', index, 0, excess - 1)
+    tolerate('ZREMRANGEBYRANK', index, 0, excess - 1)
   end
 end
 if max_age > 0 then
@@ -121,6 +199,13 @@ if max_age > 0 then
 end
 return results
 """
+
+
+class StoreRefused(Unavailable):
+    """Redis answered but refused the store script: a key of the wrong type under the
+    prefix (the message names it), out of memory, a read-only replica. Transient as far
+    as the caller is concerned (retry, commit nothing), but it lasts until an operator
+    acts, so it deserves an error in the log, not a warning."""
 
 
 @dataclass(frozen=True)
@@ -134,18 +219,24 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class Durability:
-    """Redis's persistence settings as it reports them; both None when it could not be
-    asked (CONFIG disabled, as on most managed services, or Redis not answering), with
-    `problem` saying why."""
+    """Redis's persistence and eviction settings as it reports them; all None when it
+    could not be asked (CONFIG disabled, as on most managed services, or Redis not
+    answering), with `problem` saying why."""
 
     appendonly: str | None
     appendfsync: str | None
+    maxmemory_policy: str | None = None
     problem: str | None = None
 
     @property
     def fsync_always(self) -> bool:
         """True when an acknowledged write is on disk: AOF on, fsync on every write."""
         return self.appendonly == "yes" and self.appendfsync == "always"
+
+    @property
+    def never_evicts(self) -> bool:
+        """True when Redis refuses writes at its memory limit rather than delete keys."""
+        return self.maxmemory_policy == "noeviction"
 
 
 @dataclass(frozen=True)
@@ -178,10 +269,14 @@ class EventStore(Protocol):
         processed_at: str,
         dead_lettered: Mapping[str, int] | None = None,
     ) -> BatchResult:
-        """Atomically, for each event in order: mark its eventId seen and store it with its
-        indexes, or count it as a duplicate. Also adds `dead_lettered` counts per reason.
-        One round trip; either all of it is durable when this returns, or none of it
-        happened and it raises. Safe to call again with the same batch."""
+        """For each event in order: store it with its indexes and mark its eventId seen,
+        or count it as a duplicate (another record had the id) or a redelivery (this very
+        record was stored before). Also adds `dead_lettered` counts per reason. One round
+        trip; all of it is durable when this returns. When it raises, a prefix of the
+        batch may be stored, but an event is only ever marked seen once fully stored, so
+        calling again with the same batch completes it: the events stored before come
+        back as redelivered, the rest are stored, nothing twice. Raises `StoreRefused`
+        (an `Unavailable`) when the backend answered but refused."""
         ...
 
     def get(self, event_id: str) -> dict[str, Any] | None:
@@ -251,11 +346,14 @@ class RedisEventStore:
         dead = {reason: n for reason, n in (dead_lettered or {}).items() if n}
         if not events and not dead:
             return BatchResult((), (), ())
+        # In the order of the script's ARGV layout.
         args: list[str | bytes | int] = [
             self._prefix,
             self._dedup_ttl,
             self._max_events,
             self._max_age,
+            EVICT_BASE,
+            EVICT_PER_STORED,
             len(dead),
         ]
         for reason, n in dead.items():
@@ -270,13 +368,23 @@ class RedisEventStore:
             ]
         try:
             results = self._script(keys=[], args=args)
+        except redis.ResponseError as exc:
+            raise StoreRefused(
+                f"Redis refused to store the batch, which is retried until an operator "
+                f"fixes Redis: {exc}"
+            ) from exc
         except redis.RedisError as exc:
             raise Unavailable(f"Redis did not store the batch: {exc}") from exc
         stored: list[Accepted] = []
         dupes: list[Accepted] = []
         again: list[Accepted] = []
-        for ev, r in zip(events, results, strict=True):
-            (stored if r > 0 else dupes if r == 0 else again).append(ev)
+        for ev, code in zip(events, results, strict=True):
+            if code == DUPLICATE:
+                dupes.append(ev)
+            elif code == REDELIVERED:
+                again.append(ev)
+            else:
+                stored.append(ev)
         return BatchResult(tuple(stored), tuple(dupes), tuple(again))
 
     def get(self, event_id: str) -> dict[str, Any] | None:
@@ -372,13 +480,18 @@ class RedisEventStore:
             return False
 
     def durability(self) -> Durability:
-        """What Redis says about its persistence (CONFIG GET); never raises."""
+        """What Redis says about its persistence and eviction (CONFIG GET); never raises."""
         try:
             found = self._redis.config_get("appendonly")
             found.update(self._redis.config_get("appendfsync"))
+            found.update(self._redis.config_get("maxmemory-policy"))
         except redis.RedisError as exc:
-            return Durability(None, None, f"{type(exc).__name__}: {exc}")
-        return Durability(_text(found.get("appendonly")), _text(found.get("appendfsync")))
+            return Durability(None, None, problem=f"{type(exc).__name__}: {exc}")
+        return Durability(
+            _text(found.get("appendonly")),
+            _text(found.get("appendfsync")),
+            _text(found.get("maxmemory-policy")),
+        )
 
     def close(self) -> None:
         self._redis.close()
@@ -391,27 +504,39 @@ def _text(value: Any) -> str | None:
 
 
 def check_durability(store: RedisEventStore, require: bool) -> bool:
-    """Log whether acknowledged batches survive a Redis crash; False when the worker must
-    not start (`require` set and fsync-always not confirmed).
+    """Log whether acknowledged batches survive in Redis; False when the worker must not
+    start (`require` set and Redis not confirmed safe on both counts below).
 
-    The worker commits a batch's offsets as soon as Redis answered the store script. That
-    is only safe when Redis has the script on disk by then: appendonly yes plus
-    appendfsync always. Anything less (everysec, no AOF) can lose up to a second or more
-    of events that Kafka will never deliver again.
+    The worker commits a batch's offsets as soon as Redis answered the store script, and
+    Kafka never delivers those records again. That is only safe when
+
+    * Redis has the script on disk by then: appendonly yes plus appendfsync always.
+      Anything less (everysec, no AOF) can lose a second or more of events on a crash.
+    * Redis never deletes keys by itself: maxmemory-policy noeviction. Any other policy
+      may evict events, seen marks (a replayed record is then stored again) or the
+      sequence counter (the read API's cursors restart) once memory is full.
     """
     found = store.durability()
-    facts = {"appendonly": found.appendonly, "appendfsync": found.appendfsync}
-    if found.fsync_always:
-        log.info("Redis persistence: every write is on disk before it is answered", extra=facts)
+    facts = {
+        "appendonly": found.appendonly,
+        "appendfsync": found.appendfsync,
+        "maxmemory_policy": found.maxmemory_policy,
+    }
+    if found.fsync_always and found.never_evicts:
+        log.info(
+            "Redis durability: every write is on disk before it is answered, and no key "
+            "is ever evicted",
+            extra=facts,
+        )
         return True
     if found.problem is not None:
         log.warning(
-            "could not check Redis persistence (CONFIG GET refused or Redis not answering); "
-            "make sure it runs with appendonly yes and appendfsync always, or acknowledged "
-            "events can be lost on a Redis crash",
+            "could not check Redis durability (CONFIG GET refused or Redis not answering); "
+            "make sure it runs with appendonly yes, appendfsync always and "
+            "maxmemory-policy noeviction, or acknowledged events can be lost",
             extra={"error": found.problem},
         )
-    else:
+    if found.problem is None and not found.fsync_always:
         log.error(
             "Redis does not write every change to disk before answering: acknowledged "
             "events can be lost on a Redis crash. Run Redis with appendonly yes and "
@@ -419,10 +544,20 @@ def check_durability(store: RedisEventStore, require: bool) -> bool:
             "then CONFIG REWRITE)",
             extra=facts,
         )
+    if found.problem is None and not found.never_evicts:
+        log.error(
+            "Redis may evict keys when its memory is full: events can be lost, replayed "
+            "records stored twice (their seen marks evicted) and read cursors restarted "
+            "(the sequence counter evicted). Run Redis with maxmemory-policy noeviction "
+            "(CONFIG SET maxmemory-policy noeviction, then CONFIG REWRITE); at the limit "
+            "the worker then backs off instead",
+            extra=facts,
+        )
     if require:
         log.error(
-            "not starting: CONSUMER_REQUIRE_REDIS_FSYNC is set and Redis is not confirmed "
-            "to run with appendonly yes and appendfsync always",
+            "not starting: CONSUMER_REQUIRE_DURABLE_REDIS (or its old name "
+            "CONSUMER_REQUIRE_REDIS_FSYNC) is set and Redis is not confirmed to run with "
+            "appendonly yes, appendfsync always and maxmemory-policy noeviction",
             extra=facts,
         )
         return False

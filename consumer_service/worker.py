@@ -48,7 +48,7 @@ from consumer_service.processing import (
     safe_text,
 )
 from consumer_service.status import StatusFile, WorkerState, WorkerStatus
-from consumer_service.store import BatchResult, EventStore
+from consumer_service.store import BatchResult, EventStore, StoreRefused
 from consumer_service.topics import ensure_dlq_topic
 from shared.errors import PipelineError, Unavailable
 from shared.events import utc_timestamp
@@ -345,7 +345,10 @@ class Worker:
             except Unavailable as exc:
                 metrics.BATCH_RETRIES.inc()
                 delay = backoff_delay(attempt, s.backoff_initial_seconds, s.backoff_max_seconds)
-                log.warning(
+                # A refusal (a wrong-type key, named in the error) lasts until fixed by hand.
+                level = logging.ERROR if isinstance(exc, StoreRefused) else logging.WARNING
+                log.log(
+                    level,
                     "batch not durable, retrying",
                     extra={"error": str(exc), "attempt": attempt + 1, "retry_in_s": delay},
                 )

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Local Redis for the pipeline: Debian's redis-server with AOF persistence.
+# Local Redis for the pipeline: Debian's redis-server with AOF persistence, no eviction.
 #
 #   infra/redis.sh start    reuse a Redis that answers on 127.0.0.1:$PORT, else start one
 #   infra/redis.sh stop     stop the Redis this script started (never someone else's)
@@ -18,17 +18,26 @@ log() { echo "[redis] $*" >&2; }
 
 answers() { redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null | grep -q PONG; }
 
-# A Redis we did not start (Debian's system service, say) may run without an AOF. The
-# consumer commits Kafka offsets once Redis answered, so such a Redis can lose events
-# for good when it restarts: say so loudly rather than reuse it silently.
+# A Redis we did not start (Debian's system service, say) may run without an AOF, or
+# evict keys when its memory is full. The consumer commits Kafka offsets once Redis
+# answered, so such a Redis can lose events for good (on a restart, or by eviction) and
+# store replayed ones twice (their seen marks evicted): say so loudly rather than reuse
+# it silently.
 check_durability() {
-  local aof fsync
+  local aof fsync policy
   aof=$("$@" config get appendonly 2>/dev/null | sed -n 2p)
   fsync=$("$@" config get appendfsync 2>/dev/null | sed -n 2p)
+  policy=$("$@" config get maxmemory-policy 2>/dev/null | sed -n 2p)
   if [ "$aof" != yes ] || [ "$fsync" != always ]; then
     log "WARNING: this Redis runs with appendonly=${aof:-?} appendfsync=${fsync:-?}; events"
     log "WARNING: stored there can be lost if it restarts. Use 'appendonly yes' and"
     log "WARNING: 'appendfsync always', or stop it and let this script start its own."
+  fi
+  if [ "$policy" != noeviction ]; then
+    log "WARNING: this Redis runs with maxmemory-policy=${policy:-?}; when its memory is"
+    log "WARNING: full it deletes keys: stored events are lost and replayed ones stored"
+    log "WARNING: twice. Use 'maxmemory-policy noeviction', or stop it and let this"
+    log "WARNING: script start its own."
   fi
 }
 
@@ -59,11 +68,12 @@ start() {
   fi
   mkdir -p "$DIR"
   # The Debian package starts a system service on install; ours is separate and
-  # persists with an AOF fsynced before each reply (the same policy as docker-compose):
-  # the consumer commits Kafka offsets only after Redis answered, so an fsync per batch
-  # is what makes "stored" mean "on disk".
+  # persists with an AOF fsynced before each reply, and never evicts (the same policy as
+  # docker-compose): the consumer commits Kafka offsets only after Redis answered, so an
+  # fsync per batch is what makes "stored" mean "on disk", and noeviction what keeps it
+  # there (a full Redis refuses writes; the consumer backs off until there is room).
   redis-server --bind 127.0.0.1 --port "$PORT" --dir "$DIR" \
-    --appendonly yes --appendfsync always --save "" \
+    --appendonly yes --appendfsync always --save "" --maxmemory-policy noeviction \
     --daemonize yes --pidfile "$PIDFILE" --logfile "$DIR/redis.log"
   for _ in $(seq 1 50); do answers && { log "ready on 127.0.0.1:$PORT"; return 0; }; sleep 0.1; done
   log "did not answer in 5 s; see $DIR/redis.log"; exit 1

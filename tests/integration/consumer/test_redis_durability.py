@@ -1,5 +1,6 @@
-"""The start-up check of Redis persistence: the worker commits offsets as soon as Redis
-answers, which is only "on disk" with appendonly yes + appendfsync always."""
+"""The start-up check of Redis durability: the worker commits offsets as soon as Redis
+answers, which is only "on disk" with appendonly yes + appendfsync always, and stays
+there only if Redis never evicts keys (maxmemory-policy noeviction)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .test_service import ROOT, free_port, service_env
 
 NO_AOF = ("--appendonly", "no")
 NO_CONFIG = (*PrivateRedis.PRODUCTION, "--rename-command", "CONFIG", "")
+EVICTING = (*PrivateRedis.PRODUCTION, "--maxmemory-policy", "allkeys-lru")
 
 
 @pytest.fixture
@@ -53,7 +55,7 @@ def test_redis_without_fsync_always_is_an_error_and_refused_when_required(
 ) -> None:
     store = store_at(redis_with(NO_AOF).url)
     try:
-        assert store.durability() == Durability("no", "everysec")
+        assert store.durability() == Durability("no", "everysec", "noeviction")
         assert check_durability(store, require) is not require
     finally:
         store.close()
@@ -69,6 +71,7 @@ def test_redis_with_fsync_always_passes_quietly(
     store = store_at(redis_with(PrivateRedis.PRODUCTION).url)
     try:
         assert store.durability().fsync_always
+        assert store.durability().never_evicts
         assert check_durability(store, require=True)
     finally:
         store.close()
@@ -84,12 +87,64 @@ def test_a_redis_that_forbids_config_is_tolerated_unless_fsync_is_required(
     store = store_at(redis_with(NO_CONFIG).url)
     try:
         found = store.durability()
-        assert (found.appendonly, found.appendfsync) == (None, None)
+        assert (found.appendonly, found.appendfsync, found.maxmemory_policy) == (None, None, None)
         assert found.problem
         assert check_durability(store, require) is not require
     finally:
         store.close()
     assert any("could not check" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-ttl"])
+@pytest.mark.parametrize("require", [False, True])
+def test_an_evicting_redis_is_an_error_and_refused_when_required(
+    redis_with: Callable[[Sequence[str]], PrivateRedis],
+    caplog: pytest.LogCaptureFixture,
+    require: bool,
+    policy: str,
+) -> None:
+    # Evicted seen marks mean duplicates after a replay; an evicted seq restarts cursors.
+    server = redis_with((*PrivateRedis.PRODUCTION, "--maxmemory-policy", policy))
+    store = store_at(server.url)
+    try:
+        found = store.durability()
+        assert found.fsync_always
+        assert found.maxmemory_policy == policy
+        assert not found.never_evicts
+        assert check_durability(store, require) is not require
+    finally:
+        store.close()
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "maxmemory-policy noeviction" in errors[0].getMessage()
+    assert getattr(errors[0], "maxmemory_policy", None) == policy
+    assert (len(errors) == 2) is require
+
+
+@pytest.mark.parametrize(
+    ("switch", "server_options"),
+    [
+        ("CONSUMER_REQUIRE_DURABLE_REDIS", NO_AOF),
+        ("CONSUMER_REQUIRE_DURABLE_REDIS", EVICTING),
+        ("CONSUMER_REQUIRE_REDIS_FSYNC", EVICTING),  # the old name still works
+    ],
+)
+def test_the_service_refuses_an_unsafe_redis_with_exit_2_when_required(
+    settings: ConsumerSettings,
+    redis_with: Callable[[Sequence[str]], PrivateRedis],
+    switch: str,
+    server_options: Sequence[str],
+) -> None:
+    env = service_env(settings, free_port(), REDIS_URL=redis_with(server_options).url)
+    env[switch] = "true"
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer_service"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert b"CONSUMER_REQUIRE_DURABLE_REDIS" in done.stderr
 
 
 def test_the_service_refuses_to_start_with_exit_2_when_fsync_is_required(

@@ -10,7 +10,7 @@ import redis
 
 from consumer_service.config import ConsumerSettings
 from consumer_service.processing import Accepted
-from consumer_service.store import PageQuery, RedisEventStore
+from consumer_service.store import EVICT_BASE, EVICT_PER_STORED, PageQuery, RedisEventStore
 
 from .conftest import make_record, with_
 
@@ -72,3 +72,64 @@ def test_age_retention_expires_events_and_reads_skip_them(
     assert [e["eventId"] for e in page.events] == [a.event_id for a in new]
     assert page.next_cursor is None
     assert store.stats()["stored"] == 3  # the script pruned the expired front of the index
+
+
+def test_count_retention_evicts_a_bounded_number_per_call_and_converges(
+    settings: ConsumerSettings,
+    make_store: Callable[..., RedisEventStore],
+    redis_client: redis.Redis,
+) -> None:
+    # Lowering the bound a lot (as from 1,000,000 to 100,000) must not make one script
+    # evict everything at once: Redis answers nobody else while a script runs.
+    p = settings.redis_prefix
+    unbounded = make_store(with_(settings, retention_max_events=0))
+    old = [
+        Accepted(make_record(f"u{n % 7}", ["LOGIN", "LOGOUT"][n % 2]), 0, n) for n in range(3000)
+    ]
+    for start in range(0, len(old), 500):
+        unbounded.store_batch(old[start : start + 500], NOW)
+    small = make_store(with_(settings, retention_max_events=100))
+    cap = EVICT_BASE + EVICT_PER_STORED * 1
+
+    def consistent() -> int:
+        size = int(redis_client.zcard(f"{p}:index"))
+        users = sum(redis_client.zcard(f"{p}:user:u{n}") for n in range(8))
+        types = sum(redis_client.zcard(f"{p}:type:{t}") for t in ("LOGIN", "LOGOUT"))
+        assert users == types == size
+        return size
+
+    before = consistent()
+    calls = 0
+    new: list[Accepted] = []
+    while before > 100:
+        new.append(Accepted(make_record("u7", "LOGIN"), 1, calls))
+        assert len(small.store_batch(new[-1:], NOW).stored) == 1
+        calls += 1
+        after = consistent()
+        assert before + 1 - after <= cap
+        before = after
+    assert before == 100
+    assert calls >= (3000 - 100) // cap
+    kept = [m.decode() for m in redis_client.zrange(f"{p}:index", 0, -1)]
+    assert kept == [a.event_id for a in (old + new)[-100:]]  # the newest, in order
+    assert all(redis_client.exists(f"{p}:event:{k}") for k in kept)
+    assert redis_client.exists(f"{p}:event:{old[0].event_id}") == 0
+
+
+def test_retention_tolerates_a_wrong_type_index_key_of_an_evicted_event(
+    settings: ConsumerSettings,
+    make_store: Callable[..., RedisEventStore],
+    redis_client: redis.Redis,
+) -> None:
+    # The evicted event is durable already; a broken index key of it must not stop the
+    # worker from storing new ones.
+    p = settings.redis_prefix
+    store = make_store(with_(settings, retention_max_events=2))
+    first = accepted(2, "ann")
+    store.store_batch(first, NOW)
+    redis_client.delete(f"{p}:user:ann")
+    redis_client.set(f"{p}:user:ann", "planted by hand")
+    result = store.store_batch(accepted(2, "bob", 10), NOW)
+    assert len(result.stored) == 2
+    assert redis_client.zcard(f"{p}:index") == 2
+    assert redis_client.exists(f"{p}:event:{first[0].event_id}") == 0
