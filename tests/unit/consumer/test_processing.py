@@ -59,6 +59,69 @@ def test_the_stored_form_is_byte_for_byte_the_compact_json_of_record_plus_positi
     assert Accepted(r, 5, 7).stored_form("2026-11-24T05:00:00.000Z") == expected
 
 
+def original(**changes: Any) -> bytes:
+    """A record as the Node service we replace wrote it: JSON.stringify of the enriched
+    event, in its key order, with no schemaVersion (../shared/seed-architecture.md)."""
+    event = {
+        "eventId": "1b9d6bcd-bbfd-4b2d-9b5d-ab8dfbbd4bed",  # npm uuid v4: lowercase
+        "userId": "user-7",
+        "eventType": "PRODUCT_VIEW",
+        "timestamp": "2025-03-01T09:15:27.041Z",  # Date.prototype.toISOString()
+        "payload": {"sku": "X-1", "qty": 2},
+    }
+    event.update(changes)
+    return json.dumps({k: v for k, v in event.items() if v is not DROP}).encode()
+
+
+DROP = object()
+
+
+def test_a_record_of_the_original_service_is_accepted_as_version_1() -> None:
+    decision = decide(original(), 2, 11, 4096)
+    assert isinstance(decision, Accepted)
+    expected = {**json.loads(original()), "schemaVersion": 1}
+    assert decision.record == expected
+    stored = decision.stored_form("2026-11-24T05:00:00.000Z")
+    assert stored == compact_json(
+        {**expected, "processedAt": "2026-11-24T05:00:00.000Z", "partition": 2, "offset": 11}
+    )
+    # The normalised record is what we store: the read API never sees the old shape.
+    assert json.loads(stored)["schemaVersion"] == 1
+
+
+@pytest.mark.parametrize("payload", [DROP, None])
+def test_the_original_shape_without_a_payload_gets_an_empty_one(payload: object) -> None:
+    decision = decide(original(payload=payload), 0, 0, 4096)
+    assert isinstance(decision, Accepted)
+    assert decision.record["payload"] == {}
+    assert decision.record["schemaVersion"] == 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # Only a missing schemaVersion means "the original shape"; every other rule holds.
+        original(eventId="not-a-uuid"),
+        original(eventId="1B9D6BCD-BBFD-4B2D-9B5D-AB8DFBBD4BED"),
+        original(timestamp="2025-03-01T09:15:27Z"),
+        original(userId=""),
+        original(payload=[1, 2]),
+        original(payload="text"),
+        original(extra=1),
+        original(userId=DROP),
+        original(schemaVersion=None),
+        original(schemaVersion="1"),
+        # A record that names its version keeps today's rules: payload is required.
+        compact_json(record(payload=None)),
+        compact_json({k: v for k, v in record().items() if k != "payload"}),
+    ],
+)
+def test_nothing_else_is_loosened_for_the_original_shape(value: bytes) -> None:
+    decision = decide(value, 0, 0, 4096)
+    assert isinstance(decision, Rejected)
+    assert decision.reason == "invalid_schema"
+
+
 def test_an_event_type_unknown_to_this_consumer_is_still_accepted() -> None:
     assert isinstance(decide(compact_json(record(eventType="CHECKOUT")), 0, 0, 4096), Accepted)
 

@@ -194,3 +194,32 @@ def test_nesting_is_capped_at_the_shared_limit() -> None:
     assert json_problem(nested(MAX_JSON_NESTING + 1)) == (
         f"nested more than {MAX_JSON_NESTING} levels deep"
     )
+
+
+ORIGINAL = {
+    "eventId": "1b9d6bcd-bbfd-4b2d-9b5d-ab8dfbbd4bed",
+    "userId": "user-7",
+    "eventType": "LOGIN",
+    "timestamp": "2025-03-01T09:15:27.041Z",
+    "payload": {"device": "web"},
+}
+
+
+def test_a_record_without_schema_version_loads_as_version_1_of_the_original_shape() -> None:
+    schema = EventRecordSchema()
+    loaded = schema.load(ORIGINAL)
+    assert loaded == {**ORIGINAL, "schemaVersion": 1}
+    assert list(loaded)[-1] == "schemaVersion"  # stored in the same field order as ours
+    assert "schemaVersion" not in ORIGINAL  # the input is not modified
+    without_payload = {k: v for k, v in ORIGINAL.items() if k != "payload"}
+    assert schema.load(without_payload)["payload"] == {}
+    assert schema.load({**ORIGINAL, "payload": None})["payload"] == {}
+    assert schema.load([ORIGINAL, without_payload], many=True) == [
+        {**ORIGINAL, "schemaVersion": 1},
+        {**without_payload, "payload": {}, "schemaVersion": 1},
+    ]
+    # A record that names its version gets no such help.
+    with pytest.raises(ValidationError, match="payload"):
+        schema.load({**without_payload, "schemaVersion": 1})
+    with pytest.raises(ValidationError, match="schemaVersion"):
+        schema.load({**ORIGINAL, "schemaVersion": None})
