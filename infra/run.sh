@@ -52,10 +52,29 @@ setsid "$BIN/producer-service" > >(prefix producer) 2>&1 &
 pids+=($!)
 setsid "$BIN/consumer-service" > >(prefix consumer) 2>&1 &
 pids+=($!)
+consumer_pid=$!
+
+# Exit status 3 is the consumer's poison guard (docs/consumer.md): restarting alone only
+# trips it again, so say how to get going.
+explain() { # <pid> <exit status>
+  if [[ $1 == "$consumer_pid" && $2 == 3 ]]; then
+    cat >&2 <<HINT
+[run] The consumer's poison guard stopped it (exit status 3): most of the records it just
+[run] read are not events; its ERROR line above says how many. A plain restart stops again.
+[run] See "Getting out of a poison flood" in docs/consumer.md. In short, after a look at them:
+[run]   CONSUMER_POISON_MAX_SHARE=1 make run   # dead-letters them; then restart without it
+HINT
+  fi
+}
 
 until answers "$PRODUCER_PORT" ready && answers "$CONSUMER_PORT" ready; do
   for pid in "${pids[@]}"; do
-    kill -0 "$pid" 2>/dev/null || { echo "[run] a service exited during start-up" >&2; exit 1; }
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" && code=0 || code=$?
+      echo "[run] a service exited during start-up (status $code)" >&2
+      explain "$pid" "$code"
+      exit 1
+    fi
   done
   sleep 0.3
 done
@@ -73,6 +92,7 @@ cat <<MSG
 [run] API docs: http://127.0.0.1:$PRODUCER_PORT/docs  metrics: /metrics on both ports. Ctrl-C stops.
 
 MSG
-wait -n "${pids[@]}" && code=0 || code=$?
+wait -n -p exited "${pids[@]}" && code=0 || code=$?
 echo "[run] a service exited with status $code; stopping the rest" >&2
+explain "$exited" "$code"
 exit "$code"

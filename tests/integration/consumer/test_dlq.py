@@ -3,15 +3,31 @@ up as Unavailable), and every letter it reports sent is on the DLQ topic."""
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from consumer_service.config import ConsumerSettings
 from consumer_service.dlq import DeadLetter, KafkaDeadLetterQueue
+from consumer_service.status import StatusFile
+from consumer_service.store import PageQuery, RedisEventStore
+from consumer_service.worker import EXIT_OK, EXIT_POISON
 from shared.errors import Unavailable
 
-from .test_worker import read_dlq
+from .conftest import Raw, WorkerThread, make_record, produce, wait_until, with_
+from .test_worker import committed_total, read_dlq
+
+StartWorker = Callable[..., WorkerThread]
+REPO = Path(__file__).resolve().parents[3]
 
 # Room for two records in the producer's local queue: the third produce() of a send
 # finds it full.
@@ -49,3 +65,147 @@ def test_a_queue_that_stays_full_is_unavailable_after_the_flush_timeout() -> Non
         assert time.monotonic() - started < 3
     finally:
         dlq.close()
+
+
+def test_the_poison_flood_runbook_drains_the_flood_and_moves_on(
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    make_store: Callable[..., RedisEventStore],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # docs/consumer.md, "Getting out of a poison flood", step by step.
+    assert (settings.poison_window, settings.poison_max_share) == (200, 0.5)  # the defaults
+    bootstrap, topic = settings.common.kafka_bootstrap_servers, settings.common.kafka_topic
+    store = make_store(settings)
+    items: list[Any] = []
+    good: list[dict[str, Any]] = []
+    for n in range(200):
+        if n % 4:
+            items.append(Raw(f"user-{n % 9}".encode(), b"garbage %d" % n))
+        else:
+            good.append(make_record(f"user-{n % 9}"))
+            items.append(good[-1])
+    produce(bootstrap, topic, items)
+
+    # What the operator sees: exit status 3, the ERROR line, and /ready's reason.
+    status = StatusFile(tmp_path / "status.json")
+    assert start_worker(settings, status_file=status).join(30) == EXIT_POISON
+    tripped = [r for r in caplog.records if r.getMessage().startswith("poison limit exceeded")]
+    assert tripped and tripped[0].levelno == logging.ERROR
+    assert "of the last 200 records were poison" in tripped[0].__dict__["error"]
+    final = status.read()
+    assert final is not None and final.state == "failed"
+    problem = final.problem(60, final.updated_at)
+    assert problem is not None and "records were poison" in problem
+    assert committed_total(settings) < 200
+
+    # Restart with CONSUMER_POISON_MAX_SHARE=1: the flood goes to the DLQ, the good
+    # records are stored, every offset is committed, and the worker keeps running.
+    drain = ConsumerSettings.from_env({"CONSUMER_POISON_MAX_SHARE": "1"}).poison_max_share
+    draining = start_worker(with_(settings, poison_max_share=drain))
+    stats = wait_until(
+        lambda: (
+            draining.exit_code is not None
+            or ((s := store.stats())["processed"] == 50 and s["deadLettered"] == 150 and s)
+        ),
+        30,
+        "the flood dead-lettered and the good records stored",
+    )
+    assert draining.exit_code is None
+    assert stats == {**stats, "processed": 50, "stored": 50, "deadLettered": 150}
+    wait_until(lambda: committed_total(settings) == 200, 10, "every offset committed")
+    assert {e["eventId"] for e in store.page(PageQuery(limit=1000)).events} == {
+        r["eventId"] for r in good
+    }
+    letters = read_dlq(settings, 150)
+    assert len(letters) == 150
+    assert {dict(m.headers())["dlq.error.type"] for m in letters} == {b"not_json"}
+    assert draining.stop() == EXIT_OK
+
+    # Restore the setting: a worker with the default guard carries on from there.
+    later = [make_record("user-1") for _ in range(5)]
+    produce(bootstrap, topic, later)
+    restored = start_worker(settings)
+    wait_until(lambda: store.stats()["processed"] == 55, 20, "new events stored")
+    assert restored.exit_code is None
+    assert store.stats()["deadLettered"] == 150
+
+
+FAKE_SERVICE = """#!{python}
+# Stands in for a service under infra/run.sh: answers /ready with 200 for `serve`
+# seconds (forever if negative), then exits with `status`.
+import http.server, os, sys, threading
+serve, status = {serve}, {status}
+port = int(os.environ["{port_var}"])
+class Ready(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+if serve:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Ready)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    if serve < 0:
+        threading.Event().wait()
+    threading.Event().wait(serve)
+sys.exit(status)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_sh_with(tmp_path: Path, consumer_serves: float, consumer_status: int) -> Any:
+    """infra/run.sh in a copy of the repo whose Kafka, Redis and topic scripts are stubs
+    (so the shared broker and Redis are never touched) and whose services are fakes."""
+    root = tmp_path / "repo"
+    (root / "infra").mkdir(parents=True)
+    shutil.copy(REPO / "infra" / "run.sh", root / "infra" / "run.sh")
+    for script in ("kafka.sh", "redis.sh"):
+        (root / "infra" / script).write_text("#!/bin/sh\nexit 0\n")  # "already running"
+        (root / "infra" / script).chmod(0o755)
+    (root / "infra" / "topics.py").write_text("")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    for name, serve, status, port_var in [
+        ("producer-service", -1, 0, "PRODUCER_PORT"),
+        ("consumer-service", consumer_serves, consumer_status, "CONSUMER_PORT"),
+    ]:
+        fake = FAKE_SERVICE.format(
+            python=sys.executable, serve=serve, status=status, port_var=port_var
+        )
+        (bin_dir / name).write_text(fake)
+        (bin_dir / name).chmod(0o755)
+    env = {
+        **os.environ,
+        "PYTHON": str(bin_dir / "python"),
+        "PRODUCER_PORT": str(free_port()),
+        "CONSUMER_PORT": str(free_port()),
+    }
+    return subprocess.run(
+        [str(root / "infra" / "run.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("serves", "status", "run_status", "hint"),
+    [
+        (2.0, 3, 3, True),  # the guard trips after `make run` said ready
+        (0, 3, 1, True),  # ... or while it is still starting
+        (2.0, 1, 1, False),  # any other failure gets no poison advice
+    ],
+)
+def test_make_run_points_to_the_runbook_when_the_poison_guard_stops_the_consumer(
+    tmp_path: Path, serves: float, status: int, run_status: int, hint: bool
+) -> None:
+    result = run_sh_with(tmp_path, serves, status)
+    assert result.returncode == run_status, result.stderr
+    assert f"status {status}" in result.stderr
+    assert ("CONSUMER_POISON_MAX_SHARE=1" in result.stderr) is hint
+    assert ("Getting out of a poison flood" in result.stderr) is hint
