@@ -143,6 +143,12 @@ def list_processed() -> Any:
         q = ProcessedQuerySchema().load(request.args.to_dict())
     except ValidationError as exc:
         return error_response(400, "invalid_query", _format_errors(exc.messages))
+    if q.get("empty"):
+        # A window no stored timestamp can fall in (until <= since, or wholly outside years
+        # 0000-9999) is a valid question with an empty answer, not a bad query: the
+        # OpenAPI document cannot state a rule between two parameters.
+        total = _services().store.stats()["stored"]
+        return jsonify({"events": [], "count": 0, "total": total, "next": None})
     query = PageQuery(
         limit=q["limit"],
         cursor=int(q.get("cursor", 0)),
@@ -255,6 +261,12 @@ def build_spec() -> APISpec:
         operations={
             "get": {
                 "summary": "Processed events, oldest first, paged by cursor",
+                "description": (
+                    "Every parameter is optional. An empty value (`?until=`) is invalid "
+                    "for every parameter and answered 400, as is an unknown parameter. "
+                    "`since` and `until` select `since <= timestamp < until`; a window "
+                    "that can hold no event (`until` not after `since`) is an empty page."
+                ),
                 "parameters": [{"in": "query", "schema": ProcessedQuerySchema}],
                 "responses": {"200": resp("A page", "EventPage"), "400": err400, "503": err503},
             }

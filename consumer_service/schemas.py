@@ -3,61 +3,180 @@ OpenAPI document and the validation come from one place."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate
 
-from shared.events import EVENT_TYPE_MAX, USER_ID_MAX, StoredEventSchema, utc_timestamp
+from shared.events import EVENT_TYPE_MAX, USER_ID_MAX, StoredEventSchema
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 
 
-class Timestamp(fields.Field[str]):
-    """An ISO-8601 instant with a timezone, normalised to the stored timestamp format so
-    it compares with stored timestamps as a string."""
+# RFC 3339 `date-time` (what OpenAPI's `format: date-time` means) with the field ranges a
+# regex can state: seconds are 00-59 (no leap second), the offset is `Z` or ±HH:MM, and
+# the fraction has any number of digits. The day-of-month bound is checked in code. The
+# same text is the `pattern` of the OpenAPI document, so the document and the check agree.
+INSTANT_PATTERN = (
+    r"^([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"[Tt]([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])(?:\.([0-9]+))?"
+    r"([Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+_INSTANT = re.compile(INSTANT_PATTERN)
+_MS_PER_DAY = 86_400_000
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        if not isinstance(value, str):
-            raise ValidationError("Not a valid timestamp.")
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    # Days since 1970-01-01 in the proleptic Gregorian calendar, for any year (the
+    # `datetime` module stops at year 1, and an offset can move an instant out of it).
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146_097 + day_of_era - 719_468
+
+
+def _civil_from_days(days: int) -> tuple[int, int, int]:
+    days += 719_468
+    era = days // 146_097
+    day_of_era = days - era * 146_097
+    year_of_era = (
+        day_of_era - day_of_era // 1460 + day_of_era // 36_524 - day_of_era // 146_096
+    ) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    month_index = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * month_index + 2) // 5 + 1
+    month = month_index + (3 if month_index < 10 else -9)
+    return year_of_era + era * 400 + (month <= 2), month, day
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+# The first and last millisecond a stored timestamp (4-digit year) can name.
+EARLIEST_MS = _days_from_civil(0, 1, 1) * _MS_PER_DAY
+LATEST_MS = _days_from_civil(9999, 12, 31) * _MS_PER_DAY + _MS_PER_DAY - 1
+
+
+def parse_instant(text: str) -> int:
+    """Milliseconds since 1970-01-01T00:00:00Z of an INSTANT_PATTERN instant, ROUNDED UP
+    to the next millisecond when it has nonzero digits below the millisecond.
+
+    Stored timestamps have whole milliseconds, so for an inclusive lower bound and an
+    exclusive upper bound alike, rounding up gives exactly the same set of stored
+    timestamps as the instant itself would, for any number of fraction digits. The result
+    may lie outside years 0000-9999 (an offset moves it); see `format_instant`.
+    Raises ValueError when `text` is not such an instant."""
+    match = _INSTANT.fullmatch(text)
+    if match is None:
+        raise ValueError(text)
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction, zone = match.group(7) or "", match.group(8)
+    if day > _days_in_month(year, month):
+        raise ValueError(text)
+    millis = int(fraction[:3].ljust(3, "0"))
+    if fraction[3:].strip("0"):
+        millis += 1
+    offset_minutes = 0
+    if zone not in ("Z", "z"):
+        sign = -1 if zone[0] == "-" else 1
+        offset_minutes = sign * (int(zone[1:3]) * 60 + int(zone[4:6]))
+    seconds = ((hour * 60 + minute - offset_minutes) * 60) + second
+    return _days_from_civil(year, month, day) * _MS_PER_DAY + seconds * 1000 + millis
+
+
+def format_instant(ms: int) -> str:
+    """`ms` (since 1970-01-01T00:00:00Z, within EARLIEST_MS..LATEST_MS) in the stored
+    timestamp format, so it compares with stored timestamps as a string."""
+    days, rest = divmod(ms, _MS_PER_DAY)
+    year, month, day = _civil_from_days(days)
+    hours, rest = divmod(rest, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    return f"{year:04d}-{month:02d}-{day:02d}T{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
+
+
+class Instant(fields.Field[int]):
+    """A query instant (INSTANT_PATTERN), loaded by `parse_instant`."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         try:
-            moment = datetime.fromisoformat(value)
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return parse_instant(value)
         except ValueError:
             raise ValidationError(
-                "Not a valid ISO-8601 timestamp, e.g. 2026-11-24T04:29:53.123Z."
+                "Not a valid RFC 3339 date-time with a timezone, e.g. 2026-11-24T04:29:53.123Z "
+                "or 2026-11-24T06:29:53+02:00."
             ) from None
-        if moment.tzinfo is None:
-            raise ValidationError("The timestamp needs a timezone, e.g. a trailing Z.")
-        try:
-            return utc_timestamp(moment)
-        except OverflowError:
-            # 0001-01-01T00:00:00+01:00 is a valid ISO-8601 instant that has no UTC
-            # datetime (it falls before year 1).
-            raise ValidationError("The timestamp is out of range once converted to UTC.") from None
+
+
+def _instant_doc(bound: str) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "format": "date-time",
+        "pattern": INSTANT_PATTERN,
+        "example": "2026-11-24T04:29:53.123Z",
+        "description": (
+            f"{bound} RFC 3339 date-time with `Z` or an offset (`+02:00`), seconds "
+            "required, any number of fraction digits; compared exactly with the event's "
+            "millisecond timestamp (digits below the millisecond are not cut off). Any "
+            "year 0000-9999, also where the offset moves the instant outside it. An "
+            "empty value is a 400."
+        ),
+    }
 
 
 class ProcessedQuerySchema(Schema):
-    """Query of GET /events/processed. Unknown parameters are rejected."""
+    """Query of GET /events/processed. Unknown parameters are rejected, and so is an empty
+    value of any parameter (`?until=`): none of them has a meaning for "".
+
+    Loads to `limit`, and when given `cursor`, `userId`, `eventType`, and `since`/`until`
+    as stored-format timestamps (only when they bound anything), plus `empty: True` when
+    the time window can hold no stored event (`since` >= `until`, or entirely outside
+    years 0000-9999)."""
 
     limit = fields.Integer(
         load_default=DEFAULT_LIMIT,
         validate=validate.Range(min=1, max=MAX_LIMIT),
-        metadata={"description": f"Events per page, 1 to {MAX_LIMIT}."},
+        metadata={"description": f"Events per page, 1 to {MAX_LIMIT}; {DEFAULT_LIMIT} if absent."},
     )
     cursor = fields.String(
         validate=validate.Regexp(r"^[0-9]{1,18}$", error="Not a valid cursor."),
         metadata={"description": "The `next` value of the previous page."},
     )
-    userId = fields.String(validate=validate.Length(min=1, max=USER_ID_MAX))
-    eventType = fields.String(validate=validate.Length(min=1, max=EVENT_TYPE_MAX))
-    since = Timestamp(metadata={"description": "Event timestamp >= since (ISO-8601)."})
-    until = Timestamp(metadata={"description": "Event timestamp < until (ISO-8601)."})
+    userId = fields.String(
+        validate=validate.Length(min=1, max=USER_ID_MAX),
+        metadata={"description": "Only this user's events (exact match)."},
+    )
+    eventType = fields.String(
+        validate=validate.Length(min=1, max=EVENT_TYPE_MAX),
+        metadata={"description": "Only events of this type (exact match)."},
+    )
+    since = Instant(metadata=_instant_doc("Events at or after this instant (inclusive)."))
+    until = Instant(metadata=_instant_doc("Events before this instant (exclusive)."))
 
-    @validates_schema
-    def _window(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if "since" in data and "until" in data and data["since"] >= data["until"]:
-            raise ValidationError("must be later than since", "until")
+    @post_load
+    def _window(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        since: int | None = data.pop("since", None)
+        until: int | None = data.pop("until", None)
+        if (
+            (since is not None and since > LATEST_MS)
+            or (until is not None and until <= EARLIEST_MS)
+            or (since is not None and until is not None and since >= until)
+        ):
+            data["empty"] = True
+        # A bound beyond every storable timestamp bounds nothing: leave it out.
+        if since is not None and EARLIEST_MS < since <= LATEST_MS:
+            data["since"] = format_instant(since)
+        if until is not None and EARLIEST_MS < until <= LATEST_MS:
+            data["until"] = format_instant(until)
+        return data
 
 
 class EventPageSchema(Schema):

@@ -47,9 +47,14 @@ UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 def utc_timestamp(now: datetime | None = None) -> str:
-    """ISO-8601 UTC with milliseconds and a `Z`, e.g. `2026-11-24T04:29:53.123Z`."""
+    """ISO-8601 UTC with milliseconds and a `Z`, e.g. `2026-11-24T04:29:53.123Z`; always a
+    4-digit year, so these strings sort as the instants do (`strftime("%Y")` writes year
+    999 as `999` on glibc)."""
     now = datetime.now(UTC) if now is None else now.astimezone(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return (
+        f"{now.year:04d}-{now.month:02d}-{now.day:02d}T{now.hour:02d}:{now.minute:02d}:"
+        f"{now.second:02d}.{now.microsecond // 1000:03d}Z"
+    )
 
 
 def new_event_id(event: Mapping[str, Any], idempotency_key: str | None = None) -> str:

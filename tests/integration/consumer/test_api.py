@@ -90,6 +90,21 @@ def test_pages_come_in_processing_order_and_end_with_next_null(
         ("&since=2026-01-01T01:00:10%2B01:00", lambda n, r: n >= 10),  # offsets normalised
         (f"&userId=cat&since={ts(200)}", lambda n, r: r["userId"] == "cat" and n >= 200),
         ("&userId=nobody", lambda n, r: False),
+        # Digits below the millisecond count (they were cut off: n=10 matched, n=20 not).
+        ("&since=2026-01-01T00:00:10.0001Z", lambda n, r: n >= 11),
+        ("&until=2026-01-01T00:00:20.0001Z", lambda n, r: n <= 20),
+        (
+            "&since=2026-01-01T00:00:09.999000001Z&until=2026-01-01T00:00:12Z",
+            lambda n, r: n in (10, 11),
+        ),
+        # A window that cannot hold an event is an empty page, not a 400.
+        (f"&since={ts(9)}&until={ts(9)}", lambda n, r: False),
+        (f"&since={ts(20)}&until={ts(10)}", lambda n, r: False),
+        # Bounds an offset moves outside years 0000-9999 are valid and exact.
+        ("&since=0001-01-01T00:00:00%2B01:00", lambda n, r: True),
+        ("&until=9999-12-31T23:59:59-01:00", lambda n, r: True),
+        ("&until=0001-01-01T00:00:00%2B01:00", lambda n, r: False),
+        ("&since=9999-12-31T23:59:59-01:00", lambda n, r: False),
     ],
 )
 def test_filters(client: FlaskClient, stored: list[dict[str, Any]], query: str, keep: Any) -> None:
@@ -118,11 +133,15 @@ def test_one_event_and_404(client: FlaskClient, stored: list[dict[str, Any]]) ->
         "cursor=abc",
         "since=yesterday",
         "since=2026-01-01T00:00:00",
-        f"since={ts(9)}&until={ts(9)}",
+        "since=2026-01-01T00:00:60Z",  # no stored timestamp names a leap second
         "userId=",
+        # Empty is invalid for every parameter, as the OpenAPI document says.
+        "until=",
+        "since=",
+        "limit=",
+        "cursor=",
+        "eventType=",
         "colour=red",
-        "since=0001-01-01T00:00:00%2B01:00",  # before year 1 in UTC: was a 500
-        "until=9999-12-31T23:59:59-01:00",  # after year 9999 in UTC
     ],
 )
 def test_invalid_queries_are_400_with_a_json_error(client: FlaskClient, query: str) -> None:

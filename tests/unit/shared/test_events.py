@@ -223,3 +223,13 @@ def test_a_record_without_schema_version_loads_as_version_1_of_the_original_shap
         schema.load({**without_payload, "schemaVersion": 1})
     with pytest.raises(ValidationError, match="schemaVersion"):
         schema.load({**ORIGINAL, "schemaVersion": None})
+
+
+def test_timestamps_have_four_digit_years_so_they_sort_as_instants() -> None:
+    # strftime("%Y") wrote "999-...", which sorts after "2026-..." as a string.
+    assert utc_timestamp(datetime(999, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)) == (
+        "0999-01-02T03:04:05.678Z"
+    )
+    assert utc_timestamp(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00.000Z"
+    assert re.match(TIMESTAMP_PATTERN, utc_timestamp(datetime(42, 6, 1, tzinfo=UTC)))
+    assert utc_timestamp(datetime(999, 1, 1, tzinfo=UTC)) < utc_timestamp(datetime(2026, 1, 1))
