@@ -60,8 +60,9 @@ compose-check:
 	@if command -v docker-compose >/dev/null; then docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml: valid"; \
 	else echo "docker-compose not installed (apt-get install docker-compose); skipping the static check"; fi
 
+# Sizes and parts: make bench BENCH_ARGS="--memory-events 2000000" (BENCH_ARGS=--help lists them).
 bench: venv
-	@bench/run.sh
+	@bench/run.sh $(BENCH_ARGS)
 
 clean: down
 	rm -rf .local $(VENV) .pytest_cache .mypy_cache .ruff_cache

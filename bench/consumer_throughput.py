@@ -1,212 +1,186 @@
-"""Consumer throughput and Redis memory per event, from a pre-filled topic.
+"""Consumer figures of `make bench`: `consumer-service` processes draining a pre-filled topic.
 
-    .venv/bin/python bench/consumer_throughput.py [--events 100000] [--batch-size 500]
-
-1. Creates a fresh topic (6 partitions) and fills it with N valid records, keyed by
-   user, as the producer writes them.
-2. Starts a private redis-server (AOF, appendfsync always: the production setting) on
-   a free port, unless --redis-url is given.
-3. Starts ONE worker (the same Worker class `consumer-service` runs, logging its JSON
-   line per event to /dev/null) and times it from start until Redis holds all N events.
-4. Reports events/s, and Redis memory per stored event (used_memory delta / N).
-
-Everything it created (topics, keys, the private Redis) is removed at the end.
+1. A fresh topic (6 partitions) is filled with N records keyed by user, 5% of them copies
+   of an earlier record (same eventId, re-published): duplicates the worker must skip.
+2. Baselines read the same topic: Kafka's ConsumerPerformance and a bare confluent-kafka
+   consume loop. A raw pipelined Redis loop makes the store step's writes.
+3. For each replica count, that many `consumer-service` processes (read API off; their
+   per-event log lines written to /dev/null) start on a new group and Redis prefix. The
+   clock starts once every replica holds partitions and the first record is stored, and
+   stops when Redis counts every record as stored or skipped as a duplicate. The stored
+   and duplicate counts must then be exactly the topic's.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import threading
 import time
-import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import redis
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from consumer_service.config import ConsumerSettings  # noqa: E402
-from consumer_service.store import RedisEventStore  # noqa: E402
-from consumer_service.worker import Worker  # noqa: E402
-from infra.topics import ensure_topics  # noqa: E402
-from shared.config import CommonSettings  # noqa: E402
-from shared.events import compact_json, enrich, record_headers  # noqa: E402
-from shared.logs import configure_logging  # noqa: E402
-
-EVENT_TYPES = ("LOGIN", "LOGOUT", "PRODUCT_VIEW")
-
-
-def fill(bootstrap: str, topic: str, n: int, users: int) -> float:
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 20,
-            "batch.size": 1_000_000,
-            "compression.type": "lz4",
-            "acks": "all",
-            "enable.idempotence": True,
-        }
-    )
-    started = time.monotonic()
-    for i in range(n):
-        event = {
-            "userId": f"user-{i % users}",
-            "eventType": EVENT_TYPES[i % 3],
-            "payload": {"page": f"/products/{i % 997}", "device": "mobile"},
-        }
-        record = enrich(event)
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    key=record["userId"].encode(),
-                    value=compact_json(record),
-                    headers=record_headers(record),
-                )
-                break
-            except BufferError:
-                producer.poll(0.1)
-        if i % 10_000 == 0:
-            producer.poll(0)
-    assert producer.flush(60) == 0, "not every record was acknowledged"
-    return time.monotonic() - started
+from bench import baselines
+from bench.common import (
+    BenchRedis,
+    Fill,
+    Service,
+    admin_client,
+    create_topics,
+    delete_topics,
+    fill_topic,
+    pipeline_counts,
+    progress,
+    stop_all,
+)
 
 
-def private_redis(directory: str) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dir",
-            directory,
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--save",
-            "",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    return proc, url
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument(
-        "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    )
-    parser.add_argument(
-        "--redis-url",
-        default=None,
-        help="use this Redis instead of a private one (memory figure is then "
-        "skewed by other users)",
-    )
-    args = parser.parse_args()
-
-    run = uuid.uuid4().hex[:8]
-    topic = f"bench-consumer-{run}"
-    prefix = f"bench:{run}"
-    ensure_topics(args.bootstrap, [topic, f"{topic}.dlq"], 6)
-    tmp = tempfile.mkdtemp(prefix="bench-redis-")
-    server, url = (None, args.redis_url) if args.redis_url else private_redis(tmp)
-    client = redis.Redis.from_url(url)
+def group_ready(admin: AdminClient, group: str, members: int) -> bool:
+    """True when `group` has `members` members and every one of them holds partitions."""
     try:
-        fill_s = fill(args.bootstrap, topic, args.events, args.users)
-        print(f"filled {topic} with {args.events} records in {fill_s:.1f} s", flush=True)
+        described = admin.describe_consumer_groups([group], request_timeout=2)[group].result()
+    except Exception:  # a group the coordinator does not know yet, a slow answer: not ready
+        return False
+    held = [m for m in described.members if m.assignment and m.assignment.topic_partitions]
+    return len(described.members) == members and len(held) == members
 
-        settings = ConsumerSettings(
-            common=CommonSettings(
-                kafka_bootstrap_servers=args.bootstrap, kafka_topic=topic, redis_url=url
-            ),
-            consumer_group=f"bench-{run}",
-            redis_prefix=prefix,
-            batch_size=args.batch_size,
-        )
-        # The worker's per-event JSON lines are part of its cost: formatted, then dropped.
-        devnull = open(os.devnull, "w")  # noqa: SIM115
-        real_stderr, sys.stderr = sys.stderr, devnull
-        configure_logging("INFO", service="consumer-bench")
-        sys.stderr = real_stderr
 
-        used_before = int(client.info("memory")["used_memory"])
-        store = RedisEventStore.from_url(
-            url,
-            prefix,
-            settings.dedup_ttl_seconds,
-            retention_max_events=settings.retention_max_events,
-        )
-        worker = Worker(settings, store)
-        thread = threading.Thread(target=worker.run, daemon=True)
-        started = time.monotonic()
-        thread.start()
-        stats_key = f"{prefix}:stats"
-        while int(client.hget(stats_key, "processed") or 0) < args.events:
-            time.sleep(0.02)
-            if not thread.is_alive():
-                raise SystemExit("the worker stopped early")
-        elapsed = time.monotonic() - started
-        worker.request_stop()
-        thread.join(30)
-        used_after = int(client.info("memory")["used_memory"])
-        devnull.close()
-
-        sample = client.zrange(f"{prefix}:index", 0, 0)[0].decode()
-        per_key = {
-            "seen": client.memory_usage(f"{prefix}:seen:{sample}"),
-            "event": client.memory_usage(f"{prefix}:event:{sample}"),
-        }
-        result = {
-            "events": args.events,
-            "batch_size": args.batch_size,
-            "seconds": round(elapsed, 2),
-            "events_per_second": round(args.events / elapsed),
-            "redis_bytes_per_event": round((used_after - used_before) / args.events),
-            "memory_usage_of_one_event_keys": per_key,
-            "stored_event_json_bytes": len(client.get(f"{prefix}:event:{sample}") or b""),
-        }
-        print(json.dumps(result, indent=2))
-        return 0
+def drain(
+    bootstrap: str,
+    topic: str,
+    group: str,
+    prefix: str,
+    store: BenchRedis,
+    fill: Fill,
+    replicas: int,
+    log_dir: Path | None,
+) -> dict[str, Any]:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC": topic,
+        "KAFKA_CONSUMER_GROUP": group,
+        "REDIS_URL": store.url,
+        "CONSUMER_REDIS_PREFIX": prefix,
+        "CONSUMER_API_ENABLED": "false",
+    }
+    services = [
+        Service.start(f"consumer-{replicas}r-{i}", "consumer-service", env, None, log_dir)
+        for i in range(replicas)
+    ]
+    admin = admin_client(bootstrap)
+    try:
+        total = fill.records
+        timeout = 120 + total / 500
+        deadline = time.monotonic() + timeout
+        ready = False
+        started_at: float | None = None
+        done_at_start = 0
+        first_record_at: float | None = None
+        last_note = time.monotonic()
+        next_group_check = 0.0
+        while True:
+            now = time.monotonic()
+            processed, duplicates = pipeline_counts(store.client, prefix)
+            done = processed + duplicates
+            if done and first_record_at is None:
+                first_record_at = now
+            if not ready and now >= next_group_check:
+                ready = group_ready(admin, group, replicas)
+                next_group_check = now + 0.1
+            if started_at is None and ready and done:
+                started_at, done_at_start = now, done
+            if done >= total:
+                finished_at = now
+                break
+            for s in services:
+                if not s.alive():
+                    raise SystemExit(f"{s.name} exited with {s.proc.returncode}")
+            if now > deadline:
+                raise SystemExit(f"{replicas} replica(s): {done} of {total} in {timeout:.0f} s")
+            if now - last_note > 5:
+                progress(f"  {done:,} of {total:,} records handled")
+                last_note = now
+            time.sleep(0.01)
     finally:
-        if server is not None:
-            server.kill()
-            server.wait()
-        else:
-            keys = list(client.scan_iter(match=f"{prefix}:*", count=10_000))
-            for i in range(0, len(keys), 10_000):
-                client.delete(*keys[i : i + 10_000])
-        shutil.rmtree(tmp, ignore_errors=True)
-        admin = AdminClient({"bootstrap.servers": args.bootstrap})
-        for future in admin.delete_topics([topic, f"{topic}.dlq"]).values():
-            future.result()
+        stop_all(services)
+    # With tiny sizes the replicas may finish before the group settles: then the clock
+    # runs from the first stored record, and the result says so.
+    from_first_record = started_at is None
+    if started_at is None:
+        assert first_record_at is not None
+        started_at, done_at_start = first_record_at, 0
+    seconds = max(finished_at - started_at, 1e-3)
+    measured = total - done_at_start
+    eps = measured / seconds
+    return {
+        "replicas": replicas,
+        "events": total,
+        "events_measured": measured,
+        "clock_from": "first stored record" if from_first_record else "group stable",
+        "seconds": round(seconds, 3),
+        "events_per_second": round(eps),
+        "events_per_second_per_replica": round(eps / replicas),
+        "stored": processed,
+        "duplicates_skipped": duplicates,
+        "counts_correct": processed == fill.unique and duplicates == fill.duplicates,
+    }
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run(
+    bootstrap: str,
+    run_id: str,
+    store: BenchRedis,
+    *,
+    events: int,
+    duplicate_share: float,
+    replica_counts: Sequence[int],
+    log_dir: Path | None,
+) -> dict[str, Any]:
+    topic = f"bench-{run_id}-consumer"
+    create_topics(bootstrap, [topic, f"{topic}.dlq"])
+    try:
+        progress(f"filling {topic} with {events:,} records ({duplicate_share:.0%} duplicates)")
+        fill = fill_topic(bootstrap, topic, events, duplicate_share)
+        progress(f"baseline: Kafka ConsumerPerformance, {events:,} records")
+        cperf = baselines.consumer_performance(bootstrap, topic, events)
+        progress(f"baseline: bare confluent-kafka consume loop, {events:,} records")
+        bare = baselines.consume_throughput(bootstrap, topic, events)
+        progress(f"baseline: raw pipelined Redis store loop, {events:,} events")
+        loop_prefix = f"bench:{run_id}:redisloop"
+        try:
+            redis_loop = baselines.redis_store_loop(store.url, loop_prefix, events)
+        finally:
+            store.delete_prefix(loop_prefix)
+        workers = []
+        for replicas in replica_counts:
+            progress(f"consumer-service x{replicas}: {events:,} records to Redis")
+            prefix = f"bench:{run_id}:c{replicas}"
+            try:
+                workers.append(
+                    drain(
+                        bootstrap,
+                        topic,
+                        f"bench-{run_id}-c{replicas}",
+                        prefix,
+                        store,
+                        fill,
+                        replicas,
+                        log_dir,
+                    )
+                )
+            finally:
+                store.delete_prefix(prefix)
+    finally:
+        delete_topics(bootstrap, [topic, f"{topic}.dlq"])
+    return {
+        "topic_records": fill.records,
+        "unique_events": fill.unique,
+        "duplicates": fill.duplicates,
+        "record_bytes": round(fill.bytes_per_record),
+        "fill_seconds": round(fill.seconds, 2),
+        "redis": store.fsync_policy(),
+        "workers": workers,
+        "consumer_performance": cperf,
+        "baseline_consume": bare,
+        "redis_store_loop": redis_loop,
+    }

@@ -1,18 +1,24 @@
-"""Runs every benchmark of `make bench` and prints one table of ratios.
+"""`make bench`: every figure of issue 8, each beside a baseline measured in the same run,
+printed as one table.
 
-    .venv/bin/python bench/report.py [--events 100000] [--duration 10]
+    .venv/bin/python -m bench.report                  # the default run, 10-15 minutes here
+    .venv/bin/python -m bench.report --smoke          # tiny sizes, under a minute (make test)
+    .venv/bin/python -m bench.report --only consumer --consumer-events 1000000
+    .venv/bin/python -m bench.report --readme-from bench/results/latest.json
 
-Each pipeline figure is divided by a baseline measured in this same run, so the ratios
-compare across machines where the absolute figures do not:
+Parts, in order (`--only` picks some):
+  intake    producer-service under wrk: /events/generate at 1, 16, 64 connections and
+            /events/batch at 100 and 1,000 per request (bench/intake.py)
+  consumer  consumer-service processes, 1 and 2 replicas, draining a pre-filled topic with
+            5% duplicates into Redis (bench/consumer_throughput.py)
+  e2e       201 to readable at a steady rate (bench/e2e.py)
+  memory    process RSS and Redis bytes per event over M events (bench/memory.py)
 
-* producer, HTTP (wrk against `producer-service` under gunicorn, defaults) vs bare
-  confluent-kafka produce from one Python process (bench/baselines.py produce);
-* consumer worker, pre-filled topic to everything stored in Redis
-  (bench/consumer_throughput.py) vs a bare confluent-kafka consumer that stores nothing
-  (bench/baselines.py consume).
-
-Expects Kafka and Redis running (bench/run.sh starts them). Results also go to
-bench/results/<UTC time>.json.
+Kafka must answer (bench/run.sh starts it). The consumer side stores into a private
+redis-server (AOF, appendfsync always) unless --redis-url names one. Every topic, group
+and key prefix is this run's own, and is deleted at the end. Results go to
+<results-dir>/<UTC time>.json and latest.json; a full run (not --smoke, not --only)
+also rewrites README.md's Performance section from that file.
 """
 
 from __future__ import annotations
@@ -20,160 +26,635 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
-import signal
+import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-BIN = Path(PY).parent
-sys.path.insert(0, str(ROOT))
+import confluent_kafka
 
-from confluent_kafka.admin import AdminClient  # noqa: E402
+from bench import baselines, consumer_throughput, e2e, intake, memory
+from bench.common import (
+    ROOT,
+    BenchRedis,
+    Service,
+    create_topics,
+    delete_topics,
+    free_port,
+    pipeline_counts,
+    progress,
+    stop_all,
+    wait_until,
+)
+from infra.topics import wait_for_broker
 
-from infra.topics import ensure_topics  # noqa: E402
+PARTS = ("intake", "consumer", "e2e", "memory")
+README = ROOT / "README.md"
+START_MARK = "<!-- bench:performance:start -->"
+END_MARK = "<!-- bench:performance:end -->"
 
-PORT = 18000
-
-
-def last_json(output: str) -> dict[str, Any]:
-    """The last JSON object a script printed (one line, or indented over several)."""
-    start = output.rfind("\n{")
-    text = output[start + 1 :] if start >= 0 else output[output.find("{") :]
-    value: dict[str, Any] = json.loads(text)
-    return value
-
-
-def run_json(*args: str) -> dict[str, Any]:
-    out = subprocess.run([PY, *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    return last_json(out)
-
-
-def wrk(script: str, connections: int, duration: int, env: dict[str, str]) -> dict[str, Any]:
-    cmd = [
-        "wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency",
-        "-s", str(ROOT / "bench" / "wrk" / script), f"http://127.0.0.1:{PORT}",
-    ]  # fmt: skip
-    out = subprocess.run(
-        cmd, check=True, capture_output=True, text=True, env={**os.environ, **env}
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    latency = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
-    return {
-        "command": " ".join(cmd),
-        "requests": total,
-        "requests_per_second": rps,
-        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-        "p50": latency.get("50"),
-        "p99": latency.get("99"),
-    }
+# (default, smoke) per size option
+SIZES: dict[str, tuple[Any, Any]] = {
+    "duration": (10.0, 1.0),
+    "concurrency": ("1,16,64", "1,16,64"),
+    "batch_sizes": ("100,1000", "100,1000"),
+    "batch_connections": (8, 4),
+    "produce_events": (300_000, 3_000),
+    "consumer_events": (300_000, 3_000),
+    "replicas": ("1,2", "1,2"),
+    "duplicates": (0.05, 0.05),
+    "e2e_rate": (1000.0, 200.0),
+    "e2e_seconds": (30.0, 2.0),
+    "e2e_warmup": (3.0, 0.5),
+    "memory_events": (1_000_000, 2_000),
+}
 
 
-def producer_http(duration: int, batch: int) -> dict[str, Any]:
-    topic = f"bench-http-{uuid.uuid4().hex[:8]}"
-    ensure_topics("127.0.0.1:9092", [topic], 6)
-    env = {
-        **os.environ,
-        "KAFKA_TOPIC": topic,
-        "PRODUCER_BIND_HOST": "127.0.0.1",
-        "PRODUCER_PORT": str(PORT),
-        "LOG_LEVEL": "WARNING",
-    }
-    server = subprocess.Popen(
-        [str(BIN / "producer-service")], env=env, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+# -- running ---------------------------------------------------------------------------
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise SystemExit("wrk is missing: sudo apt-get install -y wrk")
+    progress("installing wrk with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "wrk"]
+    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, capture_output=True)
+        subprocess.run(install, env=env, check=True, capture_output=True)
+
+
+def pipeline_phase(
+    args: argparse.Namespace, run_id: str, store: BenchRedis, log_dir: Path | None
+) -> dict[str, Any]:
+    """End to end and memory share one producer and one consumer replica (read API on)."""
+    bootstrap = args.bootstrap
+    topic = f"bench-{run_id}-pipeline"
+    rt_topic = f"bench-{run_id}-roundtrip"
+    prefix = f"bench:{run_id}:pipeline"
+    out: dict[str, Any] = {}
+    create_topics(bootstrap, [topic, f"{topic}.dlq", rt_topic])
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/ready", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("producer-service did not become ready") from None
-                time.sleep(0.2)
-        single = wrk("generate.lua", 64, duration, {})
-        batched = wrk("batch.lua", 8, duration, {"BATCH": str(batch)})
-        batched["batch"] = batch
-        return {"single": single, "batch": batched}
+        if "e2e" in args.parts:
+            progress(
+                f"baseline: bare confluent-kafka produce -> consume round trip at "
+                f"{args.e2e_rate:g}/s for {args.e2e_seconds:g} s"
+            )
+            out["e2e_baseline"] = baselines.round_trip(
+                bootstrap, rt_topic, args.e2e_rate, args.e2e_seconds, args.e2e_warmup
+            )
+        used_before = store.used_memory()
+        pport, cport = free_port(), free_port()
+        common = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPIC": topic}
+        producer = Service.start(
+            "producer",
+            "producer-service",
+            {**common, "PRODUCER_BIND_HOST": "127.0.0.1", "PRODUCER_PORT": str(pport)},
+            pport,
+            log_dir,
+        )
+        consumer = Service.start(
+            "consumer",
+            "consumer-service",
+            {
+                **common,
+                "KAFKA_CONSUMER_GROUP": f"bench-{run_id}-pipeline",
+                "REDIS_URL": store.url,
+                "CONSUMER_REDIS_PREFIX": prefix,
+                "CONSUMER_PORT": str(cport),
+            },
+            cport,
+            log_dir,
+        )
+        try:
+            progress("starting producer-service and consumer-service (read API on)")
+            producer.wait_ready()
+            consumer.wait_ready()
+
+            def counts() -> int:
+                return sum(pipeline_counts(store.client, prefix))
+
+            if "e2e" in args.parts:
+                progress("end to end: producer 201 -> readable through the read API")
+                before = counts()
+                out["e2e"] = e2e.run(
+                    pport,
+                    cport,
+                    store.url,
+                    prefix,
+                    lambda n: wait_until(lambda: counts() >= before + n, 60),
+                    rate=args.e2e_rate,
+                    seconds=args.e2e_seconds,
+                    warmup=args.e2e_warmup,
+                    source=args.e2e_watch,
+                )
+            if "memory" in args.parts:
+                progress(
+                    f"memory: {args.memory_events:,} events through both services, "
+                    "RSS at every tenth"
+                )
+                mem = memory.run(
+                    producer,
+                    consumer,
+                    store,
+                    counts,
+                    lambda: memory.stored_count(cport),
+                    used_before,
+                    events=args.memory_events,
+                )
+                mem["stored_event_json_bytes"] = memory.stored_body_bytes(cport)
+                out["memory"] = mem
+        finally:
+            stop_all([producer, consumer])
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
-        AdminClient({"bootstrap.servers": "127.0.0.1:9092"}).delete_topics([topic])
+        delete_topics(bootstrap, [topic, f"{topic}.dlq", rt_topic])
+        store.delete_prefix(prefix)
+    return out
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--batch", type=int, default=500, help="events per /events/batch")
-    args = parser.parse_args()
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    kafka_jars = sorted((baselines.kafka_libs()).glob("kafka-clients-*.jar"))
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_bytes": mem_kib * 1024,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "confluent_kafka": confluent_kafka.version()[0],
+        "librdkafka": confluent_kafka.libversion()[0],
+        "kafka_tools": kafka_jars[-1].stem.removeprefix("kafka-clients-") if kafka_jars else None,
+    }
 
-    print("[bench] baseline: bare confluent-kafka produce", file=sys.stderr)
-    base_produce = run_json("bench/baselines.py", "produce", "--events", str(args.events))
-    print("[bench] producer-service under wrk", file=sys.stderr)
-    http = producer_http(args.duration, args.batch)
-    print("[bench] baseline: bare confluent-kafka consume", file=sys.stderr)
-    base_consume = run_json("bench/baselines.py", "consume", "--events", str(args.events))
-    print("[bench] consumer worker, pre-filled topic to all stored", file=sys.stderr)
-    worker = run_json("bench/consumer_throughput.py", "--events", str(args.events))
 
-    single_eps = http["single"]["requests_per_second"]
-    batch_eps = http["batch"]["requests_per_second"] * args.batch
-    rows = [
-        ("bare produce (baseline)", base_produce["events_per_second"], 1.0),
-        ("POST /events/generate", single_eps, single_eps / base_produce["events_per_second"]),
-        (
-            f"POST /events/batch ({args.batch}/request)",
-            batch_eps,
-            batch_eps / base_produce["events_per_second"],
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join((__doc__ or "").splitlines()[2:]),
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks, not figures")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"parts, of {','.join(PARTS)}")
+    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 10)")
+    parser.add_argument("--concurrency", help="connections of /events/generate (1,16,64)")
+    parser.add_argument("--batch-sizes", help="events per /events/batch request (100,1000)")
+    parser.add_argument("--batch-connections", type=int, help="wrk connections for batches (8)")
+    parser.add_argument("--produce-events", type=int, help="records of the produce baselines")
+    parser.add_argument("--consumer-events", type=int, help="records in the consumer's topic")
+    parser.add_argument("--replicas", help="consumer replica counts (1,2)")
+    parser.add_argument("--duplicates", type=float, help="share of duplicates (0.05)")
+    parser.add_argument("--e2e-rate", type=float, help="events/s of the end to end run (1000)")
+    parser.add_argument("--e2e-seconds", type=float, help="measured seconds (30)")
+    parser.add_argument("--e2e-warmup", type=float, help="seconds sent but not counted (3)")
+    parser.add_argument("--e2e-watch", choices=["redis", "api"], default="redis")
+    parser.add_argument("--memory-events", type=int, help="events of the memory run (1000000)")
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    )
+    parser.add_argument("--redis-url", help="use this Redis (default: a private one)")
+    parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    parser.add_argument("--service-logs", type=Path, help="keep the services' logs here")
+    parser.add_argument("--readme-from", type=Path, help="only rewrite README from this file")
+    args = parser.parse_args(argv)
+    for name, (default, smoke) in SIZES.items():
+        if getattr(args, name) is None:
+            setattr(args, name, smoke if args.smoke else default)
+    args.parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+    args.concurrency = [int(c) for c in str(args.concurrency).split(",")]
+    args.batch_sizes = [int(b) for b in str(args.batch_sizes).split(",")]
+    args.replicas = [int(r) for r in str(args.replicas).split(",")]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.readme_from:
+        write_readme(json.loads(args.readme_from.read_text()), args.readme_from)
+        return 0
+    if not wait_for_broker(args.bootstrap, 10):
+        raise SystemExit(f"no Kafka broker answers at {args.bootstrap} (bench/run.sh starts one)")
+    if "intake" in args.parts:
+        ensure_wrk()
+    started = datetime.now(UTC)
+    clock = time.monotonic()
+    run_id = uuid.uuid4().hex[:8]
+    log_dir = args.service_logs
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    sizes = {name: getattr(args, name) for name in SIZES}
+    progress(f"run {run_id}: {', '.join(args.parts)}; sizes {json.dumps(sizes)}")
+    results: dict[str, Any] = {
+        "schema": 1,
+        "run_id": run_id,
+        "mode": "smoke" if args.smoke else "full",
+        "parts": args.parts,
+        "started_at": started.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "sizes": sizes,
+    }
+    store = BenchRedis(args.redis_url)
+    results["redis"] = {"private": store.private, "persistence": store.fsync_policy()}
+    try:
+        if "intake" in args.parts:
+            results["intake"] = intake.run(
+                args.bootstrap,
+                run_id,
+                seconds=args.duration,
+                concurrencies=args.concurrency,
+                batch_sizes=args.batch_sizes,
+                batch_connections=args.batch_connections,
+                produce_events=args.produce_events,
+                log_dir=log_dir,
+            )
+        if "consumer" in args.parts:
+            results["consumer"] = consumer_throughput.run(
+                args.bootstrap,
+                run_id,
+                store,
+                events=args.consumer_events,
+                duplicate_share=args.duplicates,
+                replica_counts=args.replicas,
+                log_dir=log_dir,
+            )
+        if "e2e" in args.parts or "memory" in args.parts:
+            results.update(pipeline_phase(args, run_id, store, log_dir))
+    finally:
+        store.close()
+    results["seconds"] = round(time.monotonic() - clock, 1)
+    results["rows"] = rows(results)
+    results["problems"] = problems(results)
+
+    print(render_text(results))
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    path = args.results_dir / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    text = json.dumps(results, indent=2)
+    path.write_text(text)
+    (args.results_dir / "latest.json").write_text(text)
+    progress(f"results: {path}")
+    if not (args.smoke or args.no_readme or set(args.parts) != set(PARTS)):
+        write_readme(json.loads(path.read_text()), path)
+    for problem in results["problems"]:
+        print(f"[bench] NOT VALID: {problem}", file=sys.stderr)
+    return 1 if results["problems"] else 0
+
+
+# -- the table -------------------------------------------------------------------------
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else round(a / b, 3)
+
+
+def _row(
+    what: str,
+    figure: str,
+    baseline: str = "",
+    ratio: float | None = None,
+    goal: str = "",
+    met: bool | None = None,
+    value: float | None = None,
+) -> dict[str, Any]:
+    return {
+        "what": what,
+        "figure": figure,
+        "value": value,
+        "baseline": baseline,
+        "ratio": ratio,
+        "goal": goal,
+        "met": met,
+    }
+
+
+def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table, from a results file: what, figure, same-run baseline, ratio, goal, met."""
+    out: list[dict[str, Any]] = []
+    if "intake" in r:
+        out += _intake_rows(r["intake"])
+    if "consumer" in r:
+        out += _consumer_rows(r["consumer"])
+    if "e2e" in r:
+        out += _e2e_rows(r["e2e"], r["e2e_baseline"])
+    if "memory" in r:
+        out += _memory_rows(r["memory"])
+    return out
+
+
+def _intake_rows(i: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for one, base in zip(i["single"], i["baseline_in_flight"], strict=True):
+        c = one["connections"]
+        top = c == 64
+        eps = one["acked_requests_per_second"]
+        out.append(
+            _row(
+                f"POST /events/generate, {c} conn",
+                f"{_n(eps)} acked/s",
+                f"bare produce, {c} in flight: {_n(base['acked_per_second'])}/s",
+                _ratio(eps, base["acked_per_second"]),
+                ">= 4,000/s" if top else "",
+                eps >= 4000 if top else None,
+                eps,
+            )
+        )
+        out.append(
+            _row(
+                f"  latency, {c} conn",
+                f"p50 {_n(one['p50_ms'], 1)}, p99 {_n(one['p99_ms'], 1)} ms",
+                f"p50 {_n(base['p50_ms'], 1)}, p99 {_n(base['p99_ms'], 1)} ms",
+                _ratio(one["p99_ms"], base["p99_ms"]),
+                "p99 < 50 ms" if top else "",
+                one["p99_ms"] < 50 if top else None,
+                one["p99_ms"],
+            )
+        )
+    perf = i["producer_performance"]["events_per_second"]
+    bare = i["baseline_produce"]["events_per_second"]
+    for b in i["batch"]:
+        eps = b["events_per_second"]
+        out.append(
+            _row(
+                f"POST /events/batch, {b['batch']}/request",
+                f"{_n(eps)} ev/s",
+                f"ProducerPerformance (300 B): {_n(perf)}/s",
+                _ratio(eps, perf),
+                ">= 60,000/s, >= 0.5",
+                eps >= 60_000 and eps / perf >= 0.5,
+                eps,
+            )
+        )
+        out.append(
+            _row(
+                "",
+                "",
+                f"bare confluent-kafka produce: {_n(bare)}/s",
+                _ratio(eps, bare),
+            )
+        )
+    bad = [s["non_201"] + s["socket_errors"] + s["timeouts"] for s in i["single"]]
+    bad_batch = [b["non_201"] + b["socket_errors"] + b["timeouts"] for b in i["batch"]]
+    out.append(
+        _row(
+            "intake errors (non-201, socket)",
+            f"{' / '.join(map(str, bad))}; batch {' / '.join(map(str, bad_batch))}",
+            goal="0",
+            met=not any(bad + bad_batch),
+            value=sum(bad + bad_batch),
+        )
+    )
+    return out
+
+
+def _consumer_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    cperf = c["consumer_performance"]["events_per_second"]
+    bare = c["baseline_consume"]["events_per_second"]
+    loop = c["redis_store_loop"]["events_per_second"]
+    one = None
+    for w in c["workers"]:
+        n = w["replicas"]
+        eps = w["events_per_second"]
+        per = w["events_per_second_per_replica"]
+        what = f"consumer, {n} replica{'s' if n > 1 else ''}"
+        figure = f"{_n(eps)} ev/s" + (f" ({_n(per)}/replica)" if n > 1 else "")
+        goal, met = ">= 40,000/s per replica", per >= 40_000
+        out.append(
+            _row(
+                what,
+                figure,
+                f"ConsumerPerformance: {_n(cperf)}/s",
+                _ratio(eps, cperf),
+                goal,
+                met,
+                eps,
+            )
+        )
+        out.append(_row("", "", f"bare confluent-kafka consume: {_n(bare)}/s", _ratio(eps, bare)))
+        if n == 1:
+            one = eps
+            out.append(_row("", "", f"raw pipelined Redis store: {_n(loop)}/s", _ratio(eps, loop)))
+        elif one:
+            out.append(_row("", "", f"1 replica: {_n(one)}/s", _ratio(eps, one)))
+    return out
+
+
+def _e2e_rows(e: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
+    rate = f"{e['rate']:,.0f}/s"
+    return [
+        _row(
+            f"end to end at {rate}, p50",
+            f"{_n(e['p50_ms'], 1)} ms",
+            f"Kafka produce->consume: {_n(base['p50_ms'], 1)} ms "
+            f"(ack->consume {_n(base['ack_to_consumed_p50_ms'], 1)})",
+            _ratio(e["p50_ms"], base["p50_ms"]),
+            "< 10 ms",
+            e["p50_ms"] is not None and e["p50_ms"] < 10,
+            e["p50_ms"],
         ),
-        ("bare consume (baseline)", base_consume["events_per_second"], 1.0),
-        (
-            "consumer worker to Redis",
-            worker["events_per_second"],
-            worker["events_per_second"] / base_consume["events_per_second"],
+        _row(
+            f"end to end at {rate}, p99",
+            f"{_n(e['p99_ms'], 1)} ms",
+            f"Kafka produce->consume: {_n(base['p99_ms'], 1)} ms "
+            f"(ack->consume {_n(base['ack_to_consumed_p99_ms'], 1)})",
+            _ratio(e["p99_ms"], base["p99_ms"]),
+            "< 50 ms",
+            e["p99_ms"] is not None and e["p99_ms"] < 50,
+            e["p99_ms"],
         ),
     ]
-    print(f"\n{'what':<36}{'events/s':>12}{'ratio':>9}")
-    for name, eps, ratio in rows:
-        print(f"{name:<36}{eps:>12,.0f}{ratio:>9.3f}")
-    for kind in ("single", "batch"):
-        r = http[kind]
-        print(
-            f"wrk {kind}: p50 {r['p50']}, p99 {r['p99']}, {r['requests']} requests, "
-            f"non-2xx {r['non_2xx']}"
-        )
-    print(f"Redis bytes per stored event: {worker['redis_bytes_per_event']}")
 
-    results = ROOT / "bench" / "results"
-    results.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (results / f"{stamp}.json").write_text(
-        json.dumps(
-            {
-                "args": vars(args),
-                "baseline_produce": base_produce,
-                "producer_http": http,
-                "baseline_consume": base_consume,
-                "consumer_worker": worker,
-            },
-            indent=2,
+
+def _memory_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    points = m["samples_at_processed"]
+    span = f"{_n(points[0])} -> {_n(points[-1])} events" if points else "no samples"
+    for name, p in m["processes"].items():
+        first, last = p["first_bytes"], p["last_bytes"]
+        change = p["max_change"]
+        out.append(
+            _row(
+                f"RSS {name}",
+                f"{_n((first or 0) / 2**20, 1)} -> {_n((last or 0) / 2**20, 1)} MiB"
+                + ("" if change is None else f" (max {change:+.1%})"),
+                f"its first sample, {span}",
+                _ratio(last, first),
+                "within +-10%",
+                p["flat"],
+                last,
+            )
+        )
+    redis_info = m["redis"]
+    body = m.get("stored_event_json_bytes")
+    out.append(
+        _row(
+            "Redis bytes per stored event",
+            f"{_n(redis_info['bytes_per_stored_event'])} B"
+            + ("" if redis_info["private"] else " (shared Redis)"),
+            f"stored event JSON: {_n(body)} B",
+            _ratio(redis_info["bytes_per_stored_event"], body),
+            value=redis_info["bytes_per_stored_event"],
         )
     )
-    failed = http["single"]["non_2xx"] or http["batch"]["non_2xx"]
-    if failed:
-        print("[bench] some HTTP answers were not 2xx: figures are not valid", file=sys.stderr)
-    return 1 if failed else 0
+    return out
+
+
+def problems(r: dict[str, Any]) -> list[str]:
+    """Why some figures cannot be trusted (errors, lost or miscounted events)."""
+    found = []
+    for s in r.get("intake", {}).get("single", []) + r.get("intake", {}).get("batch", []):
+        if s["non_201"] or s["socket_errors"] or s["timeouts"]:
+            found.append(f"{s['command']}: {s['non_201']} non-201, {s['socket_errors']} socket "
+                         f"errors, {s['timeouts']} timeouts")  # fmt: skip
+    for w in r.get("consumer", {}).get("workers", []):
+        if not w["counts_correct"]:
+            found.append(
+                f"consumer x{w['replicas']}: stored {w['stored']} and skipped "
+                f"{w['duplicates_skipped']}, expected {r['consumer']['unique_events']} and "
+                f"{r['consumer']['duplicates']}"
+            )
+    if "e2e" in r:
+        e = r["e2e"]
+        if e["non_201"] or e["not_seen"] or not e["read_api_sample_ok"]:
+            found.append(
+                f"end to end: {e['non_201']} non-201, {e['not_seen']} acked events never seen, "
+                f"read API sample {'ok' if e['read_api_sample_ok'] else 'FAILED'}"
+            )
+    if "memory" in r and r["memory"]["requests_failed"]:
+        found.append(f"memory run: {r['memory']['requests_failed']} batch requests failed")
+    return found
+
+
+HEADINGS = ("what", "figure", "same-run baseline", "ratio", "goal", "met")
+
+
+def _fmt_ratio(ratio: float | None) -> str:
+    if ratio is None:
+        return ""
+    return f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.3g}"
+
+
+def _met(value: bool | None) -> str:
+    return "" if value is None else ("met" if value else "MISSED")
+
+
+def _header_lines(r: dict[str, Any]) -> list[str]:
+    m = r["machine"]
+    s = r["sizes"]
+    return [
+        f"{r['started_at']} ({r['mode']} run, {r['seconds']:.0f} s), {m['nproc']} CPUs "
+        f"({m['cpu_model']}), {m['memory_bytes'] / 2**30:.1f} GiB, everything on this machine",
+        f"sizes: wrk {s['duration']:g} s per run; produce baselines {s['produce_events']:,} "
+        f"records; consumer topic {s['consumer_events']:,} records "
+        f"({s['duplicates']:.0%} duplicates); end to end {s['e2e_rate']:g}/s for "
+        f"{s['e2e_seconds']:g} s; memory {s['memory_events']:,} events",
+        f"Redis: {'private' if r['redis']['private'] else 'shared'}, {r['redis']['persistence']}",
+    ]
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    return [
+        row["what"],
+        row["figure"],
+        row["baseline"],
+        _fmt_ratio(row["ratio"]),
+        row["goal"],
+        _met(row["met"]),
+    ]
+
+
+def render_text(r: dict[str, Any]) -> str:
+    table = [list(HEADINGS), *(_cells(row) for row in r["rows"])]
+    widths = [max(len(line[i]) for line in table) + 2 for i in range(len(HEADINGS))]
+    lines = ["", *_header_lines(r), ""]
+    for n, line in enumerate(table):
+        lines.append("".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+        if n == 0:
+            lines.append("-" * (sum(widths) - 2))
+    lines.append("ratio = figure / its same-run baseline; for latency and memory, lower is better")
+    return "\n".join(lines)
+
+
+def render_markdown(r: dict[str, Any], source: str) -> str:
+    m, z = r["machine"], r["sizes"]
+    when = datetime.fromisoformat(r["started_at"]).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        START_MARK,
+        f"<!-- Written by `make bench` from {source}; edit bench/report.py, not this. -->",
+        "### Performance (`make bench`)",
+        "",
+        f"Run of {when}, {r['seconds'] / 60:.0f} minutes, on {m['nproc']} vCPUs "
+        f"({m['cpu_model']}) and {m['memory_bytes'] / 2**30:.1f} GiB, with Kafka "
+        f"{m['kafka_tools'] or '?'}, Redis ({r['redis']['persistence']}), both services "
+        "and the load generators on the same machine.",
+        f"Sizes: wrk {z['duration']:g} s per run, produce baselines {z['produce_events']:,} "
+        f"records, consumer topic {z['consumer_events']:,} records "
+        f"({z['duplicates']:.0%} duplicates), end to end {z['e2e_rate']:,.0f}/s for "
+        f"{z['e2e_seconds']:g} s, memory {z['memory_events']:,} events.",
+        "Each ratio divides a figure by its baseline from the same run; the goals are issue 8's.",
+        "",
+        "| what | figure | same-run baseline | ratio | goal | met |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in r["rows"]:
+        cells = _cells(row)
+        cells[0] = cells[0].strip()
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += [
+        "",
+        "Figures move by ±20 % between runs on a machine this small, more while other work "
+        "runs on it. Every run writes its figures and the commands behind them to "
+        "`bench/results/` (`latest.json` is the newest); `make bench BENCH_ARGS=--help` "
+        "lists the sizes.",
+        END_MARK,
+    ]
+    return "\n".join(lines)
+
+
+def write_readme(r: dict[str, Any], path: Path) -> None:
+    """Replace the Performance section between the markers (or, the first time, the
+    `### Throughput` subsection) with one rendered from the results `r`."""
+    try:
+        source = str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        source = str(path)
+    section = render_markdown({**r, "rows": rows(r)}, source)
+    text = README.read_text()
+    if START_MARK in text and END_MARK in text:
+        before, rest = text.split(START_MARK, 1)
+        after = rest.split(END_MARK, 1)[1]
+        text = before + section + after
+    else:
+        match = re.search(r"^### Throughput.*?(?=^#{1,3} |\Z)", text, re.M | re.S)
+        if match is None:
+            raise SystemExit("README.md has neither the Performance markers nor ### Throughput")
+        tail = text[match.end() :]
+        text = text[: match.start()] + section + "\n" + ("\n" + tail if tail.strip() else "")
+    README.write_text(text)
+    progress("README.md: Performance section rewritten")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 -- wrk script: POST /events/batch with BATCH events per request (env BATCH, default 500)
 -- from 1,000 distinct users. The body is built once: the server assigns every eventId,
 -- so resending it still publishes new events, and wrk's own CPU stays out of the way.
+dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "report.lua")
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local size = tonumber(os.getenv("BATCH") or "500")

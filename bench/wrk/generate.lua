@@ -1,5 +1,6 @@
 -- wrk script: POST /events/generate, one event per request, from 1,000 distinct users,
 -- so records spread over every partition as real traffic would.
+dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "report.lua")
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local n = 0
