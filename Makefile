@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # The infra scripts use the venv's interpreter (it has confluent-kafka).
 export PYTHON := $(abspath $(PY))
 
-.PHONY: help venv run test test-unit test-integration infra down lint fmt bench compose-check clean
+.PHONY: help venv run test test-unit test-integration infra down lint fmt bench reliability compose-check clean
 
 help:
 	@echo "make run     start Kafka, Redis, the producer (:8000) and a consumer (:8001); Ctrl-C stops them"
@@ -15,6 +15,7 @@ help:
 	@echo "make down    stop the local Kafka and Redis"
 	@echo "make lint    ruff and mypy --strict"
 	@echo "make bench   throughput benchmarks"
+	@echo "make reliability  the fault scenarios at 50,000 events each; writes docs/reliability.md"
 
 $(STAMP): pyproject.toml
 	$(BOOT_PYTHON) -m venv $(VENV)
@@ -63,6 +64,13 @@ compose-check:
 # Sizes and parts: make bench BENCH_ARGS="--memory-events 2000000" (BENCH_ARGS=--help lists them).
 bench: venv
 	@bench/run.sh $(BENCH_ARGS)
+
+# The fault scenarios of tests/reliability/ (make test runs them small) at full size; the
+# table in docs/reliability.md is written from this run's figures.
+RELIABILITY_EVENTS ?= 50000
+reliability: venv
+	RELIABILITY_EVENTS=$(RELIABILITY_EVENTS) RELIABILITY_REPORT=docs/reliability.md \
+		$(PY) -m pytest tests/reliability -p no:cacheprovider $(PYTEST_ARGS)
 
 clean: down
 	rm -rf .local $(VENV) .pytest_cache .mypy_cache .ruff_cache

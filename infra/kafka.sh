@@ -6,13 +6,15 @@
 #   infra/kafka.sh status   exit 0 when a broker answers on the bootstrap address
 #
 # Idempotent: `start` reuses a broker that already answers. Everything it writes lives under
-# $LOCAL_STATE_DIR (default: <repo>/.local), which is git-ignored.
+# $LOCAL_STATE_DIR (default: <repo>/.local), which is git-ignored. LOCAL_KAFKA_LIBS points at
+# a jar directory resolved before (default: $LOCAL_STATE_DIR/kafka/libs), so a second broker
+# with its own state directory (the reliability suite's) does not resolve the jars again.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE=${LOCAL_STATE_DIR:-$ROOT/.local}
 HOME_DIR=$STATE/kafka
-LIBS=$HOME_DIR/libs
+LIBS=${LOCAL_KAFKA_LIBS:-$HOME_DIR/libs}
 DATA=$HOME_DIR/data
 LOGS=$HOME_DIR/logs
 PIDFILE=$HOME_DIR/kafka.pid

@@ -1,0 +1,112 @@
+"""Session fixtures of the reliability suite: a private Kafka broker and Redis (the
+scenarios kill them, so never the shared ones), the size, and the report.
+
+RELIABILITY_EVENTS  events per scenario (default 2,000, the size `make test` runs;
+                    `make reliability` uses 50,000)
+RELIABILITY_REPORT  when set, the file the results table is written to at the end
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite(
+    "tests.reliability.harness", "tests.reliability.scenario", "tests.reliability.traffic"
+)
+
+from tests.conftest import ROOT  # noqa: E402
+
+from .harness import KafkaBroker, RedisServer  # noqa: E402
+from .report import render  # noqa: E402
+from .scenario import Result, traffic_seconds  # noqa: E402
+
+DEFAULT_EVENTS = 2_000
+
+
+def reliability_events() -> int:
+    raw = os.environ.get("RELIABILITY_EVENTS", "").strip()
+    return int(raw) if raw else DEFAULT_EVENTS
+
+
+def scenario_timeout() -> int:
+    """pytest-timeout for one scenario: its traffic, the slowest fault (a broker restart),
+    settling and the read-back, with room for a loaded machine."""
+    return int(180 + 3 * traffic_seconds(reliability_events()))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "reliability: starts real services and kills them (tests/reliability)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.timeout(scenario_timeout()))
+
+
+@pytest.fixture(scope="session")
+def events() -> int:
+    return reliability_events()
+
+
+@pytest.fixture(scope="session")
+def work_dir(report: list[Result]) -> Iterator[Path]:
+    """Broker and Redis data and every process's log, under .local/reliability/ rather
+    than pytest's temporary directories, which other pytest sessions on the machine
+    rotate away. Removed when every scenario passed, kept for a look otherwise."""
+    base = ROOT / ".local" / "reliability"
+    base.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=base))
+    yield path
+    if all(r.passed for r in report):
+        shutil.rmtree(path, ignore_errors=True)
+    elif report:
+        (path / "reliability.md").write_text(render(report, reliability_events()) + "\n")
+
+
+@pytest.fixture(scope="session")
+def private_kafka(work_dir: Path) -> Iterator[KafkaBroker]:
+    if shutil.which("java") is None:
+        pytest.skip("java is not installed (the suite runs its own Kafka broker)")
+    libs = Path(os.environ.get("LOCAL_KAFKA_LIBS", ROOT / ".local" / "kafka" / "libs"))
+    if not (libs / ".complete").exists() and shutil.which("mvn") is None:
+        pytest.skip(f"no Kafka jars in {libs} and no mvn to resolve them")
+    broker = KafkaBroker(work_dir)
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def private_redis(work_dir: Path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    (work_dir / "redis").mkdir()
+    server = RedisServer(work_dir / "redis")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def report(events: int) -> Iterator[list[Result]]:
+    """Results in the order the scenarios ran; written to RELIABILITY_REPORT at the end."""
+    results: list[Result] = []
+    yield results
+    target = os.environ.get("RELIABILITY_REPORT")
+    if target and results:
+        Path(target).write_text(render(results, events) + "\n")

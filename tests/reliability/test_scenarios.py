@@ -1,0 +1,355 @@
+"""The seven reliability scenarios of issue 7: faults injected into real processes under
+traffic; afterwards every 201 must be stored exactly once, in per-user order.
+
+Sizes come from RELIABILITY_EVENTS (tests/reliability/conftest.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from shared.events import HEADER_EVENT_TYPE, HEADER_TIMESTAMP, compact_json, utc_timestamp
+from tests.integration.consumer.conftest import Raw, produce
+from tests.integration.producer.conftest import read_topic
+
+from .harness import KafkaBroker, RedisServer
+from .scenario import Result, Run, check
+from .traffic import ClientEvent, HttpClient, Key, Outcome, summarise_outcomes
+
+pytestmark = pytest.mark.reliability
+
+
+MakeRun = Callable[[str], Run]
+
+
+@pytest.fixture
+def make_run(
+    private_kafka: KafkaBroker,
+    private_redis: RedisServer,
+    events: int,
+    report: list[Result],
+    work_dir: Path,
+) -> Iterator[MakeRun]:
+    """Builds a scenario's Run and enters its result in the report before anything can
+    fail, so a failed scenario still shows its figures."""
+
+    def make(name: str) -> Run:
+        (work_dir / name).mkdir()
+        run = Run(name, private_kafka, private_redis, events, work_dir / name)
+        report.append(run.result)
+        return run
+
+    yield make
+    # A scenario that failed half-way must not leave the suite's servers down for the next.
+    if private_redis.proc is None:
+        private_redis.start()
+    if not private_kafka.answers():
+        private_kafka.start()
+
+
+def test_consumer_replicas_sigkilled_repeatedly(make_run: MakeRun) -> None:
+    with make_run("consumer-sigkill") as run:
+        run.start(replicas=3)
+        run.start_traffic()
+        _, b, c = run.replicas
+        run.at(0.15)
+        run.kill_replica(b)
+        run.fault("replica B SIGKILLed")
+        run.at(0.3)
+        b2 = run.start_replica()
+        run.at(0.45)
+        run.kill_replica(c)
+        run.fault("replica C SIGKILLed")
+        run.at(0.6)
+        run.kill_replica(b2)
+        run.fault("restarted replica B SIGKILLed again, only the reader left")
+        run.at(0.75)
+        run.start_replica()
+        run.start_replica()
+        result = run.finish()
+    check(result)
+
+
+def test_replicas_join_and_leave_under_traffic(make_run: MakeRun) -> None:
+    with make_run("replicas-join-leave") as run:
+        run.start(replicas=1)
+        run.start_traffic()
+        run.at(0.1)
+        b = run.start_replica()
+        run.fault("replica B joins")
+        run.at(0.25)
+        c = run.start_replica()
+        run.fault("replica C joins")
+        run.at(0.4)
+        run.stop_replica(b)
+        run.fault("replica B leaves (SIGTERM)")
+        run.at(0.55)
+        run.start_replica()
+        run.fault("replica D joins")
+        run.at(0.7)
+        run.stop_replica(c)
+        run.fault("replica C leaves (SIGTERM)")
+        result = run.finish()
+    check(result)
+
+
+def test_redis_killed_and_restarted(make_run: MakeRun, private_redis: RedisServer) -> None:
+    with make_run("redis-restart") as run:
+        run.start(replicas=3)
+        run.start_traffic()
+        run.at(0.2)
+        private_redis.kill()
+        run.fault("Redis SIGKILLed, restarted 2 s later")
+        time.sleep(2)
+        private_redis.start()
+        run.at(0.6)
+        private_redis.shutdown()
+        run.fault("Redis shut down cleanly, restarted 1 s later")
+        time.sleep(1)
+        private_redis.start()
+        result = run.finish()
+    check(result)
+
+
+def test_broker_killed_and_restarted(make_run: MakeRun, private_kafka: KafkaBroker) -> None:
+    with make_run("broker-sigkill") as run:
+        run.start(replicas=3)
+        run.start_traffic()
+        run.at(0.2)
+        private_kafka.kill()
+        killed_at = time.monotonic()
+        run.fault("broker SIGKILLed, restarted 2 s later")
+        time.sleep(2)
+        private_kafka.start()
+        back_at = time.monotonic()
+        result = run.finish()
+
+    def outage_answers() -> list[str]:
+        requests = run.ledger.requests
+        in_outage = [r for r in requests if killed_at <= r.done_at and r.sent_at <= back_at]
+        unavailable = [r for r in requests if r.outcome == 503]
+        # A request sent up to an ack timeout before the kill may 503; after the restart,
+        # the producer reconnects within librdkafka's backoff (at most 10 s).
+        outside = [r for r in unavailable if not killed_at - 6 <= r.sent_at <= back_at + 10]
+        result.notes.append(
+            f"broker down {back_at - killed_at:.1f} s; answers to requests during the outage: "
+            f"{summarise_outcomes(_count(r.outcome for r in in_outage))}"
+        )
+        problems = []
+        if not unavailable:
+            problems.append("no 503 while the broker was down: the outage was not seen")
+        if outside:
+            problems.append(f"{len(outside)} answers 503 outside the outage")
+        conn = [r for r in requests if r.outcome == "conn"]
+        if conn:
+            problems.append(f"{len(conn)} requests lost their connection to the producer")
+        return problems
+
+    check(result, outage_answers)
+
+
+def test_duplicates_are_stored_once(make_run: MakeRun, private_kafka: KafkaBroker) -> None:
+    with make_run("duplicates") as run:
+        run.start(replicas=3)
+        run.start_traffic()
+        # Keyed batches re-sent as subsets, reordered, and item by item through
+        # /events/generate; plus a new single event under "<key>:0", which a batch item's
+        # id once collided with. Each round sends 6 copies.
+        keyed = HttpClient(
+            "k",
+            run.ledger,
+            lambda: run.producer.base,
+            run.stop,
+            [f"{run.ledger.run}-k-u{u}" for u in range(3)],
+        )
+        rounds = max(3, run.events // 400)
+        rounds_done: list[int] = []
+
+        def keyed_retries() -> None:
+            for n in range(rounds):
+                if run.stop.is_set():
+                    return
+                key = f"{run.ledger.run}-k-{n}"
+                items = keyed.new_events(6)
+                keyed.send_batch(items, key)
+                keyed.send_batch([items[4], items[1]], key)
+                keyed.send_batch([items[5], items[3], items[0]], key)
+                keyed.send_single(items[2], key)
+                (fresh,) = keyed.new_events(1)
+                keyed.send_single(fresh, f"{key}:0")
+                rounds_done.append(n)
+                time.sleep(run.duration / rounds / 2)
+
+        retrier = threading.Thread(target=keyed_retries, name="keyed-retries", daemon=True)
+        run.at(0.1)
+        retrier.start()
+
+        run.at(0.3)
+        records = run.ledger.acked_records()
+        republished = records[:: max(1, len(records) // max(50, run.events // 20))]
+        produce(private_kafka.bootstrap, run.topic, republished)
+        run.fault(f"{len(republished)} acknowledged records re-published straight to Kafka")
+
+        run.at(0.5)
+        resend = HttpClient("again", run.ledger, lambda: run.producer.base, run.stop, [])
+        with run.ledger.lock:
+            acked_singles = [e for e in run.ledger.events.values() if e.record is not None]
+        sample = acked_singles[:: max(1, len(acked_singles) // max(50, run.events // 40))]
+        for event in sample:
+            resend.send_single(event, event.key)
+        resend.session.close()
+        run.fault(f"{len(sample)} acknowledged single events sent again with their key")
+        retrier.join(run.duration * 4)
+        keyed.session.close()
+        assert not retrier.is_alive(), "the keyed retries did not finish"
+        result = run.finish()
+        stats = _stats(run)
+
+    def duplicates_seen() -> list[str]:
+        skipped = int(stats["duplicatesSkipped"])
+        copies = len(republished) + len(sample) + 6 * len(rounds_done)
+        result.notes.append(
+            f"copies sent on purpose: {copies} ({len(republished)} re-published records, "
+            f"{len(sample)} single retries, {len(rounds_done)} keyed batches re-sent as "
+            f"subsets and item by item); the consumer skipped {skipped} duplicates"
+        )
+        if skipped < copies:
+            return [f"the consumer skipped {skipped} duplicates, fewer than the {copies} sent"]
+        return []
+
+    check(result, duplicates_seen)
+
+
+def test_poison_and_original_shape_records(make_run: MakeRun, private_kafka: KafkaBroker) -> None:
+    with make_run("poison") as run:
+        run.start(replicas=3)
+        run.start_traffic()
+        poison: list[bytes] = []
+        legacy_users = [f"{run.ledger.run}-legacy-u{u}" for u in range(8)]
+        chunks = max(5, run.events // 500)
+        per_chunk = max(6, run.events // 12 // chunks)
+        legacy_count = 0
+
+        # Records as the original design's producer wrote them: no schemaVersion, headers
+        # eventType and timestamp only. Mixed with poison (2 legacy : 1 poison) and spread
+        # over the traffic, well under the poison guard's share.
+        run.at(0.2)
+        run.fault("poison and original-shape records start")
+        for chunk in range(chunks):
+            items: list[Raw] = []
+            for i in range(per_chunk):
+                if i % 3 == 2:
+                    poison.append(_poison(len(poison)))
+                    items.append(Raw(f"poison-{len(poison)}".encode(), poison[-1]))
+                else:
+                    user = legacy_users[legacy_count % len(legacy_users)]
+                    event = run.ledger.new_event("legacy", legacy_count, user, direct=True)
+                    items.append(_original_shape(event, (chunk, i)))
+                    legacy_count += 1
+            produce(private_kafka.bootstrap, run.topic, items)
+            time.sleep(0.5 * run.duration / chunks)
+        result = run.finish()
+        stats = _stats(run)
+        dead = read_topic(private_kafka.bootstrap, f"{run.topic}.dlq", timeout=60)
+
+    def dead_lettered() -> list[str]:
+        values = [m.value() for m in dead]
+        missing = [v for v in poison if v not in values]
+        result.notes.append(
+            f"{legacy_count} original-shape records and {len(poison)} poison records produced "
+            f"straight to Kafka; {len(dead)} records in the dead-letter topic; the consumer "
+            f"counts {stats['deadLettered']} dead-lettered {stats['deadLetteredByReason']}"
+        )
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} poison records are not in the dead-letter topic")
+        if len(dead) > len(poison):
+            problems.append(f"{len(dead) - len(poison)} good records were dead-lettered")
+        return problems
+
+    check(result, dead_lettered)
+
+
+def test_producer_sigterm_with_requests_in_flight(make_run: MakeRun) -> None:
+    with make_run("producer-sigterm") as run:
+        run.start(replicas=3)
+        run.start_traffic()
+        run.at(0.4)
+        old = run.producer
+        sigterm_at = time.monotonic()
+        run.fault("producer SIGTERMed, a new one started once it exited")
+        code = old.sigterm()
+        exited_at = time.monotonic()
+        run.start_producer(wait=False)
+        result = run.finish()
+
+    def clean_stop() -> list[str]:
+        in_flight = [r for r in run.ledger.requests if r.sent_at < sigterm_at < r.done_at]
+        outcomes = _count(r.outcome for r in in_flight)
+        result.notes.append(
+            f"the old producer exited {code} {exited_at - sigterm_at:.1f} s after SIGTERM; "
+            f"requests in flight at the signal: {summarise_outcomes(outcomes)} "
+            "(conn = connection closed or refused; retried with the same key)"
+        )
+        problems = []
+        if code != 0:
+            problems.append(f"the producer exited {code} on SIGTERM:\n{old.tail()}")
+        unclean = {k: v for k, v in outcomes.items() if k not in (201, 503, "conn")}
+        if unclean:
+            problems.append(f"requests in flight at SIGTERM answered {unclean}")
+        if not outcomes.get(201):
+            problems.append("no request in flight at SIGTERM was answered 201: proved nothing")
+        return problems
+
+    check(result, clean_stop)
+
+
+def _original_shape(event: ClientEvent, key: Key) -> Raw:
+    """`event` as the replaced service published it: no schemaVersion, and only the
+    headers eventType and timestamp. Marked sent and acknowledged under `key`: the caller
+    produces it and waits for Kafka's acknowledgement."""
+    record = {
+        "eventId": str(uuid.uuid4()),
+        "userId": event.user,
+        "eventType": event.body["eventType"],
+        "timestamp": utc_timestamp(),
+        "payload": event.body["payload"],
+    }
+    event.sent_key = event.acked_key = key
+    event.receipts.append(record["eventId"])
+    headers = [
+        (HEADER_EVENT_TYPE, record["eventType"].encode()),
+        (HEADER_TIMESTAMP, record["timestamp"].encode()),
+    ]
+    return Raw(event.user.encode(), compact_json(record), headers)
+
+
+def _poison(n: int) -> bytes:
+    kinds = [
+        b"not json %d \xff" % n,
+        compact_json({"eventId": "not-a-uuid", "userId": "u", "eventType": "LOGIN", "n": n}),
+        compact_json({"hello": "world", "n": n}),
+        compact_json([n, "an array, not an object"]),
+    ]
+    return kinds[n % len(kinds)]
+
+
+def _count(outcomes: Iterable[Outcome]) -> Counter[Outcome]:
+    return Counter(outcomes)
+
+
+def _stats(run: Run) -> dict[str, Any]:
+    assert run.reader is not None
+    r = requests.get(f"{run.reader.base}/stats", timeout=5)
+    assert r.status_code == 200, r.text
+    stats: dict[str, Any] = r.json()
+    return stats
