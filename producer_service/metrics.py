@@ -8,9 +8,10 @@ in-process registry is used.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -59,17 +60,35 @@ def observe_deliveries(deliveries: Iterable[Delivery], event_types: Iterable[str
     thousand label look-ups."""
     published: collections.Counter[str] = collections.Counter()
     failed: collections.Counter[str] = collections.Counter()
+    latencies = []
     for delivery, event_type in zip(deliveries, event_types, strict=True):
         if delivery.ok:
             published[event_type] += 1
             if delivery.latency is not None:
-                DELIVERY_LATENCY.observe(delivery.latency)
+                latencies.append(delivery.latency)
         else:
             failed[delivery.reason or "unknown"] += 1
+    observe_all(DELIVERY_LATENCY, latencies)
     for event_type, count in published.items():
         EVENTS_PUBLISHED.labels(event_type).inc(count)
     for reason, count in failed.items():
         DELIVERY_FAILURES.labels(reason).inc(count)
+
+
+def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """`histogram.observe(a)` for every amount, for a histogram without labels, writing
+    each touched bucket once: under PROMETHEUS_MULTIPROC_DIR every write is a locked
+    update of a memory-mapped file, and a batch of 1,000 records took 5 % of a worker's
+    time in them. Uses the histogram's own bucket bounds and values (as `observe` does),
+    so the exposition is the same as observing one by one."""
+    if not amounts:
+        return
+    bounds = histogram._upper_bounds
+    # bisect_left finds the first bound >= amount: `observe`'s `amount <= bound`.
+    counts = collections.Counter(bisect.bisect_left(bounds, a) for a in amounts)
+    histogram._sum.inc(sum(amounts))
+    for index, count in counts.items():
+        histogram._buckets[index].inc(count)
 
 
 def exposition() -> tuple[bytes, str]:

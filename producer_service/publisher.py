@@ -65,19 +65,23 @@ class EncodedRecord:
     headers: list[tuple[str, bytes]]
 
 
-def encode_records(records: Sequence[Mapping[str, Any]]) -> list[EncodedRecord]:
-    """Every record's key (`userId`, UTF-8), value (compact JSON) and headers.
+def encode_records(
+    records: Sequence[Mapping[str, Any]], values: Sequence[bytes] | None = None
+) -> list[EncodedRecord]:
+    """Every record's key (`userId`, UTF-8), value (compact JSON) and headers. `values`,
+    when given, are the records' values already encoded (`values[i]` must equal
+    `compact_json(records[i])`, as `shared.events.record_json` makes them) and are used
+    as they are.
 
     Raises `InvalidEvent` naming the first record that cannot be encoded. Publishers call
     this before sending anything, so a batch with one such record sends none of them."""
+    if values is not None and len(values) != len(records):
+        raise ValueError(f"{len(values)} values for {len(records)} records")
     encoded = []
     for index, record in enumerate(records):
         try:
-            encoded.append(
-                EncodedRecord(
-                    record["userId"].encode(), compact_json(record), record_headers(record)
-                )
-            )
+            value = compact_json(record) if values is None else values[index]
+            encoded.append(EncodedRecord(record["userId"].encode(), value, record_headers(record)))
         except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
             problem = json_problem(record) or "its key or headers are not UTF-8"
             raise InvalidEvent(
@@ -93,9 +97,16 @@ class EventPublisher(Protocol):
     call concurrently.
     """
 
-    def publish(self, records: Sequence[Mapping[str, Any]], timeout: float) -> list[Delivery]:
+    def publish(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        timeout: float,
+        values: Sequence[bytes] | None = None,
+    ) -> list[Delivery]:
         """Send `records` (enriched events), blocking until every one is acknowledged or
-        `timeout` seconds have passed. Returns one `Delivery` per record, in input order;
+        `timeout` seconds have passed. `values`, when given, are the records' encoded
+        values (see `encode_records`), so the caller's encoding is not done twice.
+        Returns one `Delivery` per record, in input order;
         a record is `ok` only once the log has durably acknowledged it. Per-record failures
         (timeout, full queue, broker error) are reported in the deliveries, never raised.
         Raises `InvalidEvent` before sending any record when one cannot be encoded
@@ -299,9 +310,14 @@ class KafkaEventPublisher:
         while not stopping.is_set():
             producer.poll(0.05)
 
-    def publish(self, records: Sequence[Mapping[str, Any]], timeout: float) -> list[Delivery]:
+    def publish(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        timeout: float,
+        values: Sequence[bytes] | None = None,
+    ) -> list[Delivery]:
         # All or nothing: every record is encoded before the first one is handed over.
-        encoded = encode_records(records)
+        encoded = encode_records(records, values)
         producer = self._ensure_producer()
         deadline = time.monotonic() + timeout
         pending = _Pending(len(records))

@@ -10,6 +10,7 @@ from typing import Any
 
 from producer_service.publisher import REASON_TIMEOUT, Delivery, Readiness, encode_records
 from shared.errors import Unavailable
+from shared.events import compact_json
 
 
 class InMemoryEventPublisher:
@@ -27,10 +28,18 @@ class InMemoryEventPublisher:
         self.closed = False
         self._lock = threading.Lock()
 
-    def publish(self, records: Sequence[Mapping[str, Any]], timeout: float) -> list[Delivery]:
+    def publish(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        timeout: float,
+        values: Sequence[bytes] | None = None,
+    ) -> list[Delivery]:
         if self.closed:
             raise Unavailable("the publisher is closed")
-        encode_records(records)  # the same all-or-nothing check as the Kafka publisher
+        encode_records(records, values)  # the same all-or-nothing check as the Kafka publisher
+        if values is not None:
+            # A caller's pre-encoded value must be exactly what the record encodes to.
+            assert list(values) == [compact_json(r) for r in records]
         out = []
         with self._lock:
             for index, record in enumerate(records):

@@ -1,8 +1,12 @@
+import json
 import re
 import uuid
 from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from shared.events import (
@@ -16,8 +20,19 @@ from shared.events import (
     json_problem,
     nesting_exceeds,
     new_event_id,
+    parse_json,
     random_event_ids,
+    record_json,
     utc_timestamp,
+)
+from tests.strategies import (
+    EVENT_TYPES,
+    identical,
+    inputs,
+    json_values,
+    payloads,
+    scalars,
+    usual_text,
 )
 
 EVENTS = [
@@ -233,3 +248,168 @@ def test_timestamps_have_four_digit_years_so_they_sort_as_instants() -> None:
     assert utc_timestamp(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00.000Z"
     assert re.match(TIMESTAMP_PATTERN, utc_timestamp(datetime(42, 6, 1, tzinfo=UTC)))
     assert utc_timestamp(datetime(999, 1, 1, tzinfo=UTC)) < utc_timestamp(datetime(2026, 1, 1))
+
+
+# --- The fast paths of issue 8: each must give exactly what the slow path gives. ---
+
+_PROPERTY = settings(
+    max_examples=600,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+def _reject(name: str) -> NoReturn:
+    raise ValueError(name)
+
+
+def _stdlib(raw: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", json.loads(raw, parse_constant=_reject)
+    except (ValueError, RecursionError):
+        return "refused", None
+
+
+def _fast(raw: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", parse_json(raw)[0]
+    except (ValueError, RecursionError):
+        return "refused", None
+
+
+numbers_as_text = st.one_of(
+    st.from_regex(r"\A-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][+-]?[0-9]{1,3})?\Z"),
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+)
+json_texts = st.one_of(
+    json_values.map(lambda v: json.dumps(v, ensure_ascii=False, allow_nan=True)),
+    json_values.map(lambda v: json.dumps(v, allow_nan=True)),
+    inputs.map(lambda v: json.dumps(v, ensure_ascii=False, allow_nan=True)),
+    numbers_as_text,
+    numbers_as_text.map(lambda n: '{"payload":{"n":' + n + "}}"),
+)
+
+
+def _encoded(text: str) -> bytes:
+    # Lone surrogates cannot be UTF-8: such text reaches the server as its bytes anyway.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _mutated(data: st.DataObject, raw: bytes) -> bytes:
+    if not raw or not data.draw(st.booleans()):
+        return raw
+    at = data.draw(st.integers(0, len(raw) - 1))
+    return raw[:at] + data.draw(st.binary(min_size=0, max_size=2)) + raw[at + 1 :]
+
+
+@_PROPERTY
+@given(data=st.data(), text=json_texts)
+@example(data=None, text="18446744073709551616")  # orjson would read 2**64 as a float
+@example(data=None, text="-9223372036854775809")
+@example(data=None, text="[1e400]")
+@example(data=None, text='"\\ud800"')
+@example(data=None, text="\ufeff{}")  # a UTF-8 byte order mark
+@example(data=None, text='{"a": NaN}')
+@example(data=None, text='{"a":1,"a":2}')
+@example(data=None, text="[" * 2000 + "]" * 2000)
+@example(data=None, text="2.2250738585072011e-308")
+def test_parse_json_accepts_refuses_and_reads_exactly_as_the_standard_library(
+    data: st.DataObject | None, text: str
+) -> None:
+    raw = _encoded(text)
+    if data is not None:
+        raw = _mutated(data, raw)
+    want, got = _stdlib(raw), _fast(raw)
+    assert want[0] == got[0], raw
+    assert identical(want[1], got[1]), raw
+
+
+def test_parse_json_is_strict_only_for_what_orjson_read() -> None:
+    assert parse_json(b'{"a": [1, 2.5, "x"]}') == ({"a": [1, 2.5, "x"]}, True)
+    assert parse_json(b"[18446744073709551616]") == ([2**64], False)
+    value, strict = parse_json(b'["\\ud800", 1e400]')
+    assert strict is False and value[0] == "\ud800" and value[1] == float("inf")
+    # What orjson read never needs the encoding pass of json_problem, only the nesting.
+    assert json_problem(value, strict=False) is not None
+    deep = "[" * (MAX_JSON_NESTING + 1) + "]" * (MAX_JSON_NESTING + 1)
+    parsed, strict = parse_json(deep.encode())
+    assert strict is True and json_problem(parsed, strict=True) is not None
+
+
+@_PROPERTY
+@given(data=st.data(), text=json_texts)
+def test_what_parse_json_calls_strict_always_encodes(data: st.DataObject, text: str) -> None:
+    raw = _mutated(data, _encoded(text))
+    try:
+        value, strict = parse_json(raw)
+    except (ValueError, RecursionError):
+        return
+    if strict:
+        assert json_problem(value, strict=True) == json_problem(value)
+
+
+# A small payload limit puts the size boundary within reach of the generated payloads.
+_FAST_SCHEMAS = [
+    EventInputSchema(("LOGIN", "LOGOUT", "PRODUCT_VIEW")),
+    EventInputSchema(("LOGIN", "PRODUCT_VIEW"), max_payload_bytes=24),
+]
+
+anything = st.one_of(
+    inputs,
+    json_values,
+    st.dictionaries(st.sampled_from(["userId", "eventType", "payload", "x"]), json_values),
+    st.fixed_dictionaries(
+        {"userId": usual_text, "eventType": st.sampled_from(EVENT_TYPES)},
+        optional={"payload": st.one_of(payloads, json_values)},
+    ),
+    # Keys JSON cannot have: marshmallow refuses them, compact_json would write them.
+    st.fixed_dictionaries(
+        {"userId": st.just("u"), "eventType": st.just("LOGIN")},
+        optional={"payload": st.dictionaries(st.one_of(st.integers(), st.none()), scalars)},
+    ),
+)
+
+
+@_PROPERTY
+@given(sent=anything, which=st.sampled_from([0, 1]))
+@example(sent={"userId": "u", "eventType": "LOGIN", "payload": {"x": "a" * 16}}, which=1)
+@example(sent={"userId": "u", "eventType": "LOGIN", "payload": {"x": "a" * 17}}, which=1)
+@example(sent={"userId": "u", "eventType": "LOGIN", "payload": None}, which=0)
+@example(sent={"userId": "u" * 128, "eventType": "LOGIN"}, which=0)
+@example(sent={"userId": "u" * 129, "eventType": "LOGIN"}, which=0)
+@example(sent={"userId": "", "eventType": "LOGIN"}, which=0)
+@example(sent={"userId": "u", "eventType": "LOGOUT"}, which=1)
+@example(sent={"userId": "u", "eventType": "LOGIN", "payload": {"x": float("nan")}}, which=0)
+@example(sent={"userId": "u", "eventType": "LOGIN", "payload": {"\ud800": 1}}, which=0)
+@example(sent={"userId": "u", "eventType": "LOGIN", "payload": {1: 1}}, which=0)
+@example(sent={"userId": "u", "eventType": "LOGIN", "payload": {}, "extra": 1}, which=0)
+@example(sent={"userId": "u", "payload": {}}, which=0)
+@example(sent=[], which=0)
+def test_the_fast_path_accepts_and_refuses_what_marshmallow_does(sent: Any, which: int) -> None:
+    schema = _FAST_SCHEMAS[which]
+    try:
+        want = schema.load(sent)
+    except ValidationError:
+        want = None
+    fast = schema.load_fast(sent)
+    if want is None:
+        assert fast is None
+        return
+    assert fast is not None
+    event, payload_json = fast
+    assert identical(event, want)
+    assert payload_json == compact_json(want["payload"])
+
+
+@_PROPERTY
+@given(sent=inputs, key=st.one_of(st.none(), usual_text.filter(bool)))
+def test_record_json_is_compact_json_of_the_record(sent: Any, key: str | None) -> None:
+    try:
+        event = EventInputSchema(("LOGIN", "LOGOUT", "PRODUCT_VIEW")).load(sent)
+    except ValidationError:
+        return
+    record = enrich(event, idempotency_key=key)
+    assert record_json(record, compact_json(record["payload"])) == compact_json(record)
