@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client import multiprocess as prom_multiprocess
 from werkzeug.exceptions import HTTPException
 
+from consumer_service import dashboard
 from consumer_service import metrics as _worker_metrics  # noqa: F401  (names on /metrics)
 from consumer_service.config import ConsumerSettings
 from consumer_service.schemas import (
@@ -99,6 +100,7 @@ def create_app(
     app.extensions[EXT] = Services(settings, store, status_file)
     app.register_blueprint(events_bp)
     app.register_blueprint(ops_bp)
+    dashboard.init_app(app, settings, store)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Unavailable, _unavailable)
     app.register_error_handler(Exception, _unexpected)
@@ -329,4 +331,5 @@ def build_spec() -> APISpec:
             }
         },
     )
+    dashboard.document(spec)
     return spec
