@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
 from marshmallow import ValidationError
 
 from shared.errors import InvalidEvent
 from shared.events import (
+    EVENT_TYPE_MAX,
     MAX_JSON_NESTING,
+    TIMESTAMP_PATTERN,
+    USER_ID_MAX,
+    UUID_PATTERN,
     EventRecordSchema,
     compact_json,
     json_problem,
@@ -45,7 +51,7 @@ class InvalidRecord(InvalidEvent):
         self.reason: PoisonReason = reason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Accepted:
     """A valid record, ready to be stored."""
 
@@ -112,7 +118,14 @@ def decode_record(value: bytes | None, max_bytes: int) -> tuple[dict[str, Any], 
     Raises InvalidRecord when the value is missing, bigger than `max_bytes`, not UTF-8
     JSON we can read and write back (syntax, NaN/Infinity, numbers out of float range,
     unpaired surrogate escapes, nesting deeper than MAX_NESTING), or fails
-    EventRecordSchema. A returned record always encodes with `compact_json`.
+    EventRecordSchema. A returned record always encodes with `compact_json`, and the
+    returned bytes are that encoding.
+
+    Most records take the fast path (`fast_record`: orjson and a hand-written check of
+    the schema's rules). Whatever it does not accept, it hands to `checked_record` (the
+    stdlib parser and marshmallow), which makes the decision and explains a rejection.
+    So the fast path only ever saves time; tests/unit/consumer/test_fast_path.py proves
+    both paths decide alike.
     """
     if value is None:
         raise InvalidRecord("not_json", "The record has no value.")
@@ -120,6 +133,120 @@ def decode_record(value: bytes | None, max_bytes: int) -> tuple[dict[str, Any], 
         raise InvalidRecord(
             "too_large", f"The record value is {len(value)} bytes; the limit is {max_bytes}."
         )
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        # orjson refuses some of what the stdlib reads (lone surrogate escapes, 1e400):
+        # the stdlib path decides those, as it always did.
+        return checked_record(value)
+    if type(data) is dict:
+        fast = fast_record(data)
+        if fast is not None:
+            return fast
+    return checked_record(value)
+
+
+# marshmallow's Regexp validator calls `match` on the compiled pattern: the same objects
+# here keep the fast path's answer identical, quirks included (`$` also matches before a
+# final newline, and `\d` matches any Unicode digit).
+_UUID_MATCH = re.compile(UUID_PATTERN).match
+_TIMESTAMP_MATCH = re.compile(TIMESTAMP_PATTERN).match
+_RECORD_FIELDS = frozenset(
+    ("eventId", "userId", "eventType", "timestamp", "payload", "schemaVersion")
+)
+# orjson parses an integer beyond 64 bits as a float, where the stdlib keeps an int: any
+# float this big may have been such an integer, so the stdlib path decides the record.
+_FLOAT_LIMIT = float(2**63)
+_UNSURE = -1
+
+
+def _scan_payload(payload: dict[str, Any]) -> int:
+    """1 when the payload holds a float, 0 when it holds none, _UNSURE when it is nested
+    more than MAX_NESTING levels (counting the record as level 1) or holds a float that
+    may have been an integer beyond 64 bits. One level at a time, like nesting_exceeds."""
+    level: list[Any] = [payload]
+    depth = 2
+    floats = 0
+    while level:
+        if depth > MAX_NESTING:
+            return _UNSURE
+        below: list[Any] = []
+        for item in level:
+            for child in item.values() if type(item) is dict else item:
+                kind = type(child)
+                if kind is dict or kind is list:
+                    below.append(child)
+                elif kind is float:
+                    if not -_FLOAT_LIMIT < child < _FLOAT_LIMIT:
+                        return _UNSURE
+                    floats = 1
+        level = below
+        depth += 1
+    return floats
+
+
+def fast_record(data: dict[str, Any]) -> tuple[dict[str, Any], bytes] | None:
+    """`(record, compact JSON)` exactly as `checked_record` would return them for the
+    record whose orjson parse is `data`, or None when this check cannot tell (including
+    every record that is poison): then `checked_record` decides.
+
+    `data` must come from `orjson.loads` (object keys are strings, floats finite). The
+    rules are EventRecordSchema's, restated: the same fields, types (strict integers, no
+    bools), lengths and patterns, the original shape upgraded by `as_current`, and the
+    nesting bound. marshmallow stays the schema of record; the property test keeps this
+    function in step with it.
+    """
+    if "schemaVersion" not in data:
+        data = EventRecordSchema.as_current(data)
+    if len(data) != len(_RECORD_FIELDS) or not _RECORD_FIELDS.issuperset(data):
+        return None
+    event_id = data["eventId"]
+    user_id = data["userId"]
+    event_type = data["eventType"]
+    timestamp = data["timestamp"]
+    payload = data["payload"]
+    version = data["schemaVersion"]
+    if not (
+        type(event_id) is str
+        and _UUID_MATCH(event_id)
+        and type(user_id) is str
+        and 0 < len(user_id) <= USER_ID_MAX
+        and type(event_type) is str
+        and 0 < len(event_type) <= EVENT_TYPE_MAX
+        and type(timestamp) is str
+        and _TIMESTAMP_MATCH(timestamp)
+        and type(payload) is dict
+        and type(version) is int
+        and version >= 1
+    ):
+        return None
+    floats = _scan_payload(payload)
+    if floats == _UNSURE:
+        return None
+    # In marshmallow's output order: the declared fields'.
+    record = {
+        "eventId": event_id,
+        "userId": user_id,
+        "eventType": event_type,
+        "timestamp": timestamp,
+        "payload": payload,
+        "schemaVersion": version,
+    }
+    if floats:
+        # orjson spells some floats differently (1e-7 where the stdlib writes 1e-07).
+        return record, compact_json(record)
+    try:
+        # Strings, integers of 64 bits, booleans and null: orjson writes exactly what
+        # compact_json writes (the property test checks it byte for byte).
+        return record, orjson.dumps(record)
+    except orjson.JSONEncodeError:
+        return None  # deeper than orjson writes (254 levels): the stdlib path then
+
+
+def checked_record(value: bytes) -> tuple[dict[str, Any], bytes]:
+    """decode_record's reference path for a value within the size limit: the stdlib
+    parser and marshmallow. Decides every record the fast path does not accept, and
+    explains a rejection with marshmallow's messages."""
     try:
         data = json.loads(
             value.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
