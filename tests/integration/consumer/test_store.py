@@ -4,6 +4,7 @@ and both retention bounds."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 
 import redis
@@ -133,3 +134,31 @@ def test_retention_tolerates_a_wrong_type_index_key_of_an_evicted_event(
     assert len(result.stored) == 2
     assert redis_client.zcard(f"{p}:index") == 2
     assert redis_client.exists(f"{p}:event:{first[0].event_id}") == 0
+
+
+def test_any_user_id_and_event_type_the_schema_allows_are_stored_under_their_own_keys(
+    settings: ConsumerSettings,
+    make_store: Callable[..., RedisEventStore],
+    redis_client: redis.Redis,
+) -> None:
+    # The script receives the batch as two byte blobs with lengths in a header line;
+    # separators, digits and multi-byte characters inside the fields must not shift it.
+    p = settings.redis_prefix
+    odd = [
+        ("u 1 2 3 4\n5", "T Y\n"),
+        ("üsér-😀", "ÉVÉNT"),
+        ("a" * 128, "b" * 64),
+        ("0:0 1 1 1 1\n", "x"),
+    ]
+    batch = [Accepted(make_record(u, t), 2, n) for n, (u, t) in enumerate(odd)]
+    # The UUID pattern lets a final newline through (re.match with `$`): kept as given.
+    batch.append(Accepted(make_record("plain", eventId=f"{uuid.uuid4()}\n"), 2, 9))
+    store = make_store(settings)
+    assert len(store.store_batch(batch, NOW).stored) == len(batch)
+    for ev in batch:
+        user, etype = ev.record["userId"], ev.record["eventType"]
+        assert redis_client.zscore(f"{p}:user:{user}", ev.event_id) is not None
+        assert redis_client.zscore(f"{p}:type:{etype}", ev.event_id) is not None
+        assert redis_client.get(f"{p}:seen:{ev.event_id}") == f"2:{ev.offset}".encode()
+        stored = store.get(ev.event_id)
+        assert stored is not None and stored["userId"] == user and stored["offset"] == ev.offset
