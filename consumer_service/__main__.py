@@ -26,12 +26,17 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from consumer_service.config import ConsumerSettings
 from shared.config import redacted
-from shared.errors import ConfigError
+from shared.errors import ConfigError, Unavailable
 from shared.logs import configure_logging
+
+if TYPE_CHECKING:
+    from consumer_service.worker import Worker
 
 log = logging.getLogger("consumer_service")
 
@@ -76,6 +81,45 @@ def _start_api() -> subprocess.Popen[bytes]:
     )
 
 
+def ensure_dlq(settings: ConsumerSettings, worker: Worker) -> bool:
+    """Make sure the DLQ topic exists before the first poison record needs it, retrying
+    with backoff while Kafka does not answer (the worker reports "backing_off"). False
+    when a stop was requested first."""
+    from consumer_service.processing import backoff_delay
+    from consumer_service.topics import ensure_dlq_topic
+
+    common = settings.common
+    attempt = 0
+    while not worker.stopping:
+        try:
+            ensure_dlq_topic(
+                common.kafka_bootstrap_servers,
+                common.kafka_topic,
+                settings.dlq_topic,
+                common.kafka_topic_partitions,
+            )
+            return True
+        except Unavailable as exc:
+            delay = backoff_delay(
+                attempt, settings.backoff_initial_seconds, settings.backoff_max_seconds
+            )
+            log.warning(
+                "cannot reach Kafka to check the DLQ topic, retrying",
+                extra={"error": str(exc), "retry_in_s": delay},
+            )
+            worker.set_state("backing_off", str(exc))
+            _sleep_unless(worker, delay)
+            attempt += 1
+    worker.set_state("stopped", "stopped before Kafka answered")
+    return False
+
+
+def _sleep_unless(worker: Worker, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not worker.stopping and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def main() -> int:
     try:
         settings = ConsumerSettings.from_env()
@@ -89,9 +133,10 @@ def main() -> int:
     os.environ["CONSUMER_STATUS_FILE"] = str(status_path)
 
     # Imported only now: prometheus_client picks its multiprocess mode at import.
+    from consumer_service.dlq import KafkaDeadLetterQueue
     from consumer_service.status import StatusFile
     from consumer_service.store import RedisEventStore, check_durability
-    from consumer_service.worker import EXIT_FATAL, Worker
+    from consumer_service.worker import EXIT_FATAL, EXIT_OK, Worker
 
     log.info("consumer starting", extra={"settings": redacted(settings), "pid": os.getpid()})
     store = RedisEventStore.from_url(
@@ -107,7 +152,13 @@ def main() -> int:
         if made_run_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
         return EXIT_CONFIG
-    worker = Worker(settings, store, status_file=StatusFile(status_path))
+    dlq = KafkaDeadLetterQueue(
+        settings.common.kafka_bootstrap_servers,
+        settings.dlq_topic,
+        settings.consumer_group,
+        settings.dlq_flush_timeout_seconds,
+    )
+    worker = Worker(settings, store, dlq, status_file=StatusFile(status_path))
     api = _start_api() if settings.api_enabled else None
     api_died = threading.Event()
 
@@ -144,7 +195,7 @@ def main() -> int:
     if api is not None:
         threading.Thread(target=watch_api, name="api-watch", daemon=True).start()
 
-    code = worker.run()
+    code = worker.run() if ensure_dlq(settings, worker) else EXIT_OK
     if api is not None and api.poll() is None:
         api.terminate()
         try:

@@ -41,10 +41,17 @@ class ConsumerSettings:
     consumer_group: str = "user-activity-consumers"
     port: int = 8001
     # Worker
+    # Most records per batch (one Lua script, one commit). The worker waits only for the
+    # first record of a batch and takes the rest from what is already fetched, so a
+    # bigger batch adds no latency; it only bounds the work per script.
     batch_size: int = 500
-    # consume() returns when the batch is full OR this expires: at low traffic it is the
-    # latency an event waits for company, so it stays short.
+    # The longest wait for the first record of a batch: how often an idle worker comes
+    # back to heartbeat and check for a stop. Not added to any event's latency.
     poll_timeout_seconds: float = 0.1
+    # One INFO line per processed event (eventId, userId, eventType), as the replaced
+    # service wrote. Off by default: at tens of thousands of events per second it costs
+    # more CPU than storing them (docs/performance.md).
+    log_events: bool = False
     # How long a replica that died without leaving the group keeps its partitions (and how
     # long a restarted group waits for it). The worker heartbeats from librdkafka's own
     # thread, so a short timeout costs nothing; the broker allows 6 s at least.
@@ -98,6 +105,7 @@ class ConsumerSettings:
                 minimum=0.01,
                 maximum=10.0,
             ),
+            log_events=env_bool(env, "CONSUMER_LOG_EVENTS", d.log_events),
             session_timeout_ms=env_int(
                 env,
                 "CONSUMER_SESSION_TIMEOUT_MS",

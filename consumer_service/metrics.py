@@ -10,7 +10,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_PROCESSED = Counter(
-    "consumer_events_processed_total", "Events stored in Redis for the first time."
+    "consumer_events_processed_total",
+    "Events this replica stored in Redis for the first time, including those whose store "
+    "was answered only on a retry.",
 )
 DUPLICATES_SKIPPED = Counter(
     "consumer_duplicates_skipped_total", "Records whose eventId was already seen in the window."

@@ -1,18 +1,24 @@
 """The Kafka worker: consume a batch, make it durable, then commit its offsets.
 
-One loop, in this order, for every batch:
+The batch path (`Worker._process`), one small step per guarantee, in this order:
 
-1. `consume(batch_size, poll_timeout)`: records of the partitions this replica owns, in
-   offset order per partition.
-2. Decide each record (consumer_service.processing): store, or dead-letter.
-3. Dead-letter the poison records and wait for the broker's acknowledgement.
-4. Store the good ones in Redis in ONE Lua script (dedup + store + indexes).
-5. Commit the batch's offsets synchronously.
+1. `_fetch`: wait for the first record only, then take what librdkafka has already
+   fetched, up to `batch_size`. An event never waits for company.
+2. `_owned`: drop records of partitions revoked meanwhile; a fatal consumer error stops.
+3. `_decide_all`: each record is Accepted or a DeadLetter (consumer_service.processing);
+   the poison guard stops the worker before a flood is drained into the DLQ.
+4. `_make_durable`: dead letters acknowledged by the broker, then the accepted events
+   stored in Redis by ONE Lua script; retried with backoff, partitions paused, until
+   both answered.
+5. `_report`: metrics, and the per-event log line when CONSUMER_LOG_EVENTS is on.
+6. `_commit`: the batch's offsets, asynchronously, only now.
 
-An offset is committed only after step 3 and 4 answered, so a crash anywhere replays the
-batch, and the "seen" marks make the replay harmless (at-least-once delivery, exactly-once
-effect). When Redis or the DLQ does not answer, the worker keeps the batch in hand, pauses
-its partitions and retries with exponential backoff while polling, so it stays in the
+An offset is committed only after step 4 answered, so a crash anywhere replays the batch,
+and the "seen" marks make the replay harmless (at-least-once delivery, exactly-once
+effect). A commit that is lost or fails only replays too, so it need not be waited for;
+partitions that leave (revoke, close) are committed synchronously, so their next owner
+starts where this one stopped. When Redis or the DLQ does not answer, the worker keeps
+the batch in hand, pauses its partitions and retries while polling, so it stays in the
 group and commits nothing.
 """
 
@@ -24,23 +30,17 @@ import socket
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumer_service import metrics
 from consumer_service.config import ConsumerSettings
-from consumer_service.dlq import (
-    DeadLetter,
-    DeadLetterQueue,
-    DeadLetterRejected,
-    KafkaDeadLetterQueue,
-)
+from consumer_service.dlq import DeadLetter, DeadLetterQueue, DeadLetterRejected
 from consumer_service.processing import (
     Accepted,
-    Decision,
     PoisonWindow,
     Rejected,
     backoff_delay,
@@ -49,7 +49,6 @@ from consumer_service.processing import (
 )
 from consumer_service.status import StatusFile, WorkerState, WorkerStatus
 from consumer_service.store import BatchResult, EventStore, StoreRefused
-from consumer_service.topics import ensure_dlq_topic
 from shared.errors import PipelineError, Unavailable
 from shared.events import utc_timestamp
 
@@ -61,36 +60,38 @@ EXIT_POISON = 3
 
 TP = tuple[str, int]
 
-
-@dataclass(frozen=True)
-class Record:
-    """The parts of a consumed Kafka message the worker uses, with their types pinned
-    (a Message without an error always has a topic, partition and offset)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
-
-    @classmethod
-    def of(cls, msg: Message) -> Record:
-        raw = msg.headers() or []
-        items = raw.items() if isinstance(raw, dict) else raw
-        key = msg.key()
-        return cls(
-            topic=str(msg.topic()),
-            partition=int(msg.partition() or 0),
-            offset=int(msg.offset() or 0),
-            key=key.encode() if isinstance(key, str) else key,
-            value=msg.value(),
-            headers=tuple((k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in items),
-        )
+POISON_RUNBOOK = 'see "Getting out of a poison flood" in docs/consumer.md'
 
 
 class PoisonLimitExceeded(PipelineError):
     """Too many poison records in the window: stop instead of draining the topic."""
+
+
+@dataclass
+class Decided:
+    """A batch after `_decide_all`: what to store, what to dead-letter, and the offset
+    after each partition's last record (what a commit of this batch writes)."""
+
+    accepted: list[Accepted] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+    next_offsets: dict[TP, int] = field(default_factory=dict)
+
+
+def dead_letter(msg: Message, decision: Rejected) -> DeadLetter:
+    """The DeadLetter of a consumed message: its original key, value and headers."""
+    raw = msg.headers() or []
+    items = raw.items() if isinstance(raw, dict) else raw
+    key = msg.key()
+    return DeadLetter(
+        key=key.encode() if isinstance(key, str) else key,
+        value=msg.value(),
+        headers=tuple((k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in items),
+        reason=decision.reason,
+        message=decision.message,
+        topic=str(msg.topic()),
+        partition=decision.partition,
+        offset=decision.offset,
+    )
 
 
 def consumer_config(settings: ConsumerSettings) -> dict[str, Any]:
@@ -102,7 +103,7 @@ def consumer_config(settings: ConsumerSettings) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         # A replica joining or leaving moves only the partitions that change owner.
         "partition.assignment.strategy": "cooperative-sticky",
-        # Offsets are committed by us, synchronously, after the batch is durable.
+        # Offsets are committed by us, after the batch is durable.
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "session.timeout.ms": settings.session_timeout_ms,
@@ -115,32 +116,29 @@ def consumer_config(settings: ConsumerSettings) -> dict[str, Any]:
 class Worker:
     """One member of the consumer group. `run()` blocks until stopped and returns the
     process exit code; `request_stop()` may be called from a signal handler or another
-    thread (it only sets a flag)."""
+    thread (it only sets a flag).
+
+    The DLQ topic must exist before `run()` (the entry point makes sure it does), and the
+    `dlq` client is closed by `run()` on its way out.
+    """
 
     def __init__(
         self,
         settings: ConsumerSettings,
         store: EventStore,
-        dlq: DeadLetterQueue | None = None,
+        dlq: DeadLetterQueue,
         status_file: StatusFile | None = None,
-        overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
-        self._dlq: DeadLetterQueue = dlq or KafkaDeadLetterQueue(
-            settings.common.kafka_bootstrap_servers,
-            settings.dlq_topic,
-            settings.consumer_group,
-            settings.dlq_flush_timeout_seconds,
-        )
+        self._dlq = dlq
         self._status_file = status_file
-        self._overrides = dict(overrides or {})
         self._stop = threading.Event()
         self._fatal: str | None = None
         self._consumer: Consumer | None = None
         self._assigned: set[TP] = set()
         self._paused = False
-        # Processed (durable) but not yet committed: next offset per partition.
+        # Durable but not known to be committed: next offset per partition.
         self._uncommitted: dict[TP, int] = {}
         # Partitions revoked or lost since the batch in hand was consumed. Even if one
         # comes back before the batch is durable, that batch's records of it may have
@@ -165,15 +163,25 @@ class Worker:
     def assigned(self) -> frozenset[TP]:
         return frozenset(self._assigned)
 
+    def set_state(self, state: WorkerState, detail: str = "") -> None:
+        """Publish the worker's state to the status file (the read API's /ready)."""
+        self._state = state
+        self._detail = detail
+        self._heartbeat(force=True)
+
     def run(self) -> int:
         """Consume until stopped. Returns EXIT_OK after a requested stop, EXIT_POISON
         when the poison guard tripped, EXIT_FATAL on a fatal Kafka error, a record the
         DLQ refused for good, or any unexpected exception (logged with its traceback)."""
         s = self._settings
-        if not self._ensure_dlq():
-            self._set_state("stopped", "stopped before Kafka answered")
+        if self._stop.is_set():
+            self.set_state("stopped", "stopped before it started")
             return EXIT_OK
-        config = {**consumer_config(s), "error_cb": self._on_error, **self._overrides}
+        config = {
+            **consumer_config(s),
+            "error_cb": self._on_error,
+            "on_commit": self._on_commit,
+        }
         self._consumer = Consumer(config)
         self._consumer.subscribe(
             [s.common.kafka_topic],
@@ -188,12 +196,12 @@ class Worker:
         try:
             # "running" once the group has answered with this member's first assignment
             # (see _on_assign): ready means events are being consumed, not just polled for.
-            self._set_state("joining")
+            self.set_state("joining")
             while not self._stop.is_set() and self._fatal is None:
                 self._heartbeat()
-                messages = self._consumer.consume(s.batch_size, s.poll_timeout_seconds)
+                messages = self._fetch()
                 if messages:
-                    self._handle(messages)
+                    self._process(messages)
                 self._update_lag()
             if self._fatal is not None:
                 log.error("fatal Kafka error, stopping", extra={"error": self._fatal})
@@ -226,112 +234,107 @@ class Worker:
             self._close(code)
         return code
 
-    # -- the batch -----------------------------------------------------------------
+    # -- the batch path ------------------------------------------------------------
 
-    def _handle(self, messages: Sequence[Message]) -> None:
+    def _process(self, messages: Sequence[Message]) -> None:
+        """One batch, from consumed to committed; each step below keeps one promise."""
         started = time.monotonic()
-        s = self._settings
         self._revoked_during_batch.clear()
-        records: list[Record] = []
+        owned = self._owned(messages)
+        if not owned:
+            return
+        decided = self._decide_all(owned)
+        result = self._make_durable(decided)
+        if result is None:
+            return  # stopping while Redis/DLQ were down: nothing committed, nothing lost
+        self._report(decided, result)
+        self._commit_batch(decided.next_offsets)
+        metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+
+    def _fetch(self) -> list[Message]:
+        """Block up to the poll timeout for the first record, then take, without waiting,
+        what is already fetched (up to batch_size in all)."""
+        consumer = self._require_consumer()
+        s = self._settings
+        first: list[Message] = consumer.consume(1, s.poll_timeout_seconds)
+        if not first or s.batch_size == 1:
+            return first
+        return first + consumer.consume(s.batch_size - 1, 0)
+
+    def _owned(self, messages: Sequence[Message]) -> list[Message]:
+        """The records of partitions this member still owns. A rebalance served inside
+        consume() may have revoked partitions whose records are already in hand; their
+        new owner reads them from the committed offset. A fatal error raises."""
+        assigned = self._assigned
+        owned: list[Message] = []
         for msg in messages:
             err = msg.error()
             if err is None:
-                records.append(Record.of(msg))
+                if (msg.topic(), msg.partition()) in assigned:
+                    owned.append(msg)
             elif err.fatal():
                 raise KafkaException(err)
             else:
                 log.warning("consumer error", extra={"error": str(err), "topic": msg.topic()})
-        # A rebalance served inside consume() may have revoked partitions whose records
-        # are already in this list; their new owner reads them from the committed offset.
-        records = [r for r in records if (r.topic, r.partition) in self._assigned]
-        if not records:
-            return
+        return owned
 
-        accepted: list[Accepted] = []
-        letters: list[DeadLetter] = []
-        for rec in records:
-            decision = self._decide(rec)
-            poison = isinstance(decision, Rejected)
-            if self._poison.record(poison):
+    def _decide_all(self, messages: Sequence[Message]) -> Decided:
+        """Each record Accepted or dead-lettered, in order. Raises PoisonLimitExceeded
+        when the guard trips: then nothing of this batch is sent, stored or committed."""
+        out = Decided()
+        accept = out.accepted.append
+        guard = self._poison
+        max_bytes = self._settings.max_message_bytes
+        topic = self._topic
+        for msg in messages:
+            # Never None on a message without an error (_owned kept only those).
+            partition = msg.partition() or 0
+            offset = msg.offset() or 0
+            try:
+                decision = decide(msg.value(), partition, offset, max_bytes)
+            except Exception as exc:
+                decision = self._undecidable(msg, exc)
+            poison = type(decision) is not Accepted
+            if guard.record(poison):
+                s = self._settings
                 raise PoisonLimitExceeded(
-                    f"{self._poison.poison_count} of the last {s.poison_window} records were "
-                    f"poison (limit {s.poison_max_share:.0%})"
+                    f"{guard.poison_count} of the last {s.poison_window} records were "
+                    f"poison (limit {s.poison_max_share:.0%}); {POISON_RUNBOOK}"
                 )
-            if isinstance(decision, Accepted):
-                accepted.append(decision)
+            if poison:
+                assert isinstance(decision, Rejected)
+                out.letters.append(dead_letter(msg, decision))
             else:
-                letters.append(
-                    DeadLetter(
-                        key=rec.key,
-                        value=rec.value,
-                        headers=rec.headers,
-                        reason=decision.reason,
-                        message=decision.message,
-                        topic=rec.topic,
-                        partition=rec.partition,
-                        offset=rec.offset,
-                    )
-                )
+                assert isinstance(decision, Accepted)
+                accept(decision)
+            out.next_offsets[(topic, partition)] = offset + 1
+        return out
 
-        outcome = self._make_durable(accepted, letters)
-        if outcome is None:
-            return  # stopping while Redis/DLQ were down: nothing committed, nothing lost
-        result, letters = outcome
-
-        for ev in result.stored:
-            log.info("event processed", extra=_event_fields(ev))
-        for ev in result.redelivered:
-            # Stored by an earlier attempt whose commit (or reply) was lost: still this
-            # event's processing, logged again rather than not at all.
-            log.info("event processed", extra={**_event_fields(ev), "redelivery": True})
-        for ev in result.duplicates:
-            log.info("duplicate skipped", extra=_event_fields(ev))
-        for letter in letters:
-            log.warning(
-                "record dead-lettered",
-                extra={
-                    "topic": letter.topic,
-                    "partition": letter.partition,
-                    "offset": letter.offset,
-                    "reason": letter.reason,
-                    "error": safe_text(letter.message[:300]),
-                },
-            )
-            metrics.DEAD_LETTERED.labels(letter.reason).inc()
-        metrics.EVENTS_PROCESSED.inc(len(result.stored))
-        metrics.DUPLICATES_SKIPPED.inc(len(result.duplicates))
-
-        for rec in records:
-            tp = (rec.topic, rec.partition)
-            if tp in self._assigned and tp not in self._revoked_during_batch:
-                self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), rec.offset + 1)
-        self._commit()
-        metrics.BATCH_SECONDS.observe(time.monotonic() - started)
-
-    def _decide(self, rec: Record) -> Decision:
-        """decide(), with a safety net: a record whose decision raises anything is
+    def _undecidable(self, msg: Message, exc: Exception) -> Rejected:
+        """The safety net of decide(): a record whose decision raises anything is
         dead-lettered as `processing_error`. Otherwise one such record would crash every
         replica that takes its partition, over and over, and stop the partition for good."""
-        try:
-            return decide(rec.value, rec.partition, rec.offset, self._settings.max_message_bytes)
-        except Exception as exc:
-            log.exception(
-                "unexpected error deciding a record; dead-lettering it",
-                extra={"topic": rec.topic, "partition": rec.partition, "offset": rec.offset},
-            )
-            return Rejected(
-                "processing_error",
-                safe_text(f"Unexpected error while processing the record: {exc!r}"),
-                rec.partition,
-                rec.offset,
-            )
+        topic, partition, offset = msg.topic(), msg.partition() or 0, msg.offset() or 0
+        log.error(
+            "unexpected error deciding a record; dead-lettering it",
+            exc_info=exc,
+            extra={"topic": topic, "partition": partition, "offset": offset},
+        )
+        return Rejected(
+            "processing_error",
+            safe_text(f"Unexpected error while processing the record: {exc!r}"),
+            partition,
+            offset,
+        )
 
-    def _make_durable(
-        self, accepted: list[Accepted], letters: list[DeadLetter]
-    ) -> tuple[BatchResult, list[DeadLetter]] | None:
+    def _make_durable(self, decided: Decided) -> BatchResult | None:
         """Dead-letter then store, retrying with backoff until both answered. Returns
-        None when asked to stop before that."""
+        None when asked to stop before that. On return the batch is durable: the DLQ
+        acknowledged every letter and Redis answered the store script. Records of
+        partitions revoked during the retries are dropped from the batch (and from
+        `decided`): their new owner handles them."""
         s = self._settings
+        accepted, letters = decided.accepted, decided.letters
         dlq_done = not letters
         attempt = 0
         while True:
@@ -352,18 +355,66 @@ class Worker:
                     "batch not durable, retrying",
                     extra={"error": str(exc), "attempt": attempt + 1, "retry_in_s": delay},
                 )
-                self._set_state("backing_off", str(exc))
+                self.set_state("backing_off", str(exc))
                 if not self._wait_paused(delay):
                     return None
                 attempt += 1
                 # Partitions revoked meanwhile belong to someone else now.
                 accepted = [a for a in accepted if (self._topic, a.partition) in self._assigned]
                 letters = [x for x in letters if (x.topic, x.partition) in self._assigned]
+        if attempt:
+            decided.accepted, decided.letters = accepted, letters
         if self._paused:
             self._resume()
         if self._state != "running":
-            self._set_state("running")
-        return result, letters
+            self.set_state("running")
+        if attempt and result.redelivered:
+            # An attempt that failed after Redis ran the script (the reply was lost) stored
+            # these: they are this worker's processing, not an earlier one's.
+            result = BatchResult(result.stored + result.redelivered, result.duplicates, ())
+        return result
+
+    def _report(self, decided: Decided, result: BatchResult) -> None:
+        """Counters, the dead letters' WARNING lines, and (CONSUMER_LOG_EVENTS) one INFO
+        line per event, as the replaced service logged them."""
+        if self._settings.log_events and log.isEnabledFor(logging.INFO):
+            for ev in result.stored:
+                log.info("event processed", extra=_event_fields(ev))
+            for ev in result.redelivered:
+                # Stored by an earlier attempt whose commit (or reply) was lost: still this
+                # event's processing, logged again rather than not at all.
+                log.info("event processed", extra={**_event_fields(ev), "redelivery": True})
+            for ev in result.duplicates:
+                log.info("duplicate skipped", extra=_event_fields(ev))
+        for letter in decided.letters:
+            log.warning(
+                "record dead-lettered",
+                extra={
+                    "topic": letter.topic,
+                    "partition": letter.partition,
+                    "offset": letter.offset,
+                    "reason": letter.reason,
+                    "error": safe_text(letter.message[:300]),
+                },
+            )
+            metrics.DEAD_LETTERED.labels(letter.reason).inc()
+        if result.stored:
+            metrics.EVENTS_PROCESSED.inc(len(result.stored))
+        if result.duplicates:
+            metrics.DUPLICATES_SKIPPED.inc(len(result.duplicates))
+
+    def _commit_batch(self, next_offsets: dict[TP, int]) -> None:
+        """Commit a durable batch's offsets without waiting for the broker. Safe: a
+        commit lost on the way only replays the batch, which the seen marks make
+        harmless; partitions that leave are committed synchronously (_on_revoke, _close)."""
+        uncommitted = self._uncommitted
+        for tp, offset in next_offsets.items():
+            owned = tp in self._assigned and tp not in self._revoked_during_batch
+            if owned and offset > uncommitted.get(tp, 0):
+                uncommitted[tp] = offset
+        self._commit(asynchronous=True)
+
+    # -- staying in the group while Redis or the DLQ is away -----------------------
 
     def _wait_paused(self, delay: float) -> bool:
         """Sleep `delay` seconds while staying a live group member: partitions paused,
@@ -382,9 +433,9 @@ class Worker:
             msg = consumer.poll(min(remaining, 0.5))
             if msg is not None and msg.error() is None:
                 # From a partition assigned during the pause: put it back, hold it.
-                rec = Record.of(msg)
-                consumer.seek(TopicPartition(rec.topic, rec.partition, rec.offset))
-                consumer.pause([TopicPartition(rec.topic, rec.partition)])
+                topic, partition = str(msg.topic()), msg.partition() or 0
+                consumer.seek(TopicPartition(topic, partition, msg.offset() or 0))
+                consumer.pause([TopicPartition(topic, partition)])
         return False
 
     def _resume(self) -> None:
@@ -392,21 +443,38 @@ class Worker:
         consumer.resume([TopicPartition(t, p) for t, p in self._assigned])
         self._paused = False
 
-    def _commit(self, only: set[TP] | None = None) -> None:
-        """Commit the processed offsets (all, or those of `only`) synchronously. A failure
-        is logged and retried with the next commit: replaying is harmless."""
+    # -- commits -------------------------------------------------------------------
+
+    def _commit(self, only: set[TP] | None = None, *, asynchronous: bool = False) -> None:
+        """Commit the durable offsets (all, or those of `only`). Synchronous unless asked:
+        then `_on_commit` settles them. A failure is logged and retried with the next
+        commit: replaying is harmless."""
         pending = {tp: o for tp, o in self._uncommitted.items() if only is None or tp in only}
         if not pending:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in pending.items()]
+        consumer = self._require_consumer()
         try:
-            committed = self._require_consumer().commit(offsets=offsets, asynchronous=False)
+            if asynchronous:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self._settle(consumer.commit(offsets=offsets, asynchronous=False) or [])
         except KafkaException as exc:
             log.warning(
                 "offset commit failed; the batch may be replayed", extra={"error": str(exc)}
             )
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None and err.code() != KafkaError._NO_OFFSET:
+            log.warning(
+                "offset commit failed; the batch may be replayed", extra={"error": str(err)}
+            )
             return
-        for tp in committed or []:
+        self._settle(partitions)
+
+    def _settle(self, partitions: Sequence[TopicPartition]) -> None:
+        """Forget the offsets the broker confirmed (unless a later batch moved them on)."""
+        for tp in partitions:
             key = (tp.topic, tp.partition)
             if tp.error is not None:
                 log.warning(
@@ -422,7 +490,7 @@ class Worker:
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
         metrics.ASSIGNED_PARTITIONS.set(len(self._assigned))
         if self._state == "joining":
-            self._set_state("running")
+            self.set_state("running")
         log.info(
             "partitions assigned",
             extra={"partitions": _names(partitions), "assigned": len(self._assigned)},
@@ -430,7 +498,8 @@ class Worker:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
-        # Everything processed for these partitions is committed before they go.
+        # Everything durable for these partitions is committed, and confirmed, before
+        # they go: the next owner starts from there.
         self._commit(only=revoked)
         self._forget(revoked)
         log.info(
@@ -469,29 +538,6 @@ class Worker:
         assert self._consumer is not None, "the consumer exists while run() runs"
         return self._consumer
 
-    def _ensure_dlq(self) -> bool:
-        s = self._settings
-        attempt = 0
-        while not self._stop.is_set():
-            try:
-                ensure_dlq_topic(
-                    s.common.kafka_bootstrap_servers,
-                    s.common.kafka_topic,
-                    s.dlq_topic,
-                    s.common.kafka_topic_partitions,
-                )
-                return True
-            except Unavailable as exc:
-                delay = backoff_delay(attempt, s.backoff_initial_seconds, s.backoff_max_seconds)
-                log.warning(
-                    "cannot reach Kafka to check the DLQ topic, retrying",
-                    extra={"error": str(exc), "retry_in_s": delay},
-                )
-                self._set_state("backing_off", str(exc))
-                self._stop.wait(delay)
-                attempt += 1
-        return False
-
     def _update_lag(self) -> None:
         now = time.monotonic()
         if now - self._last_lag < 1.0 or not self._assigned:
@@ -509,11 +555,6 @@ class Worker:
         except KafkaException as exc:
             log.debug("lag not available", extra={"error": str(exc)})
 
-    def _set_state(self, state: WorkerState, detail: str = "") -> None:
-        self._state = state
-        self._detail = detail
-        self._heartbeat(force=True)
-
     def _heartbeat(self, force: bool = False) -> None:
         if self._status_file is None:
             return
@@ -526,12 +567,14 @@ class Worker:
             log.warning("cannot write the worker status file", extra={"error": str(exc)})
 
     def _close(self, code: int) -> None:
-        self._set_state("stopping", self._detail)
+        self.set_state("stopping", self._detail)
         if self._consumer is not None:
             try:
-                # Revokes every partition (our on_revoke commits what was processed) and
-                # leaves the group at once, so the others take over without waiting for
-                # the session timeout.
+                # What is durable is committed, and confirmed, before leaving; then
+                # close() revokes every partition (our on_revoke commits anything left)
+                # and leaves the group at once, so the others take over without waiting
+                # for the session timeout.
+                self._commit()
                 self._consumer.close()
             except (KafkaException, RuntimeError) as exc:
                 log.warning("consumer close failed", extra={"error": str(exc)})
@@ -539,7 +582,7 @@ class Worker:
             self._dlq.close()
         except KafkaException as exc:
             log.warning("DLQ producer close failed", extra={"error": str(exc)})
-        self._set_state("stopped" if code == EXIT_OK else "failed", self._detail)
+        self.set_state("stopped" if code == EXIT_OK else "failed", self._detail)
         log.info("worker stopped", extra={"exit_code": code})
 
 

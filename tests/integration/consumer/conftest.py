@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import Producer
 
 from consumer_service.config import ConsumerSettings
+from consumer_service.dlq import KafkaDeadLetterQueue
 from consumer_service.store import RedisEventStore
 from consumer_service.worker import Worker
 from shared.config import CommonSettings
@@ -78,6 +79,16 @@ def produce(bootstrap: str, topic: str, items: Sequence[dict[str, Any] | Raw]) -
             )
         producer.poll(0)
     assert producer.flush(15) == 0
+
+
+def kafka_dlq(settings: ConsumerSettings) -> KafkaDeadLetterQueue:
+    """The DLQ client the entry point gives a worker (the topic fixture made the topic)."""
+    return KafkaDeadLetterQueue(
+        settings.common.kafka_bootstrap_servers,
+        settings.dlq_topic,
+        settings.consumer_group,
+        settings.dlq_flush_timeout_seconds,
+    )
 
 
 class WorkerThread:
@@ -160,7 +171,7 @@ def start_worker(
     def start(
         settings: ConsumerSettings, store: RedisEventStore | None = None, **kwargs: Any
     ) -> WorkerThread:
-        worker = Worker(settings, store or make_store(settings), **kwargs)
+        worker = Worker(settings, store or make_store(settings), kafka_dlq(settings), **kwargs)
         thread = WorkerThread(worker).start()
         running.append(thread)
         return thread

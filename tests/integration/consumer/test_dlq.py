@@ -94,6 +94,7 @@ def test_the_poison_flood_runbook_drains_the_flood_and_moves_on(
     tripped = [r for r in caplog.records if r.getMessage().startswith("poison limit exceeded")]
     assert tripped and tripped[0].levelno == logging.ERROR
     assert "of the last 200 records were poison" in tripped[0].__dict__["error"]
+    assert "Getting out of a poison flood" in tripped[0].__dict__["error"]  # the runbook
     final = status.read()
     assert final is not None and final.state == "failed"
     problem = final.problem(60, final.updated_at)

@@ -89,7 +89,8 @@ def test_service_serves_metrics_logs_json_and_stops_cleanly_on_sigterm(
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc, log_path = spawn(service_env(settings, port))
+    # The per-event line is opt-in (docs/consumer.md, "Logging").
+    proc, log_path = spawn(service_env(settings, port, CONSUMER_LOG_EVENTS="true"))
     records = [make_record(f"user-{n % 3}", payload={"secret": "do-not-log"}) for n in range(60)]
     produce(settings.common.kafka_bootstrap_servers, settings.common.kafka_topic, records)
 

@@ -23,12 +23,14 @@ from confluent_kafka.admin import (
     ConfigResource,
     ResourceType,
 )
+from prometheus_client import REGISTRY
 
 from consumer_service import worker as worker_module
 from consumer_service.config import ConsumerSettings
 from consumer_service.status import StatusFile
 from consumer_service.store import PageQuery, RedisEventStore
 from consumer_service.worker import EXIT_FATAL
+from shared.errors import Unavailable
 from shared.events import compact_json
 
 from .conftest import Raw, WorkerThread, make_record, produce, wait_until, with_
@@ -464,3 +466,85 @@ def test_a_dead_letter_the_dlq_topic_refuses_for_good_stops_the_worker(
     assert store.stats()["deadLettered"] == 0
     refused = [r for r in caplog.records if "refused a poison record" in r.getMessage()]
     assert refused and "MSG_SIZE_TOO_LARGE" in refused[0].__dict__["error"]
+
+
+def test_the_per_event_log_line_is_written_only_when_asked_for(
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    make_store: Callable[..., RedisEventStore],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="consumer_service.worker")
+    store = make_store(settings)
+    bootstrap, topic = settings.common.kafka_bootstrap_servers, settings.common.kafka_topic
+    quiet = [make_record("user-l") for _ in range(5)]
+    produce(bootstrap, topic, quiet)
+    worker = start_worker(settings)
+    wait_until(lambda: store.stats()["processed"] == 5, 20, "stored")
+    assert worker.stop() == 0
+    assert not [r for r in caplog.records if r.getMessage() == "event processed"]
+
+    loud = [make_record("user-l") for _ in range(5)]
+    produce(bootstrap, topic, loud)
+    worker = start_worker(with_(settings, log_events=True))
+    wait_until(lambda: store.stats()["processed"] == 10, 20, "stored")
+    assert worker.stop() == 0
+    lines = [r for r in caplog.records if r.getMessage() == "event processed"]
+    assert [r.__dict__["event_id"] for r in lines] == [r["eventId"] for r in loud]
+    assert {r.__dict__["user_id"] for r in lines} == {"user-l"}
+    assert {r.__dict__["event_type"] for r in lines} == {"LOGIN"}
+
+
+def test_a_lone_event_is_stored_without_waiting_for_a_batch_to_fill(
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    make_store: Callable[..., RedisEventStore],
+) -> None:
+    # The worker used to wait up to the poll timeout for `batch_size` records; now it
+    # waits for the first one only. With a 5 s timeout the difference is unmistakable.
+    settings = with_(settings, poll_timeout_seconds=5.0, batch_size=500)
+    store = make_store(settings)
+    worker = start_worker(settings)
+    wait_until(lambda: len(worker.worker.assigned) == 6, 20, "partitions assigned")
+    time.sleep(0.5)  # the worker is inside a long consume() now
+    record = make_record("user-lone")
+    produce(settings.common.kafka_bootstrap_servers, settings.common.kafka_topic, [record])
+    produced = time.monotonic()
+    wait_until(lambda: store.get(record["eventId"]), 10, "stored")
+    assert time.monotonic() - produced < 2.5
+
+
+class ReplyLostOnceStore(RedisEventStore):
+    """A real store whose first answer is lost after Redis ran the script, as when the
+    connection drops between the script and its reply."""
+
+    lost = False
+
+    def store_batch(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().store_batch(*args, **kwargs)
+        if not self.lost:
+            self.lost = True
+            raise Unavailable("the reply was lost")
+        return result
+
+
+def test_events_stored_by_an_attempt_whose_reply_was_lost_are_counted_as_processed(
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    redis_url: str,
+) -> None:
+    before = REGISTRY.get_sample_value("consumer_events_processed_total") or 0.0
+    store = ReplyLostOnceStore.from_url(redis_url, settings.redis_prefix, 60)
+    records = [make_record("user-c") for _ in range(4)]
+    produce(settings.common.kafka_bootstrap_servers, settings.common.kafka_topic, records)
+    try:
+        worker = start_worker(settings, store)
+        wait_until(lambda: committed_total(settings) == 4, 20, "committed after the retry")
+        assert worker.stop() == 0
+        assert store.lost and store.stats()["processed"] == 4
+    finally:
+        store.close()
+    # The retry finds the events marked seen by its own lost attempt: still processed
+    # by this worker, and counted (they used to be skipped as redeliveries).
+    after = REGISTRY.get_sample_value("consumer_events_processed_total")
+    assert after == before + 4

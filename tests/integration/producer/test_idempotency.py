@@ -16,7 +16,7 @@ from consumer_service.config import ConsumerSettings
 from consumer_service.store import PageQuery, RedisEventStore
 from consumer_service.worker import Worker
 from shared.config import CommonSettings
-from tests.integration.consumer.conftest import WorkerThread, wait_until
+from tests.integration.consumer.conftest import WorkerThread, kafka_dlq, wait_until
 from tests.integration.producer.conftest import read_topic
 
 USER = "user-7"
@@ -165,7 +165,8 @@ def test_every_event_answered_201_is_stored_once(
     kafka_client: FlaskClient, consumer_settings: ConsumerSettings, store: RedisEventStore
 ) -> None:
     answers = send_scenario(kafka_client)
-    worker = WorkerThread(Worker(consumer_settings, store)).start()
+    dlq = kafka_dlq(consumer_settings)
+    worker = WorkerThread(Worker(consumer_settings, store, dlq)).start()
     try:
         stats = wait_until(
             lambda: (
