@@ -69,7 +69,13 @@ def work_dir(report: list[Result]) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=base))
     yield path
     if all(r.passed for r in report):
-        shutil.rmtree(path, ignore_errors=True)
+        # The read API of a SIGKILLed replica outlives it by up to its graceful timeout
+        # (it gets SIGTERM when its parent dies) and may still write its log meanwhile.
+        for _ in range(10):
+            shutil.rmtree(path, ignore_errors=True)
+            if not path.exists():
+                break
+            time.sleep(1)
     elif report:
         (path / "reliability.md").write_text(render(report, reliability_events()) + "\n")
 
