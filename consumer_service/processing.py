@@ -146,11 +146,10 @@ def decode_record(value: bytes | None, max_bytes: int) -> tuple[dict[str, Any], 
     return checked_record(value)
 
 
-# marshmallow's Regexp validator calls `match` on the compiled pattern: the same objects
-# here keep the fast path's answer identical, quirks included (`$` also matches before a
-# final newline, and `\d` matches any Unicode digit).
-_UUID_MATCH = re.compile(UUID_PATTERN).match
-_TIMESTAMP_MATCH = re.compile(TIMESTAMP_PATTERN).match
+# The schema's FullRegexp validators call `fullmatch` on the same patterns: the fast
+# path's answer is the same.
+_UUID_MATCH = re.compile(UUID_PATTERN).fullmatch
+_TIMESTAMP_MATCH = re.compile(TIMESTAMP_PATTERN).fullmatch
 _RECORD_FIELDS = frozenset(
     ("eventId", "userId", "eventType", "timestamp", "payload", "schemaVersion")
 )

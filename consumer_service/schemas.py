@@ -8,7 +8,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 
-from shared.events import EVENT_TYPE_MAX, USER_ID_MAX, StoredEventSchema
+from shared.events import EVENT_TYPE_MAX, USER_ID_MAX, FullRegexp, StoredEventSchema
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -101,6 +101,16 @@ def format_instant(ms: int) -> str:
     return f"{year:04d}-{month:02d}-{day:02d}T{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
 
 
+class DigitsInteger(fields.Integer):
+    """An integer query parameter written as plain ASCII digits, as the document says:
+    `int()` would also take " 5", "+5", "5_0" and other scripts' digits."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class Instant(fields.Field[int]):
     """A query instant (INSTANT_PATTERN), loaded by `parse_instant`."""
 
@@ -141,13 +151,13 @@ class ProcessedQuerySchema(Schema):
     the time window can hold no stored event (`since` >= `until`, or entirely outside
     years 0000-9999)."""
 
-    limit = fields.Integer(
+    limit = DigitsInteger(
         load_default=DEFAULT_LIMIT,
         validate=validate.Range(min=1, max=MAX_LIMIT),
         metadata={"description": f"Events per page, 1 to {MAX_LIMIT}; {DEFAULT_LIMIT} if absent."},
     )
     cursor = fields.String(
-        validate=validate.Regexp(r"^[0-9]{1,18}$", error="Not a valid cursor."),
+        validate=FullRegexp(r"^[0-9]{1,18}$", error="Not a valid cursor."),
         metadata={"description": "The `next` value of the previous page."},
     )
     userId = fields.String(

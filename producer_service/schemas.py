@@ -11,7 +11,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from shared.events import DEFAULT_MAX_PAYLOAD_BYTES, UUID_PATTERN, EventInputSchema
+from shared.events import DEFAULT_MAX_PAYLOAD_BYTES, UUID_PATTERN, EventInputSchema, FullRegexp
 
 
 class BatchInputSchema(Schema):
@@ -60,7 +60,7 @@ class BatchAcceptedSchema(Schema):
     """201 from POST /events/batch: every event was acknowledged."""
 
     eventIds = fields.List(
-        fields.String(validate=validate.Regexp(UUID_PATTERN)),
+        fields.String(validate=FullRegexp(UUID_PATTERN)),
         required=True,
         metadata={"description": "The events' ids, in input order."},
     )

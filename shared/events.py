@@ -45,8 +45,23 @@ HEADER_SCHEMA_VERSION = "schemaVersion"
 # never equal today's: a retry spanning that upgrade is stored as a new event.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("c66e4316-2589-47eb-9224-207c91522dbe")
 
-TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
+# ASCII digits only (`\d` would also take other scripts' digits, which break the string
+# order the read API's time filters rely on). The patterns are also the OpenAPI documents'
+# `pattern`s, so they stay valid ECMA regexes; Python checks them with `fullmatch`
+# (FullRegexp), since a Python `$` also matches before a final newline.
+TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+class FullRegexp(validate.Regexp):
+    """`validate.Regexp` that must match the whole value: "<uuid>\\n" is not a uuid.
+    An eventId with a trailing newline would get a seen mark of its own, and so be stored
+    twice beside the same event without it."""
+
+    def __call__(self, value: Any) -> Any:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
 
 
 def utc_timestamp(now: datetime | None = None) -> str:
@@ -270,10 +285,10 @@ class EventRecordSchema(Schema):
     shapes, and a record that does carry `schemaVersion` must have a `payload` object.
     """
 
-    eventId = fields.String(required=True, validate=validate.Regexp(UUID_PATTERN))
+    eventId = fields.String(required=True, validate=FullRegexp(UUID_PATTERN))
     userId = fields.String(required=True, validate=validate.Length(min=1, max=USER_ID_MAX))
     eventType = fields.String(required=True, validate=validate.Length(min=1, max=EVENT_TYPE_MAX))
-    timestamp = fields.String(required=True, validate=validate.Regexp(TIMESTAMP_PATTERN))
+    timestamp = fields.String(required=True, validate=FullRegexp(TIMESTAMP_PATTERN))
     payload = fields.Dict(keys=fields.String(), required=True)
     schemaVersion = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
 
@@ -313,7 +328,7 @@ ORIGINAL_SCHEMA_VERSION = 1
 class StoredEventSchema(EventRecordSchema):
     """An event as the read API returns it."""
 
-    processedAt = fields.String(required=True, validate=validate.Regexp(TIMESTAMP_PATTERN))
+    processedAt = fields.String(required=True, validate=FullRegexp(TIMESTAMP_PATTERN))
     partition = fields.Integer(required=True)
     offset = fields.Integer(required=True)
 

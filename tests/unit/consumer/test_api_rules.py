@@ -50,6 +50,13 @@ def test_query_defaults_and_normalised_timestamps() -> None:
         {"eventType": ""},
         {"since": ""},
         {"until": ""},
+        # Only what the document allows: plain ASCII digits, nothing around them.
+        {"cursor": "5\n"},
+        {"cursor": "\u0665"},
+        {"limit": " 5"},
+        {"limit": "+5"},
+        {"limit": "5_0"},
+        {"limit": "\uff15"},
     ],
 )
 def test_invalid_queries(args: dict[str, str]) -> None:

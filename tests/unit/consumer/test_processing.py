@@ -265,3 +265,19 @@ def test_the_dlq_error_header_is_utf8_bounded_on_a_character_boundary() -> None:
     assert header("bad \ud800 thing") == b"bad \\ud800 thing"
     long = header("€" * 1000)  # 3 bytes each: cut to 999, not into a character
     assert long.decode("utf-8") == "€" * 333
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        # A trailing newline would make a second seen key for the same event.
+        {"eventId": "0f8fad5b-d9cb-469f-a165-70867728950e\n"},
+        {"timestamp": "2026-11-24T04:29:53.123Z\n"},
+        # Other scripts' digits break the string order the time filters compare by.
+        {"timestamp": "\u0662\u0660\u0662\u0666-11-24T04:29:53.123Z"},
+    ],
+)
+def test_ids_and_timestamps_must_match_their_pattern_whole(changes: dict[str, str]) -> None:
+    decision = decide(compact_json(record(**changes)), 0, 0, 65536)
+    assert isinstance(decision, Rejected)
+    assert decision.reason == "invalid_schema"
