@@ -32,6 +32,12 @@ def _durable_redis_switch(env: Environ, default: bool) -> bool:
     return new if set_new else old
 
 
+# A batch is one Redis script whose retention step evicts up to ~2 events per event
+# stored: 10,000 keeps one call to tens of milliseconds of Redis time.
+MAX_BATCH_SIZE = 10_000
+MAX_BATCH_BYTES = 256 * 2**20
+
+
 @dataclass(frozen=True)
 class ConsumerSettings:
     """Everything one consumer replica needs. Defaults are the documented ones
@@ -96,7 +102,7 @@ class ConsumerSettings:
             consumer_group=env_str(env, "KAFKA_CONSUMER_GROUP", d.consumer_group),
             port=env_int(env, "CONSUMER_PORT", d.port, minimum=1, maximum=65535),
             batch_size=env_int(
-                env, "CONSUMER_BATCH_SIZE", d.batch_size, minimum=1, maximum=100_000
+                env, "CONSUMER_BATCH_SIZE", d.batch_size, minimum=1, maximum=MAX_BATCH_SIZE
             ),
             poll_timeout_seconds=env_float(
                 env,
@@ -211,6 +217,14 @@ class ConsumerSettings:
         if self.max_poll_interval_ms < self.session_timeout_ms:
             raise ConfigError(
                 "CONSUMER_MAX_POLL_INTERVAL_MS must be >= CONSUMER_SESSION_TIMEOUT_MS"
+            )
+        # One batch is one Redis script call: its arguments must stay far below Redis's
+        # 1 GiB query buffer, or every attempt fails and the worker retries forever.
+        if self.batch_size * self.max_message_bytes > MAX_BATCH_BYTES:
+            raise ConfigError(
+                f"CONSUMER_BATCH_SIZE x CONSUMER_MAX_MESSAGE_BYTES must be at most "
+                f"{MAX_BATCH_BYTES} ({MAX_BATCH_BYTES // 2**20} MiB, one Redis call); it is "
+                f"{self.batch_size * self.max_message_bytes}"
             )
         # The worker keeps polling while it backs off, but a single Redis call may block
         # for redis_timeout; it must stay well inside the poll interval.

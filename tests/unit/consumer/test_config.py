@@ -117,7 +117,7 @@ TEN_YEARS = 10 * 365 * 24 * 3600
 MAXIMA = {
     "KAFKA_TOPIC_PARTITIONS": 10_000,
     "CONSUMER_PORT": 65535,
-    "CONSUMER_BATCH_SIZE": 100_000,
+    "CONSUMER_BATCH_SIZE": 10_000,
     "CONSUMER_POLL_TIMEOUT_SECONDS": 10.0,
     "CONSUMER_SESSION_TIMEOUT_MS": 1_800_000,
     "CONSUMER_MAX_POLL_INTERVAL_MS": 86_400_000,
@@ -138,6 +138,8 @@ MAXIMA = {
 # Cross-field rules that the largest value of one setting would break on its own.
 COMPANIONS = {
     "CONSUMER_SESSION_TIMEOUT_MS": {"CONSUMER_MAX_POLL_INTERVAL_MS": "1800000"},
+    "CONSUMER_BATCH_SIZE": {"CONSUMER_MAX_MESSAGE_BYTES": "16384"},
+    "CONSUMER_MAX_MESSAGE_BYTES": {"CONSUMER_BATCH_SIZE": "4"},
     "CONSUMER_BACKOFF_INITIAL_SECONDS": {"CONSUMER_BACKOFF_MAX_SECONDS": "60"},
 }
 
@@ -166,3 +168,15 @@ def test_every_numeric_setting_is_covered() -> None:
 def test_a_float_setting_must_be_a_finite_number(raw: str) -> None:
     with pytest.raises(ConfigError, match="CONSUMER_POLL_TIMEOUT_SECONDS"):
         ConsumerSettings.from_env({"CONSUMER_POLL_TIMEOUT_SECONDS": raw})
+
+
+def test_a_batch_must_fit_one_redis_call() -> None:
+    # 2,000 records of up to 256 KiB would be a 500 MiB script call: refused at start,
+    # instead of a call Redis refuses on every retry.
+    with pytest.raises(ConfigError, match="CONSUMER_BATCH_SIZE x CONSUMER_MAX_MESSAGE_BYTES"):
+        ConsumerSettings.from_env(
+            {"CONSUMER_BATCH_SIZE": "2000", "CONSUMER_MAX_MESSAGE_BYTES": str(256 * 1024)}
+        )
+    ConsumerSettings.from_env(
+        {"CONSUMER_BATCH_SIZE": "1000", "CONSUMER_MAX_MESSAGE_BYTES": str(256 * 1024)}
+    )
