@@ -202,6 +202,11 @@ class Worker:
                 messages = self._fetch()
                 if messages:
                     self._process(messages)
+                elif self._uncommitted:
+                    # An async commit refused meanwhile (ILLEGAL_GENERATION during a
+                    # rebalance, say) is otherwise retried only with the next batch: on a
+                    # quiet topic the group's offsets, and so its lag, would stay behind.
+                    self._commit(asynchronous=True)
                 self._update_lag()
             if self._fatal is not None:
                 log.error("fatal Kafka error, stopping", extra={"error": self._fatal})
