@@ -53,6 +53,30 @@ DELIVERY_FAILURES = Counter(
 )
 
 
+# Label children by route/method/status and by route: `.labels()` hashes and validates its
+# arguments on every call, twice per request. Routes are templates (or "<unmatched>") and
+# statuses a few dozen codes, so these stay small.
+_REQUEST_COUNTERS: dict[tuple[str, str, int], Counter] = {}
+_REQUEST_TIMERS: dict[str, Histogram] = {}
+
+
+def count_request(route: str, method: str, status: int, seconds: float | None) -> None:
+    """Count one answered request and, when `seconds` is known, observe its duration."""
+    key = (route, method, status)
+    counter = _REQUEST_COUNTERS.get(key)
+    if counter is None:
+        counter = _REQUEST_COUNTERS.setdefault(
+            key, HTTP_REQUESTS.labels(route, method, str(status))
+        )
+    counter.inc()
+    if seconds is None:
+        return
+    timer = _REQUEST_TIMERS.get(route)
+    if timer is None:
+        timer = _REQUEST_TIMERS.setdefault(route, HTTP_LATENCY.labels(route))
+    timer.observe(seconds)
+
+
 def observe_deliveries(deliveries: Iterable[Delivery], event_types: Iterable[str]) -> None:
     """Count each delivery as published or failed; `event_types` pairs with `deliveries`.
 
@@ -70,9 +94,21 @@ def observe_deliveries(deliveries: Iterable[Delivery], event_types: Iterable[str
             failed[delivery.reason or "unknown"] += 1
     observe_all(DELIVERY_LATENCY, latencies)
     for event_type, count in published.items():
-        EVENTS_PUBLISHED.labels(event_type).inc(count)
+        _child(_PUBLISHED, EVENTS_PUBLISHED, event_type).inc(count)
     for reason, count in failed.items():
-        DELIVERY_FAILURES.labels(reason).inc(count)
+        _child(_FAILED, DELIVERY_FAILURES, reason).inc(count)
+
+
+# Event types come from the settings and reasons from publisher.REASON_*: both bounded.
+_PUBLISHED: dict[str, Counter] = {}
+_FAILED: dict[str, Counter] = {}
+
+
+def _child(cache: dict[str, Counter], metric: Counter, label: str) -> Counter:
+    child = cache.get(label)
+    if child is None:
+        child = cache.setdefault(label, metric.labels(label))
+    return child
 
 
 def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
