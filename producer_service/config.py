@@ -14,6 +14,7 @@ from shared.config import (
     DEFAULT_EVENT_TYPES,
     CommonSettings,
     Environ,
+    env_bool,
     env_int,
     env_list,
     env_str,
@@ -22,6 +23,8 @@ from shared.errors import ConfigError
 from shared.events import DEFAULT_MAX_PAYLOAD_BYTES, EVENT_TYPE_MAX
 
 COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
+# gunicorn worker classes the publisher is built for (see docs/producer.md, worker model).
+WORKER_CLASSES = ("gthread", "gevent", "sync")
 EVENT_TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 
@@ -33,11 +36,17 @@ class ProducerSettings:
     bind_host: str = "0.0.0.0"
     port: int = 8000
     workers: int = 2
+    worker_class: str = "gthread"
     threads: int = 32
     ack_timeout_ms: int = 5000
     flush_timeout_ms: int = 10000
     linger_ms: int = 5
     compression: str = "lz4"
+    # One INFO line per event published through /events/generate (event_id, user_id,
+    # event_type, partition, offset), as the replaced service wrote. Off by default: it
+    # was ~5 % of a worker's CPU per request (docs/performance.md); failures are always
+    # logged.
+    log_events: bool = False
     max_batch_events: int = 1000
     # 4 MiB: a full batch of 1,000 events averaging 4 KiB each (typical events are
     # 100-200 bytes). It bounds what one request can make a worker parse and validate to
@@ -53,6 +62,11 @@ class ProducerSettings:
             raise ConfigError(
                 f"PRODUCER_COMPRESSION must be one of {', '.join(COMPRESSION_TYPES)}, "
                 f"got {self.compression!r}"
+            )
+        if self.worker_class not in WORKER_CLASSES:
+            raise ConfigError(
+                f"PRODUCER_WORKER_CLASS must be one of {', '.join(WORKER_CLASSES)}, "
+                f"got {self.worker_class!r}"
             )
         if not self.event_types:
             raise ConfigError("EVENT_TYPES must name at least one event type")
@@ -103,6 +117,7 @@ class ProducerSettings:
             bind_host=env_str(env, "PRODUCER_BIND_HOST", cls.bind_host),
             port=env_int(env, "PRODUCER_PORT", cls.port, minimum=0, maximum=65535),
             workers=env_int(env, "PRODUCER_WORKERS", cls.workers, minimum=1, maximum=64),
+            worker_class=env_str(env, "PRODUCER_WORKER_CLASS", cls.worker_class).lower(),
             threads=env_int(env, "PRODUCER_THREADS", cls.threads, minimum=1, maximum=1024),
             ack_timeout_ms=env_int(
                 env, "PRODUCER_ACK_TIMEOUT_MS", cls.ack_timeout_ms, minimum=100, maximum=300_000
@@ -112,6 +127,7 @@ class ProducerSettings:
             ),
             linger_ms=env_int(env, "PRODUCER_LINGER_MS", cls.linger_ms, minimum=0, maximum=1000),
             compression=env_str(env, "PRODUCER_COMPRESSION", cls.compression).lower(),
+            log_events=env_bool(env, "PRODUCER_LOG_EVENTS", cls.log_events),
             max_batch_events=env_int(
                 env, "PRODUCER_MAX_BATCH_EVENTS", cls.max_batch_events, minimum=1, maximum=100_000
             ),

@@ -158,19 +158,25 @@ def generate() -> Response:
     # Encoded once: the same bytes are the Kafka record value and the answer.
     value = record_json(record, payload_json)
     (delivery,) = _publish([record], [value])
-    facts = {
+    if not delivery.ok:
+        logger.warning(
+            "event not acknowledged", extra={**_facts(record), "reason": delivery.reason}
+        )
+        raise Unavailable(f"Kafka did not acknowledge the event: {delivery.error}")
+    if st.settings.log_events:
+        logger.info(
+            "event published",
+            extra={**_facts(record), "partition": delivery.partition, "offset": delivery.offset},
+        )
+    return Response(value, status=201, mimetype="application/json")
+
+
+def _facts(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
         "event_id": record["eventId"],
         "user_id": record["userId"],
         "event_type": record["eventType"],
     }
-    if not delivery.ok:
-        logger.warning("event not acknowledged", extra={**facts, "reason": delivery.reason})
-        raise Unavailable(f"Kafka did not acknowledge the event: {delivery.error}")
-    logger.info(
-        "event published",
-        extra={**facts, "partition": delivery.partition, "offset": delivery.offset},
-    )
-    return Response(value, status=201, mimetype="application/json")
 
 
 @bp.post("/batch")

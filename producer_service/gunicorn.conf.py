@@ -2,9 +2,10 @@
 
     gunicorn -c producer_service/gunicorn.conf.py 'producer_service:create_app()'
 
-Worker model: `gthread`. The request threads of a worker share its one Kafka producer,
-so concurrent requests fill the same `linger.ms` batches; see docs/producer.md for the
-measurements behind the choice. The app is not preloaded: each worker builds its own
+Worker model: `PRODUCER_WORKER_CLASS`, `gthread` by default. The concurrent requests of a
+worker (threads, or greenlets under `gevent`) share its one Kafka producer, so they fill
+the same `linger.ms` batches; see docs/producer.md for the measurements behind the
+choice. The app is not preloaded: each worker builds its own
 after the fork, and with it its own librdkafka client (librdkafka is not fork-safe).
 """
 
@@ -24,7 +25,7 @@ _settings = ProducerSettings.from_env()
 
 bind = [f"{_settings.bind_host}:{_settings.port}"]
 workers = _settings.workers
-worker_class = "gthread"
+worker_class = _settings.worker_class
 threads = _settings.threads
 # In-flight requests may wait for an ack, then the worker flushes: both must fit.
 graceful_timeout = int(_settings.ack_timeout + _settings.flush_timeout) + 5

@@ -8,9 +8,12 @@ instead of each forcing a round trip (no flush per request).
 
 from __future__ import annotations
 
+import collections
 import functools
+import importlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -127,15 +130,16 @@ class EventPublisher(Protocol):
 
 
 class _Pending:
-    """The delivery reports one `publish` call is waiting for."""
+    """The delivery reports one `publish` call is waiting for. Settled and read only where
+    requests run (see `_Requests.call_soon`)."""
 
     __slots__ = ("done", "lock", "remaining", "results", "started")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, done: Any) -> None:
         self.results: list[Delivery | None] = [None] * size
         self.remaining = size
         self.lock = threading.Lock()
-        self.done = threading.Event()
+        self.done = done
         self.started = time.perf_counter()
         if size == 0:
             self.done.set()
@@ -152,6 +156,91 @@ class _Pending:
     def snapshot(self) -> list[Delivery | None]:
         with self.lock:
             return list(self.results)
+
+
+class _StopFlag:
+    """Tells a poller thread to stop. A plain attribute, so it means the same under gevent's
+    monkey-patching, where `threading.Event` is a greenlet primitive."""
+
+    __slots__ = ("raised",)
+
+    def __init__(self) -> None:
+        self.raised = False
+
+
+class _Requests:
+    """How delivery reports reach the requests waiting for them, in a process whose
+    requests are OS threads (gunicorn `gthread` or `sync` workers, tests).
+
+    librdkafka runs delivery and error callbacks in whichever thread calls `poll()` or
+    `flush()`: normally the poller, a native thread. Here a request thread blocks on a
+    `threading.Event`, which the poller may set directly."""
+
+    def new_event(self) -> Any:
+        """A fresh event for one request to `wait(timeout)` on."""
+        return threading.Event()
+
+    def start_native(self, target: Callable[[], None], name: str) -> Callable[[], None]:
+        """Run `target` on a new OS thread; returns a function that waits for its end."""
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        return thread.join
+
+    def call_soon(self, fn: Callable[..., None], *args: Any) -> None:
+        """Have `fn(*args)` run where requests run; callable from any thread. Here: now."""
+        fn(*args)
+
+    def blocking(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)`, a call that may block in C for long, without holding up
+        other requests. Here other threads run meanwhile, so it is simply called."""
+        return fn(*args, **kwargs)
+
+
+class _GreenletRequests(_Requests):
+    """The same in a process monkey-patched by gevent (gunicorn's `gevent` worker), whose
+    requests are greenlets of the one OS thread that runs gevent's hub.
+
+    The poller must then be a real OS thread (a patched `threading.Thread` is a greenlet,
+    and `poll()` blocking in C would stall every request), and it must not touch a
+    greenlet primitive. So reports cross over by `loop.run_callback_threadsafe`, gevent's
+    documented way for another thread to have the hub run a function: the function runs
+    in the hub and sets the waiting greenlet's `gevent.event.Event`. One hop carries all
+    the reports of one `poll()`. Calls that block in C (`list_topics`) run in gevent's
+    pool of native threads."""
+
+    def __init__(self, gevent: Any) -> None:
+        self._hub = gevent.get_hub()
+        self._event_class = importlib.import_module("gevent.event").Event
+        self._pool_class = importlib.import_module("gevent.threadpool").ThreadPool
+
+    def new_event(self) -> Any:
+        return self._event_class()
+
+    def start_native(self, target: Callable[[], None], name: str) -> Callable[[], None]:
+        pool = self._pool_class(1)
+        result = pool.spawn(target)
+
+        def join() -> None:
+            result.wait()
+            pool.kill()
+
+        return join
+
+    def call_soon(self, fn: Callable[..., None], *args: Any) -> None:
+        self._hub.loop.run_callback_threadsafe(fn, *args)
+
+    def blocking(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._hub.threadpool.apply(fn, args, kwargs)
+
+
+def _requests_of_this_process() -> _Requests:
+    """`_GreenletRequests` when gevent has patched `threading` (its gunicorn worker does
+    so before the app is built), else `_Requests`."""
+    if "gevent" in sys.modules:
+        monkey = importlib.import_module("gevent.monkey")
+        if monkey.is_module_patched("threading"):
+            return _GreenletRequests(sys.modules["gevent"])
+    return _Requests()
 
 
 class KafkaEventPublisher:
@@ -179,9 +268,13 @@ class KafkaEventPublisher:
         self._lock = threading.Lock()
         self._producer: Any = None
         self._pid: int | None = None
-        self._poller: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._join_poller: Callable[[], None] | None = None
+        self._stopping = _StopFlag()
         self._closed = False
+        # Chosen when the first producer starts: by then a gevent worker has patched.
+        self._requests: _Requests = _Requests()
+        # Delivery reports on their way from the thread that served them to the requests.
+        self._reports: collections.deque[tuple[_Pending, int, Delivery]] = collections.deque()
         # Which producer the error callbacks speak about, and its fatal error if any.
         self._generation = 0
         self._fatal: str | None = None
@@ -227,7 +320,7 @@ class KafkaEventPublisher:
                         f"in {wait:.1f} s"
                     )
                 self._recovered_at = time.monotonic()
-                retired = (self._producer, self._poller, self._stopping, self._fatal)
+                retired = (self._producer, self._join_poller, self._stopping, self._fatal)
                 self._producer = None
             if self._producer is None or self._pid != os.getpid():
                 # A producer inherited through fork() is unusable: start a fresh one.
@@ -241,25 +334,34 @@ class KafkaEventPublisher:
         # Called with self._lock held.
         self._generation += 1
         self._fatal = None
+        if self._pid != os.getpid():
+            self._requests = _requests_of_this_process()
         config = self.kafka_config()
-        config["error_cb"] = functools.partial(self._on_client_error, self._generation)
+        config["error_cb"] = functools.partial(self._client_error, self._generation)
         self._producer = self._new_producer(config)
         self._pid = os.getpid()
-        self._stopping = threading.Event()
-        self._poller = threading.Thread(
-            target=self._poll_loop,
-            args=(self._producer, self._stopping),
+        self._stopping = _StopFlag()
+        self._join_poller = self._requests.start_native(
+            functools.partial(self._poll_loop, self._producer, self._stopping),
             name="kafka-delivery-poller",
-            daemon=True,
         )
-        self._poller.start()
+        greenlets = isinstance(self._requests, _GreenletRequests)
         logger.info(
             "kafka producer started",
-            extra={"topic": self._topic, "pid": self._pid, "generation": self._generation},
+            extra={
+                "topic": self._topic,
+                "pid": self._pid,
+                "generation": self._generation,
+                "requests": "greenlets" if greenlets else "threads",
+            },
         )
 
+    def _client_error(self, generation: int, err: KafkaError) -> None:
+        # librdkafka's error_cb, on the thread serving callbacks.
+        self._requests.call_soon(self._on_client_error, generation, err)
+
     def _on_client_error(self, generation: int, err: KafkaError) -> None:
-        """librdkafka's `error_cb`, run on the poller thread of producer `generation`.
+        """librdkafka's `error_cb` for producer `generation` (via `_client_error`).
 
         Most client errors (all brokers down, a timed-out request) are transient: they are
         logged, and the requests that suffer from them answer 503 once their deliveries
@@ -287,28 +389,44 @@ class KafkaEventPublisher:
                 self._fatal = err.str()
 
     def _retire(
-        self, producer: Any, poller: threading.Thread | None, stopping: threading.Event, why: str
+        self, producer: Any, join_poller: Callable[[], None] | None, stopping: _StopFlag, why: str
     ) -> None:
         """Release a failed producer: records still queued or in flight get a failed
         delivery report now (their requests answer 503) instead of waiting out their
         timeout. Bounded to about a second."""
-        stopping.set()
-        if poller is not None:
-            poller.join()
+        stopping.raised = True
+        if join_poller is not None:
+            join_poller()
         try:
             producer.purge()
         except KafkaException as exc:
             logger.warning("purging the failed producer failed", extra={"reason": str(exc)})
         left = int(producer.flush(1.0))
+        self._forward_reports()
         logger.warning(
             "kafka producer replaced",
             extra={"reason": why, "undelivered": left, "topic": self._topic},
         )
 
-    @staticmethod
-    def _poll_loop(producer: Any, stopping: threading.Event) -> None:
-        while not stopping.is_set():
+    def _poll_loop(self, producer: Any, stopping: _StopFlag) -> None:
+        while not stopping.raised:
             producer.poll(0.05)
+            self._forward_reports()
+
+    def _forward_reports(self) -> None:
+        """Hand the delivery reports that `poll()` or `flush()` collected to the requests
+        waiting for them, all in one hop."""
+        if self._reports:
+            self._requests.call_soon(self._settle_reports)
+
+    def _settle_reports(self) -> None:
+        reports = self._reports
+        while True:
+            try:
+                pending, index, delivery = reports.popleft()
+            except IndexError:
+                return
+            pending.settle(index, delivery)
 
     def publish(
         self,
@@ -320,7 +438,7 @@ class KafkaEventPublisher:
         encoded = encode_records(records, values)
         producer = self._ensure_producer()
         deadline = time.monotonic() + timeout
-        pending = _Pending(len(records))
+        pending = _Pending(len(records), self._requests.new_event())
         for index, (record, kafka_record) in enumerate(zip(records, encoded, strict=True)):
             callback = functools.partial(self._on_delivery, pending, index, record["eventId"])
             try:
@@ -362,10 +480,10 @@ class KafkaEventPublisher:
             for record, delivery in zip(records, results, strict=True)
         ]
 
-    @staticmethod
     def _on_delivery(
-        pending: _Pending, index: int, event_id: str, err: KafkaError | None, msg: Message
+        self, pending: _Pending, index: int, event_id: str, err: KafkaError | None, msg: Message
     ) -> None:
+        # On the thread that called poll() or flush(), which then calls _forward_reports.
         if err is None:
             delivery = Delivery(
                 event_id,
@@ -376,7 +494,7 @@ class KafkaEventPublisher:
         else:
             reason = REASON_TIMEOUT if err.code() == KafkaError._MSG_TIMED_OUT else REASON_BROKER
             delivery = Delivery(event_id, reason=reason, error=err.str())
-        pending.settle(index, delivery)
+        self._reports.append((pending, index, delivery))
 
     def ready(self, timeout: float) -> Readiness:
         # A failed producer is reported once; this call also starts its replacement, since
@@ -393,7 +511,7 @@ class KafkaEventPublisher:
             f"Kafka metadata for topic {self._topic!r} was not available within {timeout:g} s",
         )
         try:
-            metadata = producer.list_topics(self._topic, timeout=timeout)
+            metadata = self._requests.blocking(producer.list_topics, self._topic, timeout=timeout)
         except KafkaException:
             return unavailable
         topic = metadata.topics.get(self._topic)
@@ -406,17 +524,18 @@ class KafkaEventPublisher:
             if self._closed:
                 return 0
             self._closed = True
-            producer, poller = self._producer, self._poller
+            producer, join_poller = self._producer, self._join_poller
             owned = self._pid == os.getpid()
             self._producer = None
         if producer is None or not owned:
             return 0
         # flush() serves the remaining callbacks itself; stop the poller first so the two
         # do not race for them.
-        self._stopping.set()
-        if poller is not None:
-            poller.join()
+        self._stopping.raised = True
+        if join_poller is not None:
+            join_poller()
         left = int(producer.flush(timeout))
+        self._forward_reports()
         log = logger.warning if left else logger.info
         log("kafka producer closed", extra={"undelivered": left, "topic": self._topic})
         return left

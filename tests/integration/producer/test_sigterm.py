@@ -1,5 +1,6 @@
-"""The real `producer-service` (gunicorn, two workers) stopped with SIGTERM under load:
-in-flight requests finish, and every event that got a 201 is in the topic."""
+"""The real `producer-service` (gunicorn, two workers of each worker class) stopped with
+SIGTERM under load: in-flight requests finish, and every event that got a 201 is in the
+topic."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.integration.producer.conftest import read_topic
@@ -44,7 +46,10 @@ def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 20) 
     raise AssertionError("producer-service did not become ready")
 
 
-def test_sigterm_loses_nothing_acknowledged(kafka_bootstrap: str, topic: str) -> None:
+@pytest.mark.parametrize("worker_class", ["gthread", "gevent", "sync"])
+def test_sigterm_loses_nothing_acknowledged(
+    kafka_bootstrap: str, topic: str, worker_class: str
+) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
@@ -55,6 +60,7 @@ def test_sigterm_loses_nothing_acknowledged(kafka_bootstrap: str, topic: str) ->
         "PRODUCER_BIND_HOST": "127.0.0.1",
         "PRODUCER_PORT": str(port),
         "PRODUCER_WORKERS": "2",
+        "PRODUCER_WORKER_CLASS": worker_class,
         "PRODUCER_THREADS": "8",
         # A long linger keeps records queued in librdkafka when the signal lands.
         "PRODUCER_LINGER_MS": "200",

@@ -532,9 +532,18 @@ def test_unexpected_error_is_json_500_without_details(
     assert "secret internals" in caplog.text
 
 
-def test_logs_have_event_facts_but_never_the_payload(
+def test_no_line_per_event_by_default(
     client: FlaskClient, caplog: pytest.LogCaptureFixture
 ) -> None:
+    with caplog.at_level(logging.INFO, logger="producer_service"):
+        assert post(client, "/events/generate", GOOD).status_code == 201
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_logs_have_event_facts_but_never_the_payload(
+    fake: InMemoryEventPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = create_app(ProducerSettings(log_events=True), publisher=fake).test_client()
     with caplog.at_level(logging.DEBUG, logger="producer_service"):
         post(client, "/events/generate", {**GOOD, "payload": {"secret": "hunter2"}})
         post(client, "/events/batch", {"events": [{**GOOD, "payload": {"secret": "hunter2"}}]})

@@ -19,6 +19,8 @@ def test_defaults() -> None:
     assert s.event_types == ("LOGIN", "LOGOUT", "PRODUCT_VIEW")
     assert s.common.kafka_topic == "user-activity-events"
     assert s.compression == "lz4"
+    assert s.worker_class == "gthread"
+    assert s.log_events is False
     assert s.max_batch_bytes == s.max_batch_body_bytes == 4 * 1024 * 1024
 
 
@@ -38,8 +40,11 @@ def test_from_env() -> None:
             "PRODUCER_ACK_TIMEOUT_MS": "250",
             "PRODUCER_COMPRESSION": "ZSTD",
             "KAFKA_TOPIC": "t",
+            "PRODUCER_WORKER_CLASS": "GEVENT",
+            "PRODUCER_LOG_EVENTS": "yes",
         }
     )
+    assert (s.worker_class, s.log_events) == ("gevent", True)
     assert (s.port, s.api_keys, s.event_types) == (9000, ("k1", "k2"), ("A", "B"))
     assert (s.ack_timeout, s.compression, s.common.kafka_topic) == (0.25, "zstd", "t")
 
@@ -52,6 +57,8 @@ def test_from_env() -> None:
         ({"PRODUCER_ACK_TIMEOUT_MS": "10"}, "PRODUCER_ACK_TIMEOUT_MS"),
         ({"PRODUCER_COMPRESSION": "brotli"}, "PRODUCER_COMPRESSION"),
         ({"PRODUCER_WORKERS": "0"}, "PRODUCER_WORKERS"),
+        ({"PRODUCER_WORKER_CLASS": "eventlet"}, "PRODUCER_WORKER_CLASS"),
+        ({"PRODUCER_LOG_EVENTS": "sometimes"}, "PRODUCER_LOG_EVENTS"),
         ({"EVENT_TYPES": "OK,not ok"}, "EVENT_TYPES"),
         ({"PRODUCER_LINGER_MS": "500", "PRODUCER_ACK_TIMEOUT_MS": "400"}, "PRODUCER_LINGER_MS"),
         ({"KAFKA_BOOTSTRAP_SERVERS": " "}, "KAFKA_BOOTSTRAP_SERVERS"),
