@@ -84,7 +84,8 @@ def _start_api() -> subprocess.Popen[bytes]:
 def ensure_dlq(settings: ConsumerSettings, worker: Worker) -> bool:
     """Make sure the DLQ topic exists before the first poison record needs it, retrying
     with backoff while Kafka does not answer (the worker reports "backing_off"). False
-    when a stop was requested first."""
+    when a stop was requested first. Raises KafkaAuthenticationFailed when the broker
+    refuses the credentials: no retry can fix that."""
     from consumer_service.processing import backoff_delay
     from consumer_service.topics import ensure_dlq_topic
 
@@ -93,7 +94,7 @@ def ensure_dlq(settings: ConsumerSettings, worker: Worker) -> bool:
     while not worker.stopping:
         try:
             ensure_dlq_topic(
-                common.kafka_bootstrap_servers,
+                common,
                 common.kafka_topic,
                 settings.dlq_topic,
                 common.kafka_topic_partitions,
@@ -153,7 +154,7 @@ def main() -> int:
             shutil.rmtree(run_dir, ignore_errors=True)
         return EXIT_CONFIG
     dlq = KafkaDeadLetterQueue(
-        settings.common.kafka_bootstrap_servers,
+        settings.common,
         settings.dlq_topic,
         settings.consumer_group,
         settings.dlq_flush_timeout_seconds,
@@ -195,7 +196,13 @@ def main() -> int:
     if api is not None:
         threading.Thread(target=watch_api, name="api-watch", daemon=True).start()
 
-    code = worker.run() if ensure_dlq(settings, worker) else EXIT_OK
+    try:
+        code = worker.run() if ensure_dlq(settings, worker) else EXIT_OK
+    except ConfigError as exc:  # KafkaAuthenticationFailed
+        log.error("cannot start: Kafka refused this client", extra={"error": str(exc)})
+        worker.set_state("failed", str(exc))
+        dlq.close()
+        code = EXIT_CONFIG
     if api is not None and api.poll() is None:
         api.terminate()
         try:

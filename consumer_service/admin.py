@@ -4,7 +4,8 @@
     pipeline-admin dlq show [--reason R] [--limit N] the records, their dlq.* headers, values
     pipeline-admin dlq replay [--reason R] [--since T] [--dry-run]
 
-Settings come from the services' environment (KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC, and
+Settings come from the services' environment (KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC, the
+KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* / KAFKA_SSL_CA_LOCATION of a secured cluster, and
 CONSUMER_MAX_MESSAGE_BYTES for the replay's check); `--bootstrap` and `--topic` override
 them. The DLQ is `<topic>.dlq`.
 
@@ -30,13 +31,14 @@ Replay contract:
 
 Exit status: 0 done; 1 Kafka did not answer, a topic is missing, or the broker did not
 acknowledge every replayed record (running the replay again is safe); 2 bad arguments or
-settings; 3 replay finished, but some selected records still fail (or reached
---max-attempts) and were left in the DLQ.
+settings, including credentials the broker refused; 3 replay finished, but some selected
+records still fail (or reached --max-attempts) and were left in the DLQ.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 import time
@@ -53,7 +55,10 @@ from confluent_kafka.admin import AdminClient
 
 from consumer_service.config import ConsumerSettings
 from consumer_service.processing import Decision, Rejected, decide, safe_text
+from consumer_service.topics import metadata
+from shared.config import CommonSettings
 from shared.errors import ConfigError, PipelineError, Unavailable
+from shared.kafka import AuthenticationWatch, client_config, describe
 from shared.logs import configure_logging
 
 EXIT_OK = 0
@@ -143,22 +148,35 @@ def _headers_of(raw: Any) -> Headers:
     return tuple((k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in items)
 
 
-def _kafka_config(bootstrap: str) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": bootstrap,
-        # Our own Kafka errors are reported in plain words; librdkafka's retries of an
-        # unreachable broker would otherwise flood the terminal.
-        "log_level": 2,
-    }
+def _kafka_config(
+    connection: CommonSettings | str, role: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    return client_config(
+        connection,
+        {
+            # Our own Kafka errors are reported in plain words; librdkafka's retries of an
+            # unreachable broker would otherwise flood the terminal.
+            "log_level": 2,
+            **(role or {}),
+        },
+    )
 
 
 class DlqScan:
     """The DLQ's records as they are at the moment of `open()`, partition by partition in
     offset order. A context manager; `total` is how many records lie ahead (an upper
-    bound when `since_ms` is set, as timestamps need not grow with offsets)."""
+    bound when `since_ms` is set, as timestamps need not grow with offsets). `connection`
+    is the Kafka settings (a bare bootstrap address means PLAINTEXT)."""
 
-    def __init__(self, bootstrap: str, topic: str, *, since_ms: int | None, timeout: float):
-        self._bootstrap = bootstrap
+    def __init__(
+        self,
+        connection: CommonSettings | str,
+        topic: str,
+        *,
+        since_ms: int | None,
+        timeout: float,
+    ):
+        self._connection = connection
         self._topic = topic
         self._since_ms = since_ms
         self._timeout = timeout
@@ -179,23 +197,29 @@ class DlqScan:
     def open(self) -> None:
         """Fix the range to read: from the low watermark (or the first offset at or after
         `since_ms`) to the high watermark, per partition. Raises AdminError when the topic
-        is missing, Unavailable when Kafka does not answer within the timeout."""
+        is missing, Unavailable when Kafka does not answer within the timeout,
+        KafkaAuthenticationFailed (at once) when it refuses the credentials."""
+        watch = AuthenticationWatch()
         consumer = Consumer(
-            {
-                **_kafka_config(self._bootstrap),
-                # Required by the client, never used: partitions are assigned, not
-                # subscribed, and no offset is ever committed, so this group never exists
-                # on the broker and the pipeline's own group is never touched.
-                "group.id": f"pipeline-admin-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-            }
+            _kafka_config(
+                self._connection,
+                {
+                    # Required by the client, never used: partitions are assigned, not
+                    # subscribed, and no offset is ever committed, so this group never
+                    # exists on the broker and the pipeline's own group is never touched.
+                    "group.id": f"pipeline-admin-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "enable.partition.eof": True,
+                    "auto.offset.reset": "earliest",
+                    "error_cb": watch,
+                },
+            )
         )
         self._consumer = consumer
         try:
-            meta = consumer.list_topics(self._topic, timeout=self._timeout).topics.get(self._topic)
+            cluster = metadata(consumer, self._connection, watch, self._timeout, self._topic)
+            meta = cluster.topics.get(self._topic)
             if meta is None or meta.error is not None or not meta.partitions:
                 raise AdminError(f"the dead-letter topic {self._topic} does not exist")
             partitions = sorted(meta.partitions)
@@ -216,7 +240,9 @@ class DlqScan:
                     start = high if tp.offset < 0 else max(low, min(tp.offset, high))
                     ranges[tp.partition] = (start, high)
         except KafkaException as exc:
-            raise Unavailable(f"Kafka at {self._bootstrap} did not answer: {exc}") from exc
+            raise Unavailable(
+                f"Kafka at {describe(self._connection)} did not answer: {exc}"
+            ) from exc
         self._ranges = {p: r for p, r in ranges.items() if r[0] < r[1]}
 
     def __iter__(self) -> Iterator[DeadLetterRecord]:
@@ -503,19 +529,21 @@ def check(rec: DeadLetterRecord, max_bytes: int) -> Decision:
 class Republisher:
     """An idempotent acks=all producer to the main topic that counts acknowledgements."""
 
-    def __init__(self, bootstrap: str, topic: str, timeout: float) -> None:
+    def __init__(self, connection: CommonSettings | str, topic: str, timeout: float) -> None:
         self._topic = topic
         self._timeout = timeout
         self.acknowledged = 0
         self.failed: list[str] = []
         self._producer = Producer(
-            {
-                **_kafka_config(bootstrap),
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "message.timeout.ms": int(timeout * 1000),
-            }
+            _kafka_config(
+                connection,
+                {
+                    "acks": "all",
+                    "enable.idempotence": True,
+                    "linger.ms": 5,
+                    "message.timeout.ms": int(timeout * 1000),
+                },
+            )
         )
 
     def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
@@ -683,11 +711,13 @@ def main(
         print(f"pipeline-admin: {exc}", file=err)
         return EXIT_USAGE
     configure_logging("WARNING", service="pipeline-admin")
-    bootstrap = args.bootstrap or settings.common.kafka_bootstrap_servers
+    connection = settings.common
+    if args.bootstrap:
+        connection = dataclasses.replace(connection, kafka_bootstrap_servers=args.bootstrap)
     topic = args.topic or settings.common.kafka_topic
     dlq_topic = f"{topic}.dlq"
     try:
-        with DlqScan(bootstrap, dlq_topic, since_ms=since, timeout=args.timeout) as scan:
+        with DlqScan(connection, dlq_topic, since_ms=since, timeout=args.timeout) as scan:
             if args.action == "summary":
                 progress = Progress(scan.total, "reading", err)
                 summary = summarize(iter(scan), progress)
@@ -705,8 +735,8 @@ def main(
                         break
                 print(f"{shown} record(s) shown from {dlq_topic}", file=out)
                 return EXIT_OK
-            _require_topic(bootstrap, topic, args.timeout)
-            publisher = None if args.dry_run else Republisher(bootstrap, topic, args.timeout)
+            _require_topic(connection, topic, args.timeout)
+            publisher = None if args.dry_run else Republisher(connection, topic, args.timeout)
             progress = Progress(scan.total, "replaying", err)
             report = replay(
                 scan,
@@ -724,15 +754,20 @@ def main(
     except (AdminError, Unavailable) as exc:
         print(f"pipeline-admin: {exc}", file=err)
         return EXIT_KAFKA
+    except ConfigError as exc:  # the broker refused the credentials
+        print(f"pipeline-admin: {exc}", file=err)
+        return EXIT_USAGE
 
 
-def _require_topic(bootstrap: str, topic: str, timeout: float) -> None:
+def _require_topic(connection: CommonSettings | str, topic: str, timeout: float) -> None:
     """Replaying into a topic that does not exist would fail record by record (the broker
     does not auto-create topics); say so once, before anything is published."""
+    watch = AuthenticationWatch()
+    admin = AdminClient(_kafka_config(connection, {"error_cb": watch}))
     try:
-        cluster = AdminClient(_kafka_config(bootstrap)).list_topics(topic, timeout=timeout)
+        cluster = metadata(admin, connection, watch, timeout, topic)
     except KafkaException as exc:
-        raise Unavailable(f"Kafka at {bootstrap} did not answer: {exc}") from exc
+        raise Unavailable(f"Kafka at {describe(connection)} did not answer: {exc}") from exc
     meta = cluster.topics.get(topic)
     if meta is None or meta.error is not None:
         raise AdminError(f"the topic {topic} does not exist; nothing was replayed")

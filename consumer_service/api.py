@@ -32,8 +32,10 @@ from consumer_service.schemas import (
 )
 from consumer_service.status import StatusFile
 from consumer_service.store import EventStore, PageQuery, RedisEventStore
+from consumer_service.topics import metadata
 from shared.errors import Unavailable
 from shared.events import StoredEventSchema
+from shared.kafka import AuthenticationWatch, KafkaAuthenticationFailed, client_config
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +55,20 @@ class Services:
         self.store = store
         self.status_file = status_file
         self._admin: AdminClient | None = None
+        self._kafka_auth = AuthenticationWatch()
 
     def kafka_ok(self) -> str | None:
-        """None when the broker answers a metadata request for our topic, else why not."""
+        """None when the broker answers a metadata request for our topic, else why not
+        (saying so when it refused the credentials)."""
+        common = self.settings.common
         if self._admin is None:
             # Created lazily: gunicorn forks workers after importing the app.
-            self._admin = AdminClient(
-                {"bootstrap.servers": self.settings.common.kafka_bootstrap_servers}
-            )
-        topic = self.settings.common.kafka_topic
+            self._admin = AdminClient(client_config(common, {"error_cb": self._kafka_auth}))
+        topic = common.kafka_topic
         try:
-            meta = self._admin.list_topics(topic=topic, timeout=1.5)
+            meta = metadata(self._admin, common, self._kafka_auth, 1.5, topic)
+        except KafkaAuthenticationFailed as exc:
+            return str(exc)
         except KafkaException as exc:
             return f"Kafka did not answer: {exc}"
         found = meta.topics.get(topic)

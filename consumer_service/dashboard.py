@@ -41,7 +41,9 @@ from consumer_service.config import ConsumerSettings
 from consumer_service.dashboard_reads import RedisDashboardReads
 from consumer_service.schemas import StatsSchema
 from consumer_service.store import EventStore
+from consumer_service.topics import metadata
 from shared.errors import Unavailable
+from shared.kafka import AuthenticationWatch, KafkaAuthenticationFailed, client_config
 
 EXT = "consumer_service.dashboard"
 
@@ -121,6 +123,7 @@ class KafkaGroupView:
         self._clock = clock
         self._lock = threading.Lock()
         self._admin: AdminClient | None = None
+        self._auth = AuthenticationWatch()
         self._cached: KafkaSnapshot | None = None
         self._cached_at = 0.0
 
@@ -135,7 +138,7 @@ class KafkaGroupView:
         if self._admin is None:
             # Created on first use: gunicorn forks its workers after importing the app.
             self._admin = AdminClient(
-                {"bootstrap.servers": self._settings.common.kafka_bootstrap_servers}
+                client_config(self._settings.common, {"error_cb": self._auth})
             )
         return self._admin
 
@@ -143,6 +146,8 @@ class KafkaGroupView:
         sampled_at = time.time()
         try:
             return self._ask(sampled_at)
+        except KafkaAuthenticationFailed as exc:
+            return KafkaSnapshot(sampled_at, error=str(exc))
         except (KafkaException, TimeoutError) as exc:
             return KafkaSnapshot(sampled_at, error=f"Kafka did not answer: {exc or 'timeout'}")
 
@@ -151,7 +156,7 @@ class KafkaGroupView:
         topic = self._settings.common.kafka_topic
         group = self._settings.consumer_group
         t = self._timeout
-        meta = admin.list_topics(topic=topic, timeout=t)
+        meta = metadata(admin, self._settings.common, self._auth, t, topic)
         found = meta.topics.get(topic)
         if found is None or found.error is not None:
             return KafkaSnapshot(sampled_at, error=f"topic {topic} is not available")

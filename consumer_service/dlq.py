@@ -21,7 +21,9 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from shared.config import CommonSettings
 from shared.errors import PipelineError, Unavailable
+from shared.kafka import client_config
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +104,20 @@ class DeadLetterQueue(Protocol):
 
 
 class KafkaDeadLetterQueue:
-    """DeadLetterQueue on a confluent-kafka Producer, created on first use."""
+    """DeadLetterQueue on a confluent-kafka Producer, created on first use.
+
+    `connection` is the Kafka settings (a bare bootstrap address means PLAINTEXT);
+    `config` adds or overrides producer properties other than the connection's."""
 
     def __init__(
         self,
-        bootstrap: str,
+        connection: CommonSettings | str,
         topic: str,
         group: str,
         flush_timeout: float,
         config: Mapping[str, Any] | None = None,
     ) -> None:
-        self._bootstrap = bootstrap
+        self._connection = connection
         self._topic = topic
         self._group = group
         self._flush_timeout = flush_timeout
@@ -122,15 +127,17 @@ class KafkaDeadLetterQueue:
     def _get(self) -> Producer:
         if self._producer is None:
             self._producer = Producer(
-                {
-                    "bootstrap.servers": self._bootstrap,
-                    "acks": "all",
-                    "enable.idempotence": True,
-                    "linger.ms": 5,
-                    # Leave the delivery verdict to our flush timeout and retry.
-                    "message.timeout.ms": int(self._flush_timeout * 1000),
-                    **self._config,
-                }
+                client_config(
+                    self._connection,
+                    {
+                        "acks": "all",
+                        "enable.idempotence": True,
+                        "linger.ms": 5,
+                        # Leave the delivery verdict to our flush timeout and retry.
+                        "message.timeout.ms": int(self._flush_timeout * 1000),
+                        **self._config,
+                    },
+                )
             )
         return self._producer
 

@@ -1,4 +1,5 @@
-"""Making sure the dead-letter topic exists before the first poison record needs it.
+"""Making sure the dead-letter topic exists before the first poison record needs it, and
+asking the broker for metadata in a way that tells a refused login from a broker away.
 
 The broker does not auto-create topics, and a DLQ that appears only when the first
 poison record shows up would turn that record into a retry loop. The event topic itself
@@ -8,27 +9,72 @@ is created by deployment (infra/topics.py), not by consumers.
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ClusterMetadata  # type: ignore[attr-defined]
 from confluent_kafka.cimpl import NewTopic
 
+from shared.config import CommonSettings
 from shared.errors import Unavailable
+from shared.kafka import AuthenticationWatch, client_config, describe
 
 log = logging.getLogger(__name__)
 
+# Metadata is asked for in slices this long: librdkafka reports a refused login only
+# through error_cb, served between two slices, while the request itself just times out.
+METADATA_SLICE_SECONDS = 1.0
+
+
+def metadata(
+    client: Any,
+    connection: CommonSettings | str,
+    watch: AuthenticationWatch,
+    timeout: float,
+    topic: str | None = None,
+) -> ClusterMetadata:
+    """`client.list_topics(topic)` (an AdminClient, Producer or Consumer whose `error_cb`
+    is `watch`), waiting up to `timeout` seconds in all. Raises KafkaAuthenticationFailed
+    as soon as the broker refused the credentials, and KafkaException when it did not
+    answer in time. Serves the client's callbacks with `poll(0)`: a Consumer must have
+    no assignment yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            found = client.list_topics(
+                topic, timeout=max(0.1, min(METADATA_SLICE_SECONDS, remaining))
+            )
+        except KafkaException:
+            client.poll(0)
+            watch.raise_if_failed(connection)
+            if deadline - time.monotonic() <= 0:
+                raise
+            continue
+        watch.clear()
+        cluster: ClusterMetadata = found
+        return cluster
+
 
 def ensure_dlq_topic(
-    bootstrap: str, source_topic: str, dlq_topic: str, partitions: int, timeout: float = 10.0
+    connection: CommonSettings | str,
+    source_topic: str,
+    dlq_topic: str,
+    partitions: int,
+    timeout: float = 10.0,
 ) -> bool:
     """Create `dlq_topic` when missing, with as many partitions as the source topic has
     (or `partitions` when the source does not exist yet). True when it was created.
-    Raises Unavailable when the broker does not answer in time."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    `connection` is the Kafka settings (a bare bootstrap address means PLAINTEXT).
+    Raises Unavailable when the broker does not answer in time, KafkaAuthenticationFailed
+    (a ConfigError: retrying cannot help) when it refuses the credentials."""
+    watch = AuthenticationWatch()
+    admin = AdminClient(client_config(connection, {"error_cb": watch}))
     try:
-        topics = admin.list_topics(timeout=timeout).topics
+        topics = metadata(admin, connection, watch, timeout).topics
     except KafkaException as exc:
-        raise Unavailable(f"Kafka did not answer: {exc}") from exc
+        raise Unavailable(f"Kafka at {describe(connection)} did not answer: {exc}") from exc
     if dlq_topic in topics:
         return False
     source = topics.get(source_topic)

@@ -51,6 +51,7 @@ from consumer_service.status import StatusFile, WorkerState, WorkerStatus
 from consumer_service.store import BatchResult, EventStore, StoreRefused
 from shared.errors import PipelineError, Unavailable
 from shared.events import utc_timestamp
+from shared.kafka import client_config
 
 log = logging.getLogger(__name__)
 
@@ -95,22 +96,25 @@ def dead_letter(msg: Message, decision: Rejected) -> DeadLetter:
 
 
 def consumer_config(settings: ConsumerSettings) -> dict[str, Any]:
-    """The librdkafka settings of the worker's Consumer."""
-    return {
-        "bootstrap.servers": settings.common.kafka_bootstrap_servers,
-        "group.id": settings.consumer_group,
-        "client.id": f"consumer-{socket.gethostname()}-{os.getpid()}",
-        "auto.offset.reset": "earliest",
-        # A replica joining or leaving moves only the partitions that change owner.
-        "partition.assignment.strategy": "cooperative-sticky",
-        # Offsets are committed by us, after the batch is durable.
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "session.timeout.ms": settings.session_timeout_ms,
-        "heartbeat.interval.ms": max(100, min(3000, settings.session_timeout_ms // 3)),
-        "max.poll.interval.ms": settings.max_poll_interval_ms,
-        "enable.partition.eof": False,
-    }
+    """The librdkafka settings of the worker's Consumer: the shared connection settings
+    plus the consumer's own."""
+    return client_config(
+        settings.common,
+        {
+            "group.id": settings.consumer_group,
+            "client.id": f"consumer-{socket.gethostname()}-{os.getpid()}",
+            "auto.offset.reset": "earliest",
+            # A replica joining or leaving moves only the partitions that change owner.
+            "partition.assignment.strategy": "cooperative-sticky",
+            # Offsets are committed by us, after the batch is durable.
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "session.timeout.ms": settings.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, min(3000, settings.session_timeout_ms // 3)),
+            "max.poll.interval.ms": settings.max_poll_interval_ms,
+            "enable.partition.eof": False,
+        },
+    )
 
 
 class Worker:

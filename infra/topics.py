@@ -2,27 +2,51 @@
 
     python infra/topics.py wait   [--bootstrap HOST:PORT] [--timeout S]
     python infra/topics.py ensure [--bootstrap HOST:PORT] [--topic NAME] [--partitions N]
+    python infra/topics.py scram-user --username NAME [--bootstrap HOST:PORT]
 
 `ensure` creates the event topic and its dead-letter topic (`<topic>.dlq`) when they are
 missing and leaves existing ones untouched. Defaults come from the same environment
-variables the services read (KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC, KAFKA_TOPIC_PARTITIONS).
+variables the services read (KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC, KAFKA_TOPIC_PARTITIONS,
+and KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* / KAFKA_SSL_CA_LOCATION for a secured cluster).
+
+`scram-user` creates (or updates) a SCRAM-SHA-512 user whose password is read from
+LOCAL_KAFKA_SASL_PASSWORD, so it never shows on a command line; infra/kafka.sh uses it
+for the local broker's SASL listener.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    NewTopic,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
+
+from shared.config import CommonSettings
+from shared.errors import ConfigError
+from shared.kafka import AuthenticationWatch, client_config
+
+# Kafka's own default for new SCRAM credentials (and the minimum it accepts is 4096).
+SCRAM_ITERATIONS = 8192
 
 
-def wait_for_broker(bootstrap: str, timeout: float) -> bool:
-    """Return True once the broker answers a metadata request, False after `timeout` s."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+def wait_for_broker(connection: CommonSettings | str, timeout: float) -> bool:
+    """Return True once the broker answers a metadata request, False after `timeout` s.
+    `connection` is the settings of a secured cluster, or a bootstrap address reached over
+    PLAINTEXT. Raises KafkaAuthenticationFailed at once when the broker refuses the
+    credentials: waiting longer cannot help."""
+    watch = AuthenticationWatch()
+    admin = AdminClient(client_config(connection, {"log_level": 0, "error_cb": watch}))
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()
@@ -30,17 +54,21 @@ def wait_for_broker(bootstrap: str, timeout: float) -> bool:
             admin.list_topics(timeout=max(0.2, min(1.0, remaining)))
             return True
         except KafkaException:
+            admin.poll(0)  # serves error_cb
+            watch.raise_if_failed(connection)
             if remaining <= 0:
                 return False
             time.sleep(0.2)
 
 
-def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int) -> list[str]:
+def ensure_topics(
+    connection: CommonSettings | str, names: Sequence[str], partitions: int
+) -> list[str]:
     """Create each missing topic with `partitions` partitions; return the ones created.
 
     A topic that already exists is left alone, even with another partition count.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(connection))
     existing = admin.list_topics(timeout=10).topics
     missing = [n for n in names if n not in existing]
     if not missing:
@@ -77,9 +105,25 @@ def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int) -> list
     return created
 
 
+def upsert_scram_user(
+    connection: CommonSettings | str, username: str, password: str, timeout: float = 15.0
+) -> None:
+    """Create the SCRAM-SHA-512 credential of `username`, or replace its password.
+    Raises KafkaException when the broker refuses."""
+    admin = AdminClient(client_config(connection))
+    upsert = UserScramCredentialUpsertion(
+        username,
+        ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS),
+        password.encode(),
+    )
+    futures = admin.alter_user_scram_credentials([upsert], request_timeout=timeout)
+    for future in futures.values():
+        future.result()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["wait", "ensure"])
+    parser.add_argument("command", choices=["wait", "ensure", "scram-user"])
     parser.add_argument(
         "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     )
@@ -88,13 +132,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--partitions", type=int, default=int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "6"))
     )
+    parser.add_argument("--username", help="scram-user: the user to create or update")
     args = parser.parse_args(argv)
-    if args.command == "wait":
-        return 0 if wait_for_broker(args.bootstrap, args.timeout) else 1
-    if not wait_for_broker(args.bootstrap, args.timeout):
-        print(f"[topics] no Kafka broker answers at {args.bootstrap}", file=sys.stderr)
-        return 1
-    created = ensure_topics(args.bootstrap, [args.topic, f"{args.topic}.dlq"], args.partitions)
+    try:
+        common = dataclasses.replace(
+            CommonSettings.from_env(), kafka_bootstrap_servers=args.bootstrap
+        )
+        if args.command == "scram-user":
+            password = os.environ.get("LOCAL_KAFKA_SASL_PASSWORD", "")
+            if not args.username or not password:
+                raise ConfigError("scram-user needs --username and LOCAL_KAFKA_SASL_PASSWORD")
+            upsert_scram_user(common, args.username, password, args.timeout)
+            return 0
+        if args.command == "wait":
+            return 0 if wait_for_broker(common, args.timeout) else 1
+        if not wait_for_broker(common, args.timeout):
+            print(f"[topics] no Kafka broker answers at {args.bootstrap}", file=sys.stderr)
+            return 1
+    except ConfigError as exc:
+        print(f"[topics] {exc}", file=sys.stderr)
+        return 2
+    created = ensure_topics(common, [args.topic, f"{args.topic}.dlq"], args.partitions)
     for name in created:
         print(f"[topics] created {name} ({args.partitions} partitions)", file=sys.stderr)
     return 0

@@ -25,6 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from producer_service.config import ProducerSettings
 from shared.errors import InvalidEvent, Unavailable
 from shared.events import compact_json, json_problem, record_headers
+from shared.kafka import client_config
 
 logger = logging.getLogger(__name__)
 
@@ -281,23 +282,26 @@ class KafkaEventPublisher:
         self._recovered_at = -float("inf")
 
     def kafka_config(self) -> dict[str, Any]:
+        """The shared connection settings (shared.kafka) plus the producer's own."""
         s = self._settings
-        return {
-            "bootstrap.servers": s.common.kafka_bootstrap_servers,
-            "client.id": f"producer-service-{os.getpid()}",
-            # Durability: every in-sync replica has the record before we answer 201, and
-            # librdkafka's own retries cannot duplicate or reorder it.
-            "acks": "all",
-            "enable.idempotence": True,
-            # Throughput: concurrent requests share batches for a few milliseconds.
-            "linger.ms": s.linger_ms,
-            "compression.type": s.compression,
-            # librdkafka gives up on a record when the request stops waiting for it, so a
-            # 503 is rarely followed by a late write and the local queue cannot grow
-            # without bound while the broker is away.
-            "message.timeout.ms": s.ack_timeout_ms,
-            "logger": logging.getLogger("producer_service.librdkafka"),
-        }
+        return client_config(
+            s.common,
+            {
+                "client.id": f"producer-service-{os.getpid()}",
+                # Durability: every in-sync replica has the record before we answer 201,
+                # and librdkafka's own retries cannot duplicate or reorder it.
+                "acks": "all",
+                "enable.idempotence": True,
+                # Throughput: concurrent requests share batches for a few milliseconds.
+                "linger.ms": s.linger_ms,
+                "compression.type": s.compression,
+                # librdkafka gives up on a record when the request stops waiting for it, so
+                # a 503 is rarely followed by a late write and the local queue cannot grow
+                # without bound while the broker is away.
+                "message.timeout.ms": s.ack_timeout_ms,
+                "logger": logging.getLogger("producer_service.librdkafka"),
+            },
+        )
 
     def _ensure_producer(self) -> Any:
         """The live producer of this process, started (or replaced after a fatal error)
