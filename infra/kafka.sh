@@ -9,6 +9,14 @@
 # $LOCAL_STATE_DIR (default: <repo>/.local), which is git-ignored. LOCAL_KAFKA_LIBS points at
 # a jar directory resolved before (default: $LOCAL_STATE_DIR/kafka/libs), so a second broker
 # with its own state directory (the reliability suite's) does not resolve the jars again.
+#
+# Besides the PLAINTEXT listener the broker has a second one, SASL_PLAINTEXT on
+# LOCAL_KAFKA_SASL_PORT (default: LOCAL_KAFKA_PORT + 2, so 9094; empty = none), where the
+# clients authenticate as LOCAL_KAFKA_SASL_USERNAME / LOCAL_KAFKA_SASL_PASSWORD with
+# SCRAM-SHA-512 or PLAIN: the tests of the KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* settings
+# use it. SCRAM credentials live in the cluster's metadata, so they are created through the
+# admin API once the broker answers, on every start: a data directory formatted before the
+# listener existed gets them too, and no re-format is needed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,14 +30,32 @@ CONFIG=$HOME_DIR/server.properties
 HOST=127.0.0.1
 PORT=${LOCAL_KAFKA_PORT:-9092}
 CONTROLLER_PORT=${LOCAL_KAFKA_CONTROLLER_PORT:-9093}
+SASL_PORT=${LOCAL_KAFKA_SASL_PORT-$((PORT + 2))}
+SASL_USERNAME=${LOCAL_KAFKA_SASL_USERNAME:-pipeline}
+SASL_PASSWORD=${LOCAL_KAFKA_SASL_PASSWORD:-pipeline-secret}
 HEAP=${LOCAL_KAFKA_HEAP:-512m}
 PYTHON=${PYTHON:-python3}
 
 log() { echo "[kafka] $*" >&2; }
 
+# The Python helper runs in a clean environment: this script talks to its own PLAINTEXT
+# listener, whatever Kafka security settings (or bad values of other settings) the
+# caller's environment holds for the services.
+topics_py() {
+  env -i PATH="$PATH" HOME="${HOME:-/tmp}" PYTHONPATH="$ROOT" "$@"
+}
+
 answers() {
   # A metadata request, not just an open port: the broker listens before it can serve.
-  "$PYTHON" "$ROOT/infra/topics.py" wait --bootstrap "$HOST:$PORT" --timeout "${1:-1}" >/dev/null 2>&1
+  topics_py "$PYTHON" "$ROOT/infra/topics.py" wait --bootstrap "$HOST:$PORT" --timeout "${1:-1}" >/dev/null 2>&1
+}
+
+add_sasl_user() {
+  [ -n "$SASL_PORT" ] || return 0
+  # The password goes through the environment, not the command line (ps shows that).
+  topics_py LOCAL_KAFKA_SASL_PASSWORD="$SASL_PASSWORD" "$PYTHON" "$ROOT/infra/topics.py" \
+    scram-user --bootstrap "$HOST:$PORT" --username "$SASL_USERNAME" \
+    || { log "could not create the SASL user $SASL_USERNAME"; exit 1; }
 }
 
 resolve_jars() {
@@ -46,15 +72,26 @@ resolve_jars() {
 
 write_config() {
   mkdir -p "$DATA" "$LOGS"
+  local listeners="PLAINTEXT://$HOST:$PORT" sasl=""
+  if [ -n "$SASL_PORT" ]; then
+    listeners="$listeners,SASL_PLAINTEXT://$HOST:$SASL_PORT"
+    # Brokers talk to each other over PLAINTEXT and no authorizer is set, so the broker
+    # needs no credentials of its own and no super.users. PLAIN's users are the JAAS
+    # line's user_<name> entries; SCRAM's are created by add_sasl_user.
+    sasl="sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USERNAME=\"$SASL_PASSWORD\";"
+  fi
   cat >"$CONFIG" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=$HOST:$CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT
+listeners=$listeners,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=$listeners
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
+$sasl
 log.dirs=$DATA
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -110,7 +147,8 @@ start() {
     if [ "$SECONDS" -ge "$deadline" ]; then log "broker not ready in time"; exit 1; fi
     sleep 0.5
   done
-  log "ready on $HOST:$PORT"
+  add_sasl_user
+  log "ready on $HOST:$PORT${SASL_PORT:+ (SASL_PLAINTEXT on $HOST:$SASL_PORT, user $SASL_USERNAME)}"
 }
 
 stop() {
