@@ -168,6 +168,11 @@ class Service:
         """SIGTERM and wait; the exit status (SIGKILL after `timeout`, status then < 0)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 40) -> int:
+        """Wait for the exit; the exit status (SIGKILL after `timeout`, status then < 0)."""
+        if self.proc.poll() is None:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -233,23 +233,28 @@ class Run:
 
     # verdict
 
-    def settle(self, timeout: float = 180) -> None:
-        """Wait until the group has committed every record and the stored count is still."""
+    def settle(self, timeout: float = 180, stuck_after: float = 30) -> None:
+        """Wait until the group has committed every record and the stored count is still.
+
+        A lag that stays put for `stuck_after` s while nothing more is stored is reported
+        at once: the records are stored but their offsets are not being committed."""
         assert self.reader is not None
         deadline = time.monotonic() + timeout
-        last: int | None = None
+        last: tuple[int | None, int | None] = (None, None)
         still_since = time.monotonic()
         while True:
             lag = group_lag(self.broker.bootstrap, self.topic, self.group)
             total = stored_total(self.reader.base)
             now = time.monotonic()
-            if total != last:
-                last, still_since = total, now
+            if (lag, total) != last:
+                last, still_since = (lag, total), now
             if lag == 0 and total is not None and now - still_since >= 1.0:
                 return
-            if now > deadline:
+            stuck = lag is not None and total is not None and now - still_since >= stuck_after
+            if stuck or now > deadline:
                 self.result.problems.append(
-                    f"did not settle in {timeout:.0f} s (lag {lag}, stored {total})"
+                    f"did not settle: consumer group lag {lag} (stored {total}, unchanged for "
+                    f"{now - still_since:.0f} s)"
                 )
                 return
             time.sleep(0.25)

@@ -6,6 +6,7 @@ Sizes come from RELIABILITY_EVENTS (tests/reliability/conftest.py).
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
@@ -286,8 +287,9 @@ def test_producer_sigterm_with_requests_in_flight(make_run: MakeRun) -> None:
         run.at(0.4)
         old = run.producer
         sigterm_at = time.monotonic()
+        old.proc.send_signal(signal.SIGTERM)
         run.fault("producer SIGTERMed, a new one started once it exited")
-        code = old.sigterm()
+        code = old.wait()
         exited_at = time.monotonic()
         run.start_producer(wait=False)
         result = run.finish()
@@ -295,8 +297,13 @@ def test_producer_sigterm_with_requests_in_flight(make_run: MakeRun) -> None:
     def clean_stop() -> list[str]:
         in_flight = [r for r in run.ledger.requests if r.sent_at < sigterm_at < r.done_at]
         outcomes = _count(r.outcome for r in in_flight)
+        answered_again = min(
+            (r.done_at for r in run.ledger.requests if r.outcome == 201 and r.sent_at > exited_at),
+            default=float("nan"),
+        )
         result.notes.append(
-            f"the old producer exited {code} {exited_at - sigterm_at:.1f} s after SIGTERM; "
+            f"the old producer exited {code} {exited_at - sigterm_at:.1f} s after SIGTERM; the "
+            f"new one answered its first 201 {answered_again - exited_at:.1f} s after that; "
             f"requests in flight at the signal: {summarise_outcomes(outcomes)} "
             "(conn = connection closed or refused; retried with the same key)"
         )
