@@ -134,20 +134,14 @@ def main() -> int:
     os.environ["CONSUMER_STATUS_FILE"] = str(status_path)
 
     # Imported only now: prometheus_client picks its multiprocess mode at import.
+    from consumer_service.cluster_store import open_store
     from consumer_service.dlq import KafkaDeadLetterQueue
     from consumer_service.status import StatusFile
-    from consumer_service.store import RedisEventStore, check_durability
+    from consumer_service.store import check_durability
     from consumer_service.worker import EXIT_FATAL, EXIT_OK, Worker
 
     log.info("consumer starting", extra={"settings": redacted(settings), "pid": os.getpid()})
-    store = RedisEventStore.from_url(
-        settings.common.redis_url,
-        settings.redis_prefix,
-        settings.dedup_ttl_seconds,
-        retention_max_events=settings.retention_max_events,
-        retention_max_age_seconds=settings.retention_max_age_seconds,
-        timeout_seconds=settings.redis_timeout_seconds,
-    )
+    store = open_store(settings, timeout_seconds=settings.redis_timeout_seconds, writer=True)
     if not check_durability(store, settings.require_durable_redis):
         store.close()
         if made_run_dir:

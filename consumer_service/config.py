@@ -32,6 +32,16 @@ def _durable_redis_switch(env: Environ, default: bool) -> bool:
     return new if set_new else old
 
 
+REDIS_MODES = ("auto", "single", "cluster")
+
+
+def _redis_mode(env: Environ, default: str) -> str:
+    mode = env_str(env, "CONSUMER_REDIS_MODE", default).strip().lower()
+    if mode not in REDIS_MODES:
+        raise ConfigError(f"CONSUMER_REDIS_MODE must be one of {', '.join(REDIS_MODES)}")
+    return mode
+
+
 # A batch is one Redis script whose retention step evicts up to ~2 events per event
 # stored: 10,000 keeps one call to tens of milliseconds of Redis time.
 MAX_BATCH_SIZE = 10_000
@@ -70,6 +80,14 @@ class ConsumerSettings:
     retention_max_events: int = 1_000_000
     retention_max_age_seconds: int = 0
     redis_timeout_seconds: float = 5.0
+    # Which store: "auto" asks REDIS_URL's node (INFO cluster), "single" or "cluster" say
+    # so (docs/scaling.md).
+    redis_mode: str = "auto"
+    # Cluster store: a batch's offsets are committed only once this many replicas of every
+    # node written acknowledged the writes (WAIT); 0 = do not wait (docs/scaling.md says
+    # what each choice protects against).
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
     # Refuse to start unless Redis reports appendonly=yes, appendfsync=always and
     # maxmemory-policy=noeviction, i.e. unless "Redis answered" really means "on disk, and
     # kept" (see docs/consumer.md). Read from CONSUMER_REQUIRE_DURABLE_REDIS, or from its
@@ -162,6 +180,17 @@ class ConsumerSettings:
                 minimum=0.1,
                 maximum=60.0,
             ),
+            redis_mode=_redis_mode(env, d.redis_mode),
+            redis_wait_replicas=env_int(
+                env, "CONSUMER_REDIS_WAIT_REPLICAS", d.redis_wait_replicas, minimum=0, maximum=16
+            ),
+            redis_wait_timeout_ms=env_int(
+                env,
+                "CONSUMER_REDIS_WAIT_TIMEOUT_MS",
+                d.redis_wait_timeout_ms,
+                minimum=1,
+                maximum=30_000,
+            ),
             require_durable_redis=_durable_redis_switch(env, d.require_durable_redis),
             poison_window=env_int(
                 env, "CONSUMER_POISON_WINDOW", d.poison_window, minimum=1, maximum=1_000_000
@@ -231,4 +260,9 @@ class ConsumerSettings:
         if self.redis_timeout_seconds * 1000 * 2 >= self.max_poll_interval_ms:
             raise ConfigError(
                 "CONSUMER_REDIS_TIMEOUT_SECONDS must be less than half the max poll interval"
+            )
+        # WAIT blocks the connection for up to its timeout: the socket must outlast it.
+        if self.redis_wait_timeout_ms >= self.redis_timeout_seconds * 1000:
+            raise ConfigError(
+                "CONSUMER_REDIS_WAIT_TIMEOUT_MS must be less than CONSUMER_REDIS_TIMEOUT_SECONDS"
             )

@@ -343,10 +343,12 @@ class Durability:
 @dataclass(frozen=True)
 class PageQuery:
     """One page of stored events. `since` (inclusive) and `until` (exclusive) are
-    timestamps in the shared format, so they compare as strings."""
+    timestamps in the shared format, so they compare as strings. `cursor` is opaque: 0
+    for the first page, then the `next_cursor` the same kind of store returned (an int
+    here, a string from the cluster store)."""
 
     limit: int = 100
-    cursor: int = 0
+    cursor: int | str = 0
     user_id: str | None = None
     event_type: str | None = None
     since: str | None = None
@@ -357,7 +359,7 @@ class PageQuery:
 class Page:
     events: list[dict[str, Any]]
     total: int
-    next_cursor: int | None
+    next_cursor: int | str | None
 
 
 class EventStore(Protocol):
@@ -620,7 +622,13 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value).lower()
 
 
-def check_durability(store: RedisEventStore, require: bool) -> bool:
+class DurabilityReport(Protocol):
+    def durability(self) -> Durability:
+        """Never raises."""
+        ...
+
+
+def check_durability(store: DurabilityReport, require: bool) -> bool:
     """Log whether acknowledged batches survive in Redis; False when the worker must not
     start (`require` set and Redis not confirmed safe on both counts below).
 
