@@ -15,6 +15,7 @@ from producer_service.events import EXTENSION, ProducerState, state
 from producer_service.events import bp as events_bp
 from producer_service.openapi import DOCS_PAGE, build_spec
 from producer_service.publisher import EventPublisher, KafkaEventPublisher
+from producer_service.quotas import Quota
 from producer_service.schemas import BatchInputSchema
 from shared.events import EventInputSchema
 
@@ -108,6 +109,7 @@ def create_app(
             settings.event_types, settings.max_payload_bytes, settings.max_batch_events
         ),
         api_keys=tuple(key.encode() for key in settings.api_keys),
+        quota=Quota(app, settings) if settings.rate_limits else None,
     )
     app.extensions["producer.openapi"] = build_spec(settings)
     app.wsgi_app = _timed(app.wsgi_app)  # type: ignore[method-assign,assignment]

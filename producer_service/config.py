@@ -10,13 +10,17 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from limits import RateLimitItem, parse_many
+
 from shared.config import (
     DEFAULT_EVENT_TYPES,
+    REDIS_SCHEMES,
     CommonSettings,
     Environ,
     env_bool,
     env_int,
     env_list,
+    env_optional,
     env_str,
 )
 from shared.errors import ConfigError
@@ -26,6 +30,22 @@ COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 # gunicorn worker classes the publisher is built for (see docs/producer.md, worker model).
 WORKER_CLASSES = ("gthread", "gevent", "sync")
 EVENT_TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+def parse_rate_limit(text: str) -> tuple[RateLimitItem, ...]:
+    """PRODUCER_RATE_LIMIT's limits (empty text: none), or ConfigError naming the variable."""
+    if not text.strip():
+        return ()
+    try:
+        items = tuple(parse_many(text))
+    except ValueError as exc:
+        raise ConfigError(
+            "PRODUCER_RATE_LIMIT must be like 1000/second or 100/second;5000/hour (an amount "
+            f"per second, minute, hour or day), got {text!r}: {exc}"
+        ) from None
+    if any(item.amount < 1 for item in items):
+        raise ConfigError(f"PRODUCER_RATE_LIMIT amounts must be at least 1, got {text!r}")
+    return items
 
 
 @dataclass(frozen=True)
@@ -56,6 +76,14 @@ class ProducerSettings:
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # secrets: never printed
     event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
+    # PRODUCER_RATE_LIMIT in Flask-Limiter's syntax ("1000/second", "100/second;5000/hour"),
+    # charged per API key, or per client address when no keys are set; empty is no limit.
+    rate_limit: str = ""
+    # REDIS_URL when it is set in the environment (CommonSettings.redis_url always has a
+    # value): the limit's counters then live in Redis, shared by every producer process.
+    # None keeps them in each process's memory. Holds a password, so never printed.
+    rate_limit_redis_url: str | None = field(default=None, repr=False)
+    rate_limit_prefix: str = "producer-quota"
 
     def __post_init__(self) -> None:
         if self.compression not in COMPRESSION_TYPES:
@@ -85,6 +113,17 @@ class ProducerSettings:
         # librdkafka rejects a linger as long as the delivery timeout; say it in our terms.
         if self.linger_ms >= self.ack_timeout_ms:
             raise ConfigError("PRODUCER_LINGER_MS must be smaller than PRODUCER_ACK_TIMEOUT_MS")
+        parse_rate_limit(self.rate_limit)
+        url = self.rate_limit_redis_url
+        if url is not None and url.split("://", 1)[0].lower() not in REDIS_SCHEMES:
+            raise ConfigError("REDIS_URL must start with redis://, rediss:// (TLS) or unix://")
+        if not self.rate_limit_prefix:
+            raise ConfigError("PRODUCER_RATE_LIMIT_PREFIX must not be empty")
+
+    @property
+    def rate_limits(self) -> tuple[RateLimitItem, ...]:
+        """The parsed PRODUCER_RATE_LIMIT; empty when there is no limit."""
+        return parse_rate_limit(self.rate_limit)
 
     @property
     def ack_timeout(self) -> float:
@@ -139,4 +178,7 @@ class ProducerSettings:
             ),
             api_keys=env_list(env, "PRODUCER_API_KEYS", ()),
             event_types=env_list(env, "EVENT_TYPES", DEFAULT_EVENT_TYPES),
+            rate_limit=env.get("PRODUCER_RATE_LIMIT", "").strip(),
+            rate_limit_redis_url=env_optional(env, "REDIS_URL"),
+            rate_limit_prefix=env_str(env, "PRODUCER_RATE_LIMIT_PREFIX", cls.rate_limit_prefix),
         )

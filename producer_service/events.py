@@ -6,7 +6,7 @@ import hmac
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import ValidationError
@@ -28,6 +28,9 @@ from shared.events import (
     record_json,
 )
 
+if TYPE_CHECKING:
+    from producer_service.quotas import Quota
+
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("events", __name__, url_prefix="/events")
@@ -48,6 +51,8 @@ class ProducerState:
     input_schema: EventInputSchema
     batch_schema: BatchInputSchema
     api_keys: tuple[bytes, ...]
+    # PRODUCER_RATE_LIMIT's quota; None when there is no limit.
+    quota: Quota | None = None
 
 
 def state() -> ProducerState:
@@ -55,16 +60,22 @@ def state() -> ProducerState:
     return result
 
 
-@bp.before_request
-def require_api_key() -> None:
-    keys = state().api_keys
-    if not keys:
-        return
+def presented_key() -> str | None:
+    """The API key the request presents: X-API-Key, else an `Authorization: Bearer` token."""
     given = request.headers.get("X-API-Key")
     if given is None:
         auth = request.headers.get("Authorization", "")
         if auth[:7].lower() == "bearer ":
             given = auth[7:].strip()
+    return given
+
+
+@bp.before_request
+def require_api_key() -> None:
+    keys = state().api_keys
+    if not keys:
+        return
+    given = presented_key()
     # Compare against every key so the time taken does not reveal which one matched.
     candidate = (given or "").encode()
     matched = False
@@ -151,6 +162,8 @@ def _load_event(schema: EventInputSchema, body: dict[str, Any]) -> tuple[dict[st
 def generate() -> Response:
     """Publish one event; 201 with the enriched event once Kafka acknowledged it."""
     st = state()
+    if st.quota is not None:
+        st.quota.charge(1)
     body = json_object(st.settings.max_event_body_bytes)
     key = idempotency_key()
     event, payload_json = _load_event(st.input_schema, body)
@@ -195,6 +208,10 @@ def batch() -> tuple[Response, int]:
             # The words marshmallow uses for the same check on a shorter list.
             messages={"events": [f"Length must be between 1 and {limit}."]},
         )
+    if st.quota is not None:
+        # Per event, counted from the parsed body the validation below reuses; a body
+        # whose `events` is no list is refused at validation and costs one.
+        st.quota.charge(len(events) if isinstance(events, list) else 1)
     require_encodable(body, strict)
     key = idempotency_key()
     loaded = st.batch_schema.load_fast(body)

@@ -12,6 +12,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from producer_service.config import ProducerSettings
+from producer_service.quotas import quota_responses
 from producer_service.schemas import (
     BatchAcceptedSchema,
     BatchInputSchema,
@@ -96,6 +97,7 @@ def build_spec(settings: ProducerSettings) -> dict[str, Any]:
         ),
     }
     security: list[dict[str, list[str]]] = [{"ApiKey": []}] if settings.api_keys else []
+    rate_limited = quota_responses(settings)
     spec.path(
         path="/events/generate",
         operations={
@@ -110,6 +112,7 @@ def build_spec(settings: ProducerSettings) -> dict[str, Any]:
                 "responses": {
                     "201": _json("EventRecord", "Kafka acknowledged the enriched event."),
                     **_errors(400, 401, 413, 415, 503),
+                    **rate_limited,
                 },
             }
         },
@@ -135,6 +138,7 @@ def build_spec(settings: ProducerSettings) -> dict[str, Any]:
                     "201": _json("BatchAccepted", "Every event was acknowledged."),
                     "207": _json("BatchReport", "Some events were acknowledged, some not."),
                     **_errors(400, 401, 413, 415, 422, 503),
+                    **rate_limited,
                 },
             }
         },
