@@ -5,16 +5,15 @@ Settings come from the same validated ConsumerSettings as the worker's.
 
 from __future__ import annotations
 
-from typing import Any
-
-from prometheus_client import multiprocess
-
 from consumer_service.config import ConsumerSettings
-from shared.logs import gunicorn_logger_class
+from shared.web import GunicornHooks
 
 _settings = ConsumerSettings.from_env()
+# `consumer-service` gives the directory its worker writes metrics to; run on its own,
+# the API makes one so that /metrics adds up its workers.
+_hooks = GunicornHooks.start("consumer-api", _settings.common.log_level)
 
-wsgi_app = "consumer_service.api:create_app()"
+wsgi_app = "consumer_service.app:create_app()"
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.api_workers
 worker_class = "gthread"
@@ -27,11 +26,7 @@ accesslog = None
 # gunicorn 27's control socket lives at one path per user; replicas sharing a host (or
 # the producer's gunicorn) would fight over it, and nothing here uses it.
 control_socket_disable = True
-
-
-logger_class = gunicorn_logger_class(_settings.common.log_level, service="consumer-api")
-
-
-def child_exit(server: Any, worker: Any) -> None:
-    # Drops the dead API worker's live gauges from the multiprocess directory.
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+logger_class = _hooks.logger_class
+post_fork = _hooks.post_fork
+child_exit = _hooks.child_exit
+on_exit = _hooks.on_exit

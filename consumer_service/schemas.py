@@ -8,6 +8,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 
+from shared import web
 from shared.events import EVENT_TYPE_MAX, USER_ID_MAX, FullRegexp, StoredEventSchema
 
 MAX_LIMIT = 1000
@@ -209,15 +210,7 @@ class StatsSchema(Schema):
     byEventType = fields.Dict(keys=fields.String(), values=fields.Integer())
 
 
-class ErrorBodySchema(Schema):
-    type = fields.String(required=True)
-    message = fields.String(required=True)
+class HealthSchema(web.HealthSchema):
+    """/health, and /ready with what it checked (a 503 adds the shared `error`)."""
 
-
-class ErrorSchema(Schema):
-    error = fields.Nested(ErrorBodySchema, required=True)
-
-
-class HealthSchema(Schema):
-    status = fields.String(required=True)
     checks = fields.Dict(keys=fields.String(), values=fields.String())

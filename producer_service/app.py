@@ -6,35 +6,29 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
 
 from producer_service import metrics
 from producer_service.config import ProducerSettings
-from producer_service.errors import error_response, register_error_handlers
+from producer_service.errors import register_error_handlers
 from producer_service.events import EXTENSION, ProducerState, state
 from producer_service.events import bp as events_bp
 from producer_service.openapi import DOCS_PAGE, build_spec
 from producer_service.publisher import EventPublisher, KafkaEventPublisher
 from producer_service.quotas import Quota
 from producer_service.schemas import BatchInputSchema
+from shared import web
 from shared.events import EventInputSchema
+from shared.web import error_response
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 READY_TIMEOUT = 1.0
 
-ops = Blueprint("ops", __name__)
 
-
-@ops.get("/health")
-def health() -> Response:
-    """Alive: answers without touching Kafka, so a slow broker does not get us restarted."""
-    return jsonify(status="ok")
-
-
-@ops.get("/ready")
-def ready() -> Response | tuple[Response, int]:
+def ready() -> Response:
+    """Ready when Kafka answers a metadata request for the topic within READY_TIMEOUT."""
     readiness = state().publisher.ready(READY_TIMEOUT)
     if readiness.ok:
         return jsonify(status="ready")
@@ -46,20 +40,14 @@ def ready() -> Response | tuple[Response, int]:
     )
 
 
-@ops.get("/metrics")
-def prometheus_metrics() -> Response:
-    body, content_type = metrics.exposition()
-    return Response(body, content_type=content_type)
-
-
-@ops.get("/openapi.json")
-def openapi() -> Response:
-    return jsonify(current_app.extensions["producer.openapi"])
-
-
-@ops.get("/docs")
 def docs() -> Response:
     return Response(DOCS_PAGE, mimetype="text/html")
+
+
+def _ops() -> Blueprint:
+    ops = web.ops_blueprint(ready)
+    ops.add_url_rule("/docs", "docs", docs, methods=["GET"])
+    return ops
 
 
 # Where `_timed` leaves the request's start in the WSGI environ.
@@ -111,12 +99,12 @@ def create_app(
         api_keys=tuple(key.encode() for key in settings.api_keys),
         quota=Quota(app, settings) if settings.rate_limits else None,
     )
-    app.extensions["producer.openapi"] = build_spec(settings)
+    web.set_openapi(app, build_spec(settings))
     app.wsgi_app = _timed(app.wsgi_app)  # type: ignore[method-assign,assignment]
     app.after_request(_count_request)
     register_error_handlers(app)
     app.register_blueprint(events_bp)
-    app.register_blueprint(ops)
+    app.register_blueprint(_ops())
     return app
 
 

@@ -6,18 +6,16 @@ unexpected to a 500 whose details go to the log, never to the client.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flask import Flask, Response, request
 from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException
 
+from shared import web
 from shared.errors import InvalidEvent, Unavailable
-from shared.events import compact_json
+from shared.web import error_response as error_response  # re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -47,58 +45,6 @@ class DuplicateItems(InvalidBatch):
     and payload). Under one key they would share one eventId and be stored once, though
     the client was told each was accepted, so the batch is refused (422). `items` lists
     `{"index", "duplicateOf"}` per repeat, `duplicateOf` being the first identical item."""
-
-
-def error_response(
-    status: int, type_: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any
-) -> Response:
-    body = {"error": {"type": type_, "message": message, **extra}}
-    response = Response(_encode_error(body), status=status, mimetype="application/json")
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
-
-
-def _encode_error(body: Mapping[str, Any]) -> bytes:
-    """`body` as JSON, whatever it holds: error messages echo client input (unknown field
-    names, values), and an error handler that raises turns a 400 into a 500."""
-    try:
-        return compact_json(body)
-    except (ValueError, TypeError, RecursionError):
-        pass
-    try:
-        return json.dumps(_printable(body), separators=(",", ":"), default=str).encode()
-    except (ValueError, TypeError, RecursionError):
-        error = body.get("error", {})
-        fallback = {"error": {"type": str(error.get("type", "error")), "message": "Bad input."}}
-        return json.dumps(fallback, default=str).encode()
-
-
-def _printable(value: Any, depth: int = 0) -> Any:
-    # Lone surrogates become backslash escapes, non-finite floats strings: always JSON.
-    if depth > 50:
-        return "..."
-    if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(_printable(k, depth + 1)): _printable(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_printable(v, depth + 1) for v in value]
-    return value
-
-
-def _http_type(exc: HTTPException) -> str:
-    return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
-
-
-def handle_http(exc: HTTPException) -> Response:
-    # Keep headers such as 405's Allow, drop werkzeug's HTML content type.
-    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-    return error_response(
-        exc.code or 500, _http_type(exc), exc.description or exc.name, headers=headers
-    )
 
 
 def handle_invalid_batch(exc: InvalidBatch) -> Response:
@@ -131,17 +77,12 @@ def handle_unavailable(exc: Unavailable) -> Response:
     return error_response(503, "unavailable", str(exc), headers={"Retry-After": RETRY_AFTER})
 
 
-def handle_unexpected(exc: Exception) -> Response:
-    logger.exception("unhandled error", extra={"path": request.path})
-    return error_response(500, "internal_error", "Internal server error.")
-
-
 def register_error_handlers(app: Flask) -> None:
-    """Install the JSON handlers; Flask picks the most specific class for each error."""
-    app.register_error_handler(HTTPException, handle_http)
+    """Install the shared JSON handlers and the producer's own; Flask picks the most
+    specific class for each error."""
+    web.register_error_handlers(app)
     app.register_error_handler(DuplicateItems, handle_duplicate_items)
     app.register_error_handler(InvalidBatch, handle_invalid_batch)
     app.register_error_handler(InvalidEvent, handle_invalid)
     app.register_error_handler(ValidationError, handle_validation)
     app.register_error_handler(Unavailable, handle_unavailable)
-    app.register_error_handler(Exception, handle_unexpected)

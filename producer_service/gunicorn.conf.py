@@ -12,16 +12,16 @@ after the fork, and with it its own librdkafka client (librdkafka is not fork-sa
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from typing import Any
 
 from producer_service.config import ProducerSettings
 from shared.config import redacted
-from shared.logs import configure_logging, gunicorn_logger_class
+from shared.web import GunicornHooks
 
 _settings = ProducerSettings.from_env()
+# Metrics of all workers are aggregated through files; the directory must exist before
+# any worker imports prometheus_client, so it is chosen here, in the master, at load.
+_hooks = GunicornHooks.start("producer", _settings.common.log_level)
 
 bind = [f"{_settings.bind_host}:{_settings.port}"]
 workers = _settings.workers
@@ -35,27 +35,20 @@ keepalive = 5
 accesslog = None
 errorlog = "-"
 proc_name = "producer-service"
-logger_class = gunicorn_logger_class(_settings.common.log_level, service="producer")
+logger_class = _hooks.logger_class
 # gunicorn 27's control socket sits at one path per user; two instances on one host (tests,
 # benchmarks) would fight over it and nothing here uses it.
 control_socket_disable = True
 
-# Metrics of all workers are aggregated through files; the directory must exist before
-# any worker imports prometheus_client, so it is chosen here, in the master, at load.
-_owned_metrics_dir: str | None = None
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    _owned_metrics_dir = tempfile.mkdtemp(prefix="producer-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _owned_metrics_dir
+post_fork = _hooks.post_fork
+child_exit = _hooks.child_exit
+on_exit = _hooks.on_exit
 
 _log = logging.getLogger("producer_service.gunicorn")
 
 
 def on_starting(server: Any) -> None:
     _log.info("starting", extra={"settings": redacted(_settings)})
-
-
-def post_fork(server: Any, worker: Any) -> None:
-    configure_logging(_settings.common.log_level, service="producer")
 
 
 def post_worker_init(worker: Any) -> None:
@@ -74,14 +67,3 @@ def worker_exit(server: Any, worker: Any) -> None:
     from producer_service.app import publisher_of
 
     publisher_of(app).close(_settings.flush_timeout)
-
-
-def child_exit(server: Any, worker: Any) -> None:
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
-
-
-def on_exit(server: Any) -> None:
-    if _owned_metrics_dir is not None:
-        shutil.rmtree(_owned_metrics_dir, ignore_errors=True)

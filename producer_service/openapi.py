@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from apispec import APISpec
-from apispec.ext.marshmallow import MarshmallowPlugin
-
 from producer_service.config import ProducerSettings
 from producer_service.quotas import quota_responses
 from producer_service.schemas import (
@@ -18,19 +15,11 @@ from producer_service.schemas import (
     BatchInputSchema,
     BatchReportSchema,
     ErrorSchema,
-    HealthSchema,
 )
+from shared import web
 from shared.events import EventInputSchema, EventRecordSchema
-
-API_VERSION = "1.0.0"
-
-
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(name: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+from shared.web import json_response as _json
+from shared.web import ref as _ref
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
@@ -52,17 +41,11 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def build_spec(settings: ProducerSettings) -> dict[str, Any]:
     """The OpenAPI document for an app built with `settings` (allowed types, limits)."""
-    spec = APISpec(
-        title="User-activity producer",
-        version=API_VERSION,
-        openapi_version="3.0.3",
-        plugins=[MarshmallowPlugin()],
-        info={
-            "description": (
-                "Validated, durable intake of user-activity events into Kafka. A 201 is "
-                "sent only after Kafka acknowledged the record (acks=all)."
-            )
-        },
+    spec = web.new_spec(
+        "User-activity producer",
+        "Validated, durable intake of user-activity events into Kafka. A 201 is sent only "
+        "after Kafka acknowledged the record (acks=all).",
+        error_schema=ErrorSchema,
     )
     if settings.api_keys:
         spec.components.security_scheme(
@@ -79,8 +62,6 @@ def build_spec(settings: ProducerSettings) -> dict[str, Any]:
     )
     spec.components.schema("BatchAccepted", schema=BatchAcceptedSchema)
     spec.components.schema("BatchReport", schema=BatchReportSchema)
-    spec.components.schema("Error", schema=ErrorSchema)
-    spec.components.schema("Health", schema=HealthSchema)
 
     idempotency_key = {
         "name": "Idempotency-Key",
@@ -143,39 +124,14 @@ def build_spec(settings: ProducerSettings) -> dict[str, Any]:
             }
         },
     )
-    spec.path(
-        path="/health",
-        operations={
-            "get": {
-                "summary": "The process is alive",
-                "responses": {"200": _json("Health", "Alive.")},
-            }
-        },
-    )
-    spec.path(
-        path="/ready",
-        operations={
-            "get": {
-                "summary": "Kafka answers a metadata request for the topic within 1 s",
-                "responses": {
-                    "200": _json("Health", "Ready."),
-                    "503": _json("Error", "Kafka is not reachable."),
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/metrics",
-        operations={
-            "get": {
-                "summary": "Prometheus metrics",
-                "responses": {
-                    "200": {
-                        "description": "Text exposition format.",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
+    web.document_ops(
+        spec,
+        ready={
+            "summary": "Kafka answers a metadata request for the topic within 1 s",
+            "responses": {
+                "200": _json("Health", "Ready."),
+                "503": _json("Error", "Kafka is not reachable."),
+            },
         },
     )
     return spec.to_dict()

@@ -11,6 +11,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
+from shared import web
 from shared.events import DEFAULT_MAX_PAYLOAD_BYTES, UUID_PATTERN, EventInputSchema, FullRegexp
 
 
@@ -83,9 +84,9 @@ class BatchReportSchema(Schema):
     items = fields.List(fields.Nested(BatchItemSchema), required=True)
 
 
-class ErrorDetailSchema(Schema):
-    type = fields.String(required=True, metadata={"example": "validation_error"})
-    message = fields.String(required=True)
+class ErrorDetailSchema(web.ErrorDetailSchema):
+    """The producer's error extras: per-field and per-item problems of invalid input."""
+
     fields_ = fields.Dict(
         data_key="fields",
         metadata={"description": "Field name -> problems, for an invalid single event."},
@@ -102,11 +103,5 @@ class ErrorDetailSchema(Schema):
     )
 
 
-class ErrorSchema(Schema):
-    """Every error answer: `{"error": {"type", "message", ...}}`."""
-
+class ErrorSchema(web.ErrorSchema):
     error = fields.Nested(ErrorDetailSchema, required=True)
-
-
-class HealthSchema(Schema):
-    status = fields.String(required=True, metadata={"example": "ok"})

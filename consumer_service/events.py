@@ -1,0 +1,84 @@
+"""The read blueprint: `/events/processed` (paged, filtered), one event by id, `/stats`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from marshmallow import ValidationError
+
+from consumer_service.config import ConsumerSettings
+from consumer_service.schemas import ProcessedQuerySchema
+from consumer_service.store import EventStore, PageQuery
+from shared.web import error_response
+
+bp = Blueprint("events", __name__)
+
+EXTENSION = "consumer_service"
+
+
+@dataclass(frozen=True)
+class ReadState:
+    """What the views need, built once per app by `create_app`."""
+
+    settings: ConsumerSettings
+    store: EventStore
+
+
+def state() -> ReadState:
+    result: ReadState = current_app.extensions[EXTENSION]
+    return result
+
+
+def _format_errors(messages: Any) -> str:
+    if isinstance(messages, dict):
+        return "; ".join(f"{k}: {_format_errors(v)}" for k, v in messages.items())
+    if isinstance(messages, list):
+        return " ".join(str(m) for m in messages)
+    return str(messages)
+
+
+@bp.get("/events/processed")
+def list_processed() -> Response:
+    try:
+        q = ProcessedQuerySchema().load(request.args.to_dict())
+    except ValidationError as exc:
+        return error_response(400, "invalid_query", _format_errors(exc.messages))
+    st = state()
+    if q.get("empty"):
+        # A window no stored timestamp can fall in (until <= since, or wholly outside years
+        # 0000-9999) is a valid question with an empty answer, not a bad query: the
+        # OpenAPI document cannot state a rule between two parameters.
+        total = st.store.stats()["stored"]
+        return jsonify({"events": [], "count": 0, "total": total, "next": None})
+    query = PageQuery(
+        limit=q["limit"],
+        cursor=int(q.get("cursor", 0)),
+        user_id=q.get("userId"),
+        event_type=q.get("eventType"),
+        since=q.get("since"),
+        until=q.get("until"),
+    )
+    page = st.store.page(query, st.settings.max_scan_per_page)
+    return jsonify(
+        {
+            "events": page.events,
+            "count": len(page.events),
+            "total": page.total,
+            "next": None if page.next_cursor is None else str(page.next_cursor),
+        }
+    )
+
+
+@bp.get("/events/processed/<event_id>")
+def get_processed(event_id: str) -> Response:
+    event = state().store.get(event_id)
+    if event is None:
+        return error_response(404, "not_found", f"No processed event {event_id}.")
+    return jsonify(event)
+
+
+@bp.get("/stats")
+def stats() -> Response:
+    return jsonify(state().store.stats())
