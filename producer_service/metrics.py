@@ -10,18 +10,9 @@ from __future__ import annotations
 
 import bisect
 import collections
-import os
 from collections.abc import Iterable, Sequence
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client import Counter, Histogram
 
 from producer_service.publisher import Delivery
 
@@ -125,12 +116,3 @@ def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
     histogram._sum.inc(sum(amounts))
     for index, count in counts.items():
         histogram._buckets[index].inc(count)
-
-
-def exposition() -> tuple[bytes, str]:
-    """The current metrics of this service (all workers) in the text format."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
