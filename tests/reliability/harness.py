@@ -8,6 +8,7 @@ touched.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from tests.integration.producer.test_sigterm import free_port
 
 BIN = Path(sys.executable).parent
 PARTITIONS = 6
+PR_SET_PDEATHSIG = 1
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
@@ -135,6 +137,12 @@ class RedisServer(PrivateRedis):
             self.kill()
 
 
+def _die_with_parent() -> None:
+    # A pytest killed outright runs no teardown; its services must not outlive it.
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class Service:
     """A service process started from its console script, its output in a log file."""
 
@@ -153,6 +161,7 @@ class Service:
             # Away from the terminal's process group: a Ctrl-C reaches pytest only, and
             # the teardown stops these in order.
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
 
     @property

@@ -120,15 +120,17 @@ class Run:
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        for client in self.clients:
-            client.join(10)
-        if self.prober is not None:
-            if self.prober.ident is not None:
-                self.prober.finish(5)
-            self.prober.client.session.close()
-        for service in [*self.replicas, *self.producers]:
-            if service.alive:
-                service.sigkill()
+        try:
+            for client in self.clients:
+                client.join(10)
+            if self.prober is not None:
+                if self.prober.ident is not None:
+                    self.prober.finish(5)
+                self.prober.client.session.close()
+        finally:
+            for service in [*self.replicas, *self.producers]:
+                if service.alive:
+                    service.sigkill()
 
     @property
     def producer(self) -> ProducerProcess:
