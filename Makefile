@@ -11,7 +11,7 @@ export PYTHON := $(abspath $(PY))
 
 help:
 	@echo "make run     start Kafka, Redis, the producer (:8000) and a consumer (:8001); Ctrl-C stops them"
-	@echo "make test    the whole suite, unit and integration, against a real Kafka and Redis"
+	@echo "make test    the whole suite: unit, integration, fuzzing, browser, reliability (small), bench smoke"
 	@echo "make down    stop the local Kafka and Redis"
 	@echo "make lint    ruff and mypy --strict"
 	@echo "make bench   throughput benchmarks"

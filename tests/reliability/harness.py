@@ -85,6 +85,9 @@ class KafkaBroker:
             "LOCAL_STATE_DIR": str(self.state_dir),
             "LOCAL_KAFKA_PORT": str(self.port),
             "LOCAL_KAFKA_CONTROLLER_PORT": str(self.controller_port),
+            # No SASL listener: the scenarios do not use one, and its default port (the
+            # main port + 2) was not chosen free.
+            "LOCAL_KAFKA_SASL_PORT": "",
             "LOCAL_KAFKA_LIBS": os.environ.get(
                 "LOCAL_KAFKA_LIBS", str(ROOT / ".local" / "kafka" / "libs")
             ),
