@@ -184,13 +184,12 @@ class RedisClusterEventStore:
         return self._rc
 
     def _refresh(self) -> None:
-        """Forget the slot table; the next call asks the cluster again."""
+        """Forget the slot table: the next call makes a new client, which asks the
+        cluster again. (A new client rather than redis-py's re-initialisation, which
+        drops the old nodes' connections without closing them.)"""
         if self._rc is not None:
-            try:
-                self._rc.nodes_manager.initialize()
-            except (redis.RedisError, RedisClusterException):
-                self._rc.close()
-                self._rc = None
+            self._rc.close()
+            self._rc = None
 
     def _on_nodes(self, commands: Sequence[tuple[str, _Queue]]) -> list[Any]:
         """Run each (key, queue-one-command) on the master of its key's slot, one pipeline
