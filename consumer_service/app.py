@@ -17,12 +17,13 @@ from flask import Flask, Response, current_app, jsonify
 
 from consumer_service import dashboard
 from consumer_service import metrics as _worker_metrics  # noqa: F401  (names on /metrics)
+from consumer_service.cluster_store import open_store
 from consumer_service.config import ConsumerSettings
 from consumer_service.events import EXTENSION, ReadState
 from consumer_service.events import bp as events_bp
 from consumer_service.openapi import build_spec
 from consumer_service.status import StatusFile
-from consumer_service.store import EventStore, RedisEventStore
+from consumer_service.store import EventStore
 from consumer_service.topics import metadata
 from shared import web
 from shared.errors import Unavailable
@@ -111,13 +112,10 @@ def handle_unavailable(exc: Unavailable) -> Response:
 
 
 def redis_store(settings: ConsumerSettings) -> EventStore:
-    """The store the API reads: Redis at REDIS_URL, with a short timeout (a read that
-    waits longer is better answered 503)."""
-    return RedisEventStore.from_url(
-        settings.common.redis_url,
-        settings.redis_prefix,
-        settings.dedup_ttl_seconds,
-        timeout_seconds=min(settings.redis_timeout_seconds, 2.0),
+    """The store the API reads: Redis at REDIS_URL (one node or a cluster, see
+    `open_store`), with a short timeout (a read that waits longer is better answered 503)."""
+    return open_store(
+        settings, timeout_seconds=min(settings.redis_timeout_seconds, 2.0), writer=False
     )
 
 

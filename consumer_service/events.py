@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import ValidationError
 
+from consumer_service.cluster_store import RedisClusterEventStore, decode_cursor
 from consumer_service.config import ConsumerSettings
 from consumer_service.schemas import ProcessedQuerySchema
 from consumer_service.store import EventStore, PageQuery
@@ -41,11 +42,21 @@ def _format_errors(messages: Any) -> str:
 
 @bp.get("/events/processed")
 def list_processed() -> Response:
+    st = state()
+    args = request.args.to_dict()
+    # The cluster store's cursor is an opaque vector of per-partition positions
+    # (docs/scaling.md), not the single node's number: it checks its own.
+    token = args.pop("cursor", None) if isinstance(st.store, RedisClusterEventStore) else None
     try:
-        q = ProcessedQuerySchema().load(request.args.to_dict())
+        q = ProcessedQuerySchema().load(args)
+        cursor: int | str = int(q.get("cursor", 0))
+        if token is not None:
+            decode_cursor(token)
+            cursor = token
     except ValidationError as exc:
         return error_response(400, "invalid_query", _format_errors(exc.messages))
-    st = state()
+    except ValueError as exc:
+        return error_response(400, "invalid_query", f"cursor: {exc}")
     if q.get("empty"):
         # A window no stored timestamp can fall in (until <= since, or wholly outside years
         # 0000-9999) is a valid question with an empty answer, not a bad query: the
@@ -54,7 +65,7 @@ def list_processed() -> Response:
         return jsonify({"events": [], "count": 0, "total": total, "next": None})
     query = PageQuery(
         limit=q["limit"],
-        cursor=int(q.get("cursor", 0)),
+        cursor=cursor,
         user_id=q.get("userId"),
         event_type=q.get("eventType"),
         since=q.get("since"),
