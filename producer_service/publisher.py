@@ -25,7 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from producer_service.config import ProducerSettings
 from shared.errors import InvalidEvent, Unavailable
 from shared.events import compact_json, json_problem, record_headers
-from shared.kafka import client_config
+from shared.kafka import AUTHENTICATION_ERRORS, client_config
 
 logger = logging.getLogger(__name__)
 
@@ -280,6 +280,9 @@ class KafkaEventPublisher:
         self._generation = 0
         self._fatal: str | None = None
         self._recovered_at = -float("inf")
+        # The broker's last refusal of our credentials, so /ready can name it rather than
+        # a bare metadata timeout; cleared once a metadata request succeeds.
+        self._auth_failure: str | None = None
 
     def kafka_config(self) -> dict[str, Any]:
         """The shared connection settings (shared.kafka) plus the producer's own."""
@@ -380,6 +383,8 @@ class KafkaEventPublisher:
         once, so the failure is visible to whoever watches it.
         """
         if not err.fatal():
+            if err.name() in AUTHENTICATION_ERRORS:
+                self._auth_failure = err.str()
             logger.warning(
                 "kafka client error", extra={"kafka_error": err.str(), "code": err.code()}
             )
@@ -517,7 +522,11 @@ class KafkaEventPublisher:
         try:
             metadata = self._requests.blocking(producer.list_topics, self._topic, timeout=timeout)
         except KafkaException:
+            refused = self._auth_failure
+            if refused is not None:
+                return Readiness(False, f"Kafka refused the producer's credentials: {refused}")
             return unavailable
+        self._auth_failure = None
         topic = metadata.topics.get(self._topic)
         if topic is None or topic.error is not None or not topic.partitions:
             return unavailable
