@@ -53,6 +53,7 @@ from consumer_service.store import (
     StoreRefused,
     _loads,
     _matches,
+    event_blobs,
 )
 from shared.errors import Unavailable
 
@@ -160,6 +161,12 @@ class RedisClusterEventStore:
 
     def _claim_key(self, event_id: str) -> str:
         return f"{self._prefix}:claim:{{{event_id}}}"
+
+    def partition_key(self, partition: int, name: str) -> str:
+        """Partition `partition`'s key `name` (`index`, `event:<eventId>`, `stats`, ...):
+        the single-node layout under the partition's hash tag. For readers outside the
+        store (the dashboard)."""
+        return f"{self._tag(partition)}:{name}"
 
     @property
     def _partitions_key(self) -> str:
@@ -356,29 +363,7 @@ class RedisClusterEventStore:
             EVICT_PER_STORED,
             0,
         ]
-        headers: list[bytes] = []
-        bodies: list[bytes] = []
-        for ev in events:
-            event_id = ev.event_id.encode()
-            event_type = str(ev.record["eventType"]).encode()
-            user_id = str(ev.record["userId"]).encode()
-            body = ev.stored_form(processed_at)
-            headers.append(
-                b"%d:%d %d %d %d %d\n%s%s%s"
-                % (
-                    ev.partition,
-                    ev.offset,
-                    len(event_id),
-                    len(event_type),
-                    len(user_id),
-                    len(body),
-                    event_id,
-                    event_type,
-                    user_id,
-                )
-            )
-            bodies.append(body)
-        return [*args, b"".join(headers), b"".join(bodies)]
+        return [*args, *event_blobs(events, processed_at)]
 
     # Reads ----------------------------------------------------------------------------
 
@@ -388,6 +373,11 @@ class RedisClusterEventStore:
         except (redis.RedisError, RedisClusterException) as exc:
             self._refresh()
             raise Unavailable(f"Redis Cluster did not answer: {exc}") from exc
+
+    def read(self, call: Callable[[RedisCluster], Any]) -> Any:
+        """`call` with the cluster client, for read-only views outside the store (the
+        dashboard). Raises `Unavailable` (and forgets the slot table) when it fails."""
+        return self._read(call)
 
     def partitions(self) -> list[int]:
         """The partitions that have stored (or are storing) events."""

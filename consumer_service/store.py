@@ -309,6 +309,35 @@ class StoreRefused(Unavailable):
     acts, so it deserves an error in the log, not a warning."""
 
 
+def event_blobs(events: Sequence[Accepted], processed_at: str) -> list[bytes]:
+    """The events' part of STORE_BATCH_LUA's ARGV: the headers blob and the bodies blob,
+    in the layout the script's header describes. Lengths are in bytes."""
+    headers: list[bytes] = []
+    bodies: list[bytes] = []
+    for ev in events:
+        record = ev.record
+        event_id = ev.event_id.encode()
+        event_type = str(record["eventType"]).encode()
+        user_id = str(record["userId"]).encode()
+        body = ev.stored_form(processed_at)
+        headers.append(
+            b"%d:%d %d %d %d %d\n%s%s%s"
+            % (
+                ev.partition,
+                ev.offset,
+                len(event_id),
+                len(event_type),
+                len(user_id),
+                len(body),
+                event_id,
+                event_type,
+                user_id,
+            )
+        )
+        bodies.append(body)
+    return [b"".join(headers), b"".join(bodies)]
+
+
 @dataclass(frozen=True)
 class BatchResult:
     """What one store_batch did, per accepted event in input order."""
@@ -461,30 +490,7 @@ class RedisEventStore:
         ]
         for reason, n in dead.items():
             args += [reason, n]
-        headers: list[bytes] = []
-        bodies: list[bytes] = []
-        for ev in events:
-            record = ev.record
-            event_id = ev.event_id.encode()
-            event_type = str(record["eventType"]).encode()
-            user_id = str(record["userId"]).encode()
-            body = ev.stored_form(processed_at)
-            headers.append(
-                b"%d:%d %d %d %d %d\n%s%s%s"
-                % (
-                    ev.partition,
-                    ev.offset,
-                    len(event_id),
-                    len(event_type),
-                    len(user_id),
-                    len(body),
-                    event_id,
-                    event_type,
-                    user_id,
-                )
-            )
-            bodies.append(body)
-        args += [b"".join(headers), b"".join(bodies)]
+        args += event_blobs(events, processed_at)
         try:
             results = self._script(keys=[], args=args)
         except redis.ResponseError as exc:
