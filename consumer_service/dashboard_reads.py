@@ -5,6 +5,11 @@ Reads the key layout that `consumer_service.store` documents (`<prefix>:index`, 
 eventId by sequence number, and `<prefix>:event:<eventId>`) and writes nothing. It lives
 apart from `RedisEventStore` so the store's write path and its contract stay as they are;
 "newest first" is a need of the dashboard alone.
+
+On a Redis Cluster (`ClusterDashboardReads`, chosen by `RedisDashboardReads.from_url`)
+the same layout exists once per Kafka partition, under the cluster store's partition
+tags: the newest events are the newest of every registered partition, merged, and the
+memory is the sum over the masters.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from typing import Any, cast
 
 import orjson
 import redis
+from redis.cluster import RedisCluster
 
+from consumer_service.cluster_store import RedisClusterEventStore, is_cluster
 from shared.errors import Unavailable
 
 # The fields of a stored event the dashboard lists. Not the payload: the page refreshes
@@ -48,6 +55,13 @@ class RedisDashboardReads:
 
     @classmethod
     def from_url(cls, url: str, prefix: str, timeout_seconds: float) -> RedisDashboardReads:
+        """The reads for the Redis at `url`: `ClusterDashboardReads` when the node runs in
+        cluster mode, else the single-node reads. Raises `Unavailable` when the node does
+        not answer the question (the caller asks again on its next use)."""
+        if is_cluster(url, timeout_seconds):
+            return ClusterDashboardReads(
+                RedisClusterEventStore(url, prefix, 0, timeout_seconds=timeout_seconds)
+            )
         client = redis.Redis.from_url(
             url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
         )
@@ -67,13 +81,7 @@ class RedisDashboardReads:
             )
         except redis.RedisError as exc:
             raise Unavailable(f"Redis did not answer: {exc}") from exc
-        events = []
-        for body in bodies:
-            if body is None:
-                continue
-            event = orjson.loads(body)
-            events.append({k: event[k] for k in RECENT_FIELDS if k in event})
-        return events
+        return [_recent(orjson.loads(body)) for body in bodies if body is not None]
 
     def memory(self) -> RedisMemory:
         """Redis's memory use (INFO memory)."""
@@ -85,3 +93,76 @@ class RedisDashboardReads:
 
     def close(self) -> None:
         self._redis.close()
+
+
+class ClusterDashboardReads(RedisDashboardReads):
+    """The dashboard's reads of one prefix of a Redis Cluster, through the cluster store's
+    own key names and partition registry (docs/scaling.md, "Key layout"). The same
+    contract as `RedisDashboardReads`."""
+
+    def __init__(self, store: RedisClusterEventStore) -> None:
+        # The store is used read-only: its registry, key names and cluster client.
+        self._store = store
+
+    def newest(self, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` stored events, newest first across partitions: by `processedAt`,
+        then partition and sequence number (the reverse of the read API's page order on
+        a cluster). Each partition's index gives its own newest `limit`, so the merge is
+        exact; an entry retention has just deleted is skipped."""
+        store = self._store
+        parts = store.partitions()
+        if not parts:
+            return []
+
+        def read(rc: RedisCluster) -> list[tuple[int, list[tuple[bytes, float]], list[Any]]]:
+            with cast(Any, rc).pipeline() as pipe:
+                for p in parts:
+                    pipe.zrevrange(store.partition_key(p, "index"), 0, limit - 1, withscores=True)
+                heads = cast("list[list[tuple[bytes, float]]]", pipe.execute())
+            with cast(Any, rc).pipeline() as pipe:
+                # redis-py's cluster pipeline refuses MGET: one GET per event, still one
+                # round trip per node.
+                for p, rows in zip(parts, heads, strict=True):
+                    for i, _ in rows:
+                        pipe.get(store.partition_key(p, f"event:{i.decode()}"))
+                bodies = iter(cast("list[bytes | None]", pipe.execute()))
+            return [
+                (p, rows, [next(bodies) for _ in rows])
+                for p, rows in zip(parts, heads, strict=True)
+            ]
+
+        found: list[tuple[str, int, int, dict[str, Any]]] = []
+        for p, rows, bodies in cast(
+            "list[tuple[int, list[tuple[bytes, float]], list[bytes | None]]]", store.read(read)
+        ):
+            for (_, seq), body in zip(rows, bodies, strict=True):
+                if body is None:
+                    continue
+                event = orjson.loads(body)
+                found.append((str(event.get("processedAt", "")), p, int(seq), event))
+        found.sort(key=lambda row: row[:3], reverse=True)
+        return [_recent(event) for *_, event in found[:limit]]
+
+    def memory(self) -> RedisMemory:
+        """INFO memory summed over the masters (replicas hold copies, not more data);
+        `max_bytes` is 0 when any master has no limit, as the sum would then mean none."""
+
+        def read(rc: RedisCluster) -> list[dict[str, Any]]:
+            return [
+                rc.get_redis_connection(node).info("memory")
+                for node in cast(Any, rc).get_primaries()
+            ]
+
+        infos = cast("list[dict[str, Any]]", self._store.read(read))
+        limits = [int(info.get("maxmemory", 0)) for info in infos]
+        return RedisMemory(
+            sum(int(info.get("used_memory", 0)) for info in infos),
+            0 if 0 in limits else sum(limits),
+        )
+
+    def close(self) -> None:
+        self._store.close()
+
+
+def _recent(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: event[k] for k in RECENT_FIELDS if k in event}
