@@ -6,9 +6,13 @@ below only say which schema each answer uses.
 
 from __future__ import annotations
 
+import re
+
 from apispec import APISpec
+from marshmallow import fields
 
 from consumer_service import dashboard
+from consumer_service.cluster_store import CURSOR_PREFIX
 from consumer_service.schemas import (
     EventPageSchema,
     HealthSchema,
@@ -16,12 +20,29 @@ from consumer_service.schemas import (
     StatsSchema,
 )
 from shared import web
-from shared.events import StoredEventSchema
+from shared.events import FullRegexp, StoredEventSchema
 from shared.web import json_response
 
+# The cluster store's cursor: its prefix, then base64url (cluster_store.decode_cursor
+# checks the rest; an empty body is the start).
+CLUSTER_CURSOR_PATTERN = "^" + re.escape(CURSOR_PREFIX) + "[A-Za-z0-9_-]{0,8000}$"
 
-def build_spec() -> APISpec:
-    """The document /openapi.json serves (the dashboard adds its own routes)."""
+
+class ClusterProcessedQuerySchema(ProcessedQuerySchema):
+    """The query of GET /events/processed as a cluster-backed API documents it: only the
+    cursor's pattern differs. Documentation only: the API validates the cluster cursor
+    with the cluster store itself."""
+
+    cursor = fields.String(
+        validate=FullRegexp(CLUSTER_CURSOR_PATTERN, error="Not a valid cursor."),
+        metadata=ProcessedQuerySchema().fields["cursor"].metadata,
+    )
+
+
+def build_spec(*, cluster: bool = False) -> APISpec:
+    """The document /openapi.json serves (the dashboard adds its own routes). `cluster`:
+    the API reads a Redis Cluster, whose `cursor` is the `v1.` form; otherwise the
+    single-node digits. Both forms are described either way."""
     spec = web.new_spec(
         "User-activity consumer: read API",
         "Events processed from Kafka and stored in Redis, in processing order.",
@@ -43,7 +64,12 @@ def build_spec() -> APISpec:
                     "`since` and `until` select `since <= timestamp < until`; a window "
                     "that can hold no event (`until` not after `since`) is an empty page."
                 ),
-                "parameters": [{"in": "query", "schema": ProcessedQuerySchema}],
+                "parameters": [
+                    {
+                        "in": "query",
+                        "schema": ClusterProcessedQuerySchema if cluster else ProcessedQuerySchema,
+                    }
+                ],
                 "responses": {
                     "200": json_response("EventPage", "A page"),
                     "400": json_response("Error", "Invalid query"),

@@ -159,7 +159,16 @@ class ProcessedQuerySchema(Schema):
     )
     cursor = fields.String(
         validate=FullRegexp(r"^[0-9]{1,18}$", error="Not a valid cursor."),
-        metadata={"description": "The `next` value of the previous page."},
+        metadata={
+            "description": (
+                "The `next` value of the previous page, passed back unchanged. Its form "
+                "depends on the store behind this API: on a single Redis node, 1 to 18 "
+                "digits; on a Redis Cluster, an opaque string starting `v1.` "
+                "(`v1.` and base64url characters), meaningful only to that cluster. The "
+                "`pattern` is the form of the store this document was built for; a cursor "
+                "of the other form, or one the store did not make, is answered 400."
+            )
+        },
     )
     userId = fields.String(
         validate=validate.Length(min=1, max=USER_ID_MAX),

@@ -3,12 +3,13 @@ cursor without skipping or repeating, finds one event, sums the stats."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
 from flask.testing import FlaskClient
 
-from consumer_service.api import create_app
+from consumer_service.api import build_spec, create_app
 from consumer_service.cluster_store import RedisClusterEventStore
 from consumer_service.config import ConsumerSettings
 from consumer_service.processing import Accepted
@@ -68,3 +69,15 @@ def test_one_event_and_the_stats(client: FlaskClient, stored: tuple[str, list[Ac
     assert (body["eventId"], body["partition"], body["offset"]) == (event.event_id, 1, 7)
     stats = client.get("/stats").get_json()
     assert (stats["processed"], stats["stored"]) == (20, 20)
+
+
+def test_the_cluster_document_declares_the_cursors_the_cluster_makes(client: FlaskClient) -> None:
+    def pattern(cluster: bool) -> str:
+        params = build_spec(cluster=cluster).to_dict()["paths"]["/events/processed"]["get"]
+        (cursor,) = (p for p in params["parameters"] if p["name"] == "cursor")
+        assert "v1." in cursor["description"] and "digits" in cursor["description"]
+        return str(cursor["schema"]["pattern"])
+
+    token = client.get("/events/processed?limit=3").get_json()["next"]
+    assert re.fullmatch(pattern(cluster=True), token)
+    assert not re.fullmatch(pattern(cluster=False), token)
