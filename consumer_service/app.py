@@ -17,7 +17,7 @@ from flask import Flask, Response, current_app, jsonify
 
 from consumer_service import dashboard
 from consumer_service import metrics as _worker_metrics  # noqa: F401  (names on /metrics)
-from consumer_service.cluster_store import open_store
+from consumer_service.cluster_store import RedisClusterEventStore, open_store
 from consumer_service.config import ConsumerSettings
 from consumer_service.events import EXTENSION, ReadState
 from consumer_service.events import bp as events_bp
@@ -136,7 +136,8 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = ReadState(settings, store)
     app.extensions[READINESS] = Readiness(settings, store, status_file)
-    web.set_openapi(app, build_spec().to_dict())
+    cluster = isinstance(store, RedisClusterEventStore)
+    web.set_openapi(app, build_spec(cluster=cluster).to_dict())
     web.register_error_handlers(app)
     app.register_error_handler(Unavailable, handle_unavailable)
     app.register_blueprint(events_bp)

@@ -81,3 +81,7 @@ def test_the_cluster_document_declares_the_cursors_the_cluster_makes(client: Fla
     token = client.get("/events/processed?limit=3").get_json()["next"]
     assert re.fullmatch(pattern(cluster=True), token)
     assert not re.fullmatch(pattern(cluster=False), token)
+    # And the app on a cluster serves that document, not the single-node one.
+    served = client.get("/openapi.json").get_json()["paths"]["/events/processed"]["get"]
+    (cursor,) = (p for p in served["parameters"] if p["name"] == "cursor")
+    assert cursor["schema"]["pattern"] == pattern(cluster=True)
