@@ -74,6 +74,10 @@ class ConsumerSettings:
     session_timeout_ms: int = 10_000
     max_poll_interval_ms: int = 300_000
     max_message_bytes: int = 64 * 1024
+    # librdkafka's prefetch queue (queued.max.messages.kbytes). The default is librdkafka's:
+    # smaller caps lower the worker's RSS plateau but starve it (1024 halves its rate,
+    # docs/performance.md has the figures).
+    fetch_queue_kb: int = 65536
     # Redis storage
     redis_prefix: str = "ua"
     dedup_ttl_seconds: int = 7 * 24 * 3600
@@ -150,6 +154,13 @@ class ConsumerSettings:
                 d.max_message_bytes,
                 minimum=256,
                 maximum=64 * 1024 * 1024,
+            ),
+            fetch_queue_kb=env_int(
+                env,
+                "CONSUMER_FETCH_QUEUE_KB",
+                d.fetch_queue_kb,
+                minimum=1,
+                maximum=2_097_151,  # librdkafka's own limit
             ),
             redis_prefix=env_str(env, "CONSUMER_REDIS_PREFIX", d.redis_prefix),
             dedup_ttl_seconds=env_int(

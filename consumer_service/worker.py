@@ -113,6 +113,7 @@ def consumer_config(settings: ConsumerSettings) -> dict[str, Any]:
             "heartbeat.interval.ms": max(100, min(3000, settings.session_timeout_ms // 3)),
             "max.poll.interval.ms": settings.max_poll_interval_ms,
             "enable.partition.eof": False,
+            "queued.max.messages.kbytes": settings.fetch_queue_kb,
         },
     )
 

@@ -127,6 +127,7 @@ MAXIMA = {
     "CONSUMER_SESSION_TIMEOUT_MS": 1_800_000,
     "CONSUMER_MAX_POLL_INTERVAL_MS": 86_400_000,
     "CONSUMER_MAX_MESSAGE_BYTES": 64 * 1024 * 1024,
+    "CONSUMER_FETCH_QUEUE_KB": 2_097_151,
     "CONSUMER_DEDUP_TTL_SECONDS": TEN_YEARS,
     "CONSUMER_RETENTION_MAX_EVENTS": 1_000_000_000,
     "CONSUMER_RETENTION_MAX_AGE_SECONDS": TEN_YEARS,
@@ -188,3 +189,13 @@ def test_a_batch_must_fit_one_redis_call() -> None:
     ConsumerSettings.from_env(
         {"CONSUMER_BATCH_SIZE": "1000", "CONSUMER_MAX_MESSAGE_BYTES": str(256 * 1024)}
     )
+
+
+def test_fetch_queue_cap_reaches_librdkafka() -> None:
+    from consumer_service.worker import consumer_config
+
+    assert ConsumerSettings.from_env({}).fetch_queue_kb == 65536
+    config = consumer_config(ConsumerSettings.from_env({"CONSUMER_FETCH_QUEUE_KB": "2048"}))
+    assert config["queued.max.messages.kbytes"] == 2048
+    with pytest.raises(ConfigError, match="CONSUMER_FETCH_QUEUE_KB"):
+        ConsumerSettings.from_env({"CONSUMER_FETCH_QUEUE_KB": "0"})
