@@ -120,8 +120,10 @@ def run(
         while thresholds:
             done = counts()
             if done >= thresholds[0]:
-                while thresholds and done >= thresholds[0]:
-                    thresholds.pop(0)
+                # One sample per threshold crossed, even when the consumer crossed several
+                # between two polls (small runs): the series then still has its ten points,
+                # each stamped with the count it was really taken at.
+                thresholds.pop(0)
                 sample: dict[str, Any] = {
                     "processed": done - start_count,
                     "rss": {name: rss_bytes(pid) for name, pid in names.items()},
