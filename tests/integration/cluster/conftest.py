@@ -21,8 +21,7 @@ import redis
 
 from consumer_service.cluster_store import RedisClusterEventStore
 from consumer_service.store import EventStore, RedisEventStore
-
-from .harness import LocalRedisCluster
+from tests.clusterharness import LocalRedisCluster
 
 
 def _require_binaries() -> None:

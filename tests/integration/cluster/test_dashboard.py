@@ -15,9 +15,8 @@ from consumer_service.config import ConsumerSettings
 from consumer_service.dashboard import RECENT_EVENTS, state_of
 from consumer_service.processing import Accepted
 from shared.config import CommonSettings
+from tests.clusterharness import LocalRedisCluster
 from tests.integration.consumer.conftest import make_record
-
-from .harness import LocalRedisCluster
 
 # Three batches, each processed a second after the previous one.
 BATCHES = ("2026-11-25T05:00:01.000Z", "2026-11-25T05:00:02.000Z", "2026-11-25T05:00:03.000Z")

@@ -11,8 +11,7 @@ from consumer_service.cluster_store import RedisClusterEventStore, open_store
 from consumer_service.config import ConsumerSettings
 from consumer_service.store import RedisEventStore
 from shared.config import CommonSettings
-
-from .harness import LocalRedisCluster, free_cluster_ports
+from tests.clusterharness import LocalRedisCluster, free_cluster_ports
 
 
 def settings_for(url: str, **changes: object) -> ConsumerSettings:

@@ -24,9 +24,8 @@ from consumer_service.cluster_store import RedisClusterEventStore
 from consumer_service.processing import Accepted
 from consumer_service.store import BatchResult
 from shared.errors import Unavailable
+from tests.clusterharness import LocalRedisCluster, Node
 from tests.integration.consumer.conftest import make_record
-
-from .harness import LocalRedisCluster, Node
 
 NOW = "2026-11-24T05:00:00.000Z"
 T = TypeVar("T")

@@ -14,9 +14,8 @@ from consumer_service.cluster_store import RedisClusterEventStore
 from consumer_service.config import ConsumerSettings
 from consumer_service.processing import Accepted
 from shared.config import CommonSettings
+from tests.clusterharness import LocalRedisCluster
 from tests.integration.consumer.conftest import make_record
-
-from .harness import LocalRedisCluster
 
 NOW = "2026-11-24T05:00:00.000Z"
 

@@ -7,10 +7,14 @@ the cluster never meets the shared Redis on 6379 or another session's cluster.
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +28,16 @@ PRODUCTION = (
     "--maxmemory-policy",
     "noeviction",
 )
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """For Popen's preexec_fn: a pytest killed outright runs no teardown, and what it
+    started must not outlive it."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _free(port: int) -> bool:
@@ -84,6 +98,7 @@ class Node:
                 *PRODUCTION,
             ],
             stdout=subprocess.DEVNULL,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
 
     def answers(self) -> bool:
