@@ -23,6 +23,7 @@ import heapq
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -65,6 +66,16 @@ _Queue = Callable[[redis.client.Pipeline], object]
 # Errors after which the client's slot table is stale (a failover, a resharding): refresh
 # it, and let the worker retry the batch against the new owners.
 _TOPOLOGY_ERRORS = (MovedError, AskError, ClusterDownError, TryAgainError)
+
+# Threads that send the per-node pipelines of one step at once; a cluster with more
+# masters than this queues the rest (still correct, only slower).
+_NODE_THREADS = 16
+
+
+class _StaleTopology(Unavailable):
+    """A node did not answer or no longer owns a slot: refresh the slot table before the
+    retry."""
+
 
 CURSOR_PREFIX = "v1."
 _CURSOR_BODY = re.compile(r"^[A-Za-z0-9_-]{1,8000}$")
@@ -153,6 +164,7 @@ class RedisClusterEventStore:
         self._wait_timeout_ms = wait_timeout_ms
         self._rc: RedisCluster | None = None
         self._sha: str | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     # Keys -----------------------------------------------------------------------------
 
@@ -199,9 +211,12 @@ class RedisClusterEventStore:
             self._rc = None
 
     def _on_nodes(self, commands: Sequence[tuple[str, _Queue]]) -> list[Any]:
-        """Run each (key, queue-one-command) on the master of its key's slot, one pipeline
-        per node in the given order, each ended with WAIT when asked for. The answers,
-        in input order. Raises Unavailable (StoreRefused for a refused command)."""
+        """Run each (key, queue-one-command) on the master of its key's slot: one pipeline
+        per node (commands in the given order, ended with WAIT when asked for), the
+        pipelines of different nodes sent at the same time. Returns the answers in input
+        order once every node has answered. When any node failed, raises only after the
+        others have finished too, so a retry never overlaps this attempt: StoreRefused for
+        a refused command, else Unavailable."""
         rc = self._cluster()
         by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
         try:
@@ -211,15 +226,44 @@ class RedisClusterEventStore:
         except (redis.RedisError, RedisClusterException) as exc:
             self._refresh()
             raise Unavailable(f"Redis Cluster has no node for a key: {exc}") from exc
+        jobs = [
+            (node, [commands[i][1] for i in indexes], indexes) for node, indexes in by_node.values()
+        ]
+        outcomes: list[list[Any] | Exception]
+        if len(jobs) == 1:
+            outcomes = [_outcome(self._pipeline_on, rc, jobs[0][0], jobs[0][1])]
+        else:
+            # Each node fsyncs its own pipeline before answering (appendfsync always): in
+            # parallel a step costs the slowest node's round trip, not the sum of them.
+            pool = self._executor()
+            futures = [
+                pool.submit(_outcome, self._pipeline_on, rc, node, queue) for node, queue, _ in jobs
+            ]
+            wait(futures)
+            outcomes = [f.result() for f in futures]
+        failures = [o for o in outcomes if isinstance(o, Exception)]
+        if failures:
+            if any(isinstance(f, _StaleTopology) for f in failures):
+                self._refresh()
+            refused = [f for f in failures if isinstance(f, StoreRefused)]
+            raise (refused or failures)[0]
         answers: list[Any] = [None] * len(commands)
-        for node, indexes in by_node.values():
-            got = self._pipeline_on(node, [commands[i][1] for i in indexes])
-            for i, answer in zip(indexes, got, strict=True):
+        for (_, _, indexes), got in zip(jobs, outcomes, strict=True):
+            for i, answer in zip(indexes, cast("list[Any]", got), strict=True):
                 answers[i] = answer
         return answers
 
-    def _pipeline_on(self, node: ClusterNode, queue: Sequence[_Queue]) -> list[Any]:
-        client = self._cluster().get_redis_connection(node)
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(_NODE_THREADS, thread_name_prefix="redis-node")
+        return self._pool
+
+    def _pipeline_on(
+        self, rc: RedisCluster, node: ClusterNode, queue: Sequence[_Queue]
+    ) -> list[Any]:
+        """One node's pipeline, run on a pool thread: touches no state of the store (the
+        caller refreshes the slot table when this raises `_StaleTopology`)."""
+        client = rc.get_redis_connection(node)
         for attempt in (1, 2):
             try:
                 with client.pipeline(transaction=False) as pipe:
@@ -230,14 +274,13 @@ class RedisClusterEventStore:
                             "WAIT", self._wait_replicas, self._wait_timeout_ms
                         )
                     answers = pipe.execute(raise_on_error=False)
+                if attempt == 1 and any(isinstance(a, NoScriptError) for a in answers):
+                    # A node restarted or promoted since we loaded the script: load and
+                    # redo (every command here is safe to repeat).
+                    client.script_load(STORE_BATCH_LUA)
+                    continue
             except (redis.RedisError, RedisClusterException) as exc:
-                self._refresh()
-                raise Unavailable(f"Redis node {node.name} did not answer: {exc}") from exc
-            if attempt == 1 and any(isinstance(a, NoScriptError) for a in answers):
-                # A node restarted or promoted since we loaded the script: load and redo
-                # (every command here is safe to repeat).
-                client.script_load(STORE_BATCH_LUA)
-                continue
+                raise _StaleTopology(f"Redis node {node.name} did not answer: {exc}") from exc
             break
         if self._wait_replicas:
             acked = answers.pop()
@@ -248,8 +291,7 @@ class RedisClusterEventStore:
                 )
         for answer in answers:
             if isinstance(answer, _TOPOLOGY_ERRORS):
-                self._refresh()
-                raise Unavailable(f"Redis Cluster moved a slot: {answer}")
+                raise _StaleTopology(f"Redis Cluster moved a slot: {answer}")
             if isinstance(answer, redis.ResponseError):
                 raise StoreRefused(
                     f"Redis node {node.name} refused to store the batch, which is retried "
@@ -569,9 +611,25 @@ class RedisClusterEventStore:
         return answers[0] if answers else Durability(None, None, problem="no nodes")
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if self._rc is not None:
             self._rc.close()
             self._rc = None
+
+
+def _outcome(
+    call: Callable[[RedisCluster, ClusterNode, Sequence[_Queue]], list[Any]],
+    rc: RedisCluster,
+    node: ClusterNode,
+    queue: Sequence[_Queue],
+) -> list[Any] | Exception:
+    # A node's failure as a value: the caller decides only once every node is done.
+    try:
+        return call(rc, node, queue)
+    except Unavailable as exc:
+        return exc
 
 
 def _origin(ev: Accepted) -> str:

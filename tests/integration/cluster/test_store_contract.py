@@ -4,13 +4,18 @@ repeats an event while others are stored between pages."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from consumer_service.cluster_store import decode_cursor, encode_cursor
+from consumer_service.cluster_store import RedisClusterEventStore, decode_cursor, encode_cursor
 from consumer_service.processing import Accepted
 from consumer_service.store import EventStore, PageQuery
+from shared.errors import Unavailable
+from tests.clusterharness import LocalRedisCluster, Node
 from tests.integration.consumer.conftest import make_record
 
 NOW = "2026-11-24T05:00:00.000Z"
@@ -155,3 +160,79 @@ def test_cluster_cursors_other_than_ours_are_refused(bad: str) -> None:
         return
     with pytest.raises(ValueError, match="cursor"):
         decode_cursor(bad)
+
+
+def masters(cluster: LocalRedisCluster) -> list[Node]:
+    return [n for n in cluster.nodes if n.proc is not None and n.role() == "master"]
+
+
+@contextmanager
+def writes_paused(nodes: list[Node], ms: int) -> Iterator[None]:
+    """CLIENT PAUSE WRITE on `nodes`: their clients' writes wait (visible in CLIENT LIST
+    with flag b) until the pause ends or is lifted on leaving the block."""
+    clients = [n.client() for n in nodes]
+    try:
+        for c in clients:
+            c.execute_command("CLIENT", "PAUSE", ms, "WRITE")
+        yield
+    finally:
+        for c in clients:
+            c.execute_command("CLIENT", "UNPAUSE")
+            c.close()
+
+
+def blocked_writers(node: Node) -> int:
+    client = node.client()
+    try:
+        return sum(1 for c in client.client_list() if "b" in c["flags"])
+    finally:
+        client.close()
+
+
+def test_cluster_store_sends_each_step_to_every_node_at_once(
+    redis_cluster: LocalRedisCluster, unique: str
+) -> None:
+    # Every master waits (fsync) before it answers; a step's pipelines must be in flight
+    # on all of them together, not one node after another.
+    store = RedisClusterEventStore(redis_cluster.url, f"test:{unique}", 3600)
+    batch = spread(60)
+    nodes = masters(redis_cluster)
+    assert len(nodes) == 3
+    store.ping()
+    done: list[object] = []
+    try:
+        with writes_paused(nodes, 5000):
+            worker = threading.Thread(
+                target=lambda: done.append(store.store_batch(batch, NOW)), daemon=True
+            )
+            worker.start()
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                waiting = [blocked_writers(n) for n in nodes]
+                if all(waiting):
+                    break
+                time.sleep(0.05)
+            assert all(waiting), f"writes waiting per master: {waiting}"
+        worker.join(10)
+        assert len(done) == 1 and len(done[0].stored) == 60  # type: ignore[attr-defined]
+    finally:
+        store.close()
+
+
+def test_cluster_batch_failing_on_one_node_is_retried_whole(
+    redis_cluster: LocalRedisCluster, unique: str
+) -> None:
+    store = RedisClusterEventStore(redis_cluster.url, f"test:{unique}", 3600, timeout_seconds=0.5)
+    batch = spread(60)
+    try:
+        with writes_paused(masters(redis_cluster)[:1], 3000), pytest.raises(Unavailable):
+            store.store_batch(batch, NOW)
+        # The other nodes wrote their part; the retry completes it, with nothing counted
+        # twice and nothing taken for a duplicate.
+        again = store.store_batch(batch, NOW)
+        assert not again.duplicates
+        assert len(again.stored) + len(again.redelivered) == 60
+        stats = store.stats()
+        assert (stats["processed"], stats["duplicatesSkipped"], stats["stored"]) == (60, 0, 60)
+    finally:
+        store.close()
