@@ -651,6 +651,15 @@ def _sha1(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
 
 
+def redis_mode(settings: ConsumerSettings, timeout_seconds: float) -> str:
+    """ "cluster" or "single": what REDIS_URL is, for every reader and writer of the store.
+    CONSUMER_REDIS_MODE when it says which (nothing is asked), else (auto) the node's own
+    answer to INFO cluster. Raises `Unavailable` when auto and the node does not answer."""
+    if settings.redis_mode != "auto":
+        return settings.redis_mode
+    return "cluster" if is_cluster(settings.common.redis_url, timeout_seconds) else "single"
+
+
 def open_store(
     settings: ConsumerSettings, *, timeout_seconds: float, writer: bool
 ) -> RedisEventStore | RedisClusterEventStore:
@@ -660,17 +669,15 @@ def open_store(
     a warning: set CONSUMER_REDIS_MODE to remove the guess. `writer` passes the retention
     and WAIT settings (the worker's store); the read API's store needs neither."""
     url = settings.common.redis_url
-    mode = settings.redis_mode
-    if mode == "auto":
-        try:
-            mode = "cluster" if is_cluster(url, timeout_seconds) else "single"
-        except Unavailable as exc:
-            log.warning(
-                "Redis did not answer whether it is a cluster; using the single-node store "
-                "(set CONSUMER_REDIS_MODE=cluster or single to skip the question)",
-                extra={"error": str(exc)},
-            )
-            mode = "single"
+    try:
+        mode = redis_mode(settings, timeout_seconds)
+    except Unavailable as exc:
+        log.warning(
+            "Redis did not answer whether it is a cluster; using the single-node store "
+            "(set CONSUMER_REDIS_MODE=cluster or single to skip the question)",
+            extra={"error": str(exc)},
+        )
+        mode = "single"
     retention = {
         "retention_max_events": settings.retention_max_events if writer else 0,
         "retention_max_age_seconds": settings.retention_max_age_seconds if writer else 0,

@@ -223,10 +223,8 @@ class DashboardState:
         if self._reads is None:
             # Created on first use, like the AdminClient: after gunicorn's fork.
             s = self.settings
-            self._reads = RedisDashboardReads.from_url(
-                s.common.redis_url,
-                s.redis_prefix,
-                min(s.redis_timeout_seconds, REDIS_TIMEOUT_SECONDS),
+            self._reads = RedisDashboardReads.open(
+                s, min(s.redis_timeout_seconds, REDIS_TIMEOUT_SECONDS)
             )
         return self._reads
 

@@ -6,10 +6,10 @@ eventId by sequence number, and `<prefix>:event:<eventId>`) and writes nothing. 
 apart from `RedisEventStore` so the store's write path and its contract stay as they are;
 "newest first" is a need of the dashboard alone.
 
-On a Redis Cluster (`ClusterDashboardReads`, chosen by `RedisDashboardReads.from_url`)
-the same layout exists once per Kafka partition, under the cluster store's partition
-tags: the newest events are the newest of every registered partition, merged, and the
-memory is the sum over the masters.
+On a Redis Cluster (`ClusterDashboardReads`, chosen by `RedisDashboardReads.open` with
+the read API's rule, `cluster_store.redis_mode`) the same layout exists once per Kafka
+partition, under the cluster store's partition tags: the newest events are the newest of
+every registered partition, merged, and the memory is the sum over the masters.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import orjson
 import redis
 from redis.cluster import RedisCluster
 
-from consumer_service.cluster_store import RedisClusterEventStore, is_cluster
+from consumer_service.cluster_store import RedisClusterEventStore, redis_mode
+from consumer_service.config import ConsumerSettings
 from shared.errors import Unavailable
 
 # The fields of a stored event the dashboard lists. Not the payload: the page refreshes
@@ -54,11 +55,13 @@ class RedisDashboardReads:
         self._prefix = prefix
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, timeout_seconds: float) -> RedisDashboardReads:
-        """The reads for the Redis at `url`: `ClusterDashboardReads` when the node runs in
-        cluster mode, else the single-node reads. Raises `Unavailable` when the node does
-        not answer the question (the caller asks again on its next use)."""
-        if is_cluster(url, timeout_seconds):
+    def open(cls, settings: ConsumerSettings, timeout_seconds: float) -> RedisDashboardReads:
+        """The reads for the store of `settings`: `ClusterDashboardReads` when
+        `redis_mode` says cluster (CONSUMER_REDIS_MODE, else the node's answer), as for the
+        read API, else the single-node reads. Raises `Unavailable` when the mode is auto
+        and the node does not answer (the caller asks again on its next use)."""
+        url, prefix = settings.common.redis_url, settings.redis_prefix
+        if redis_mode(settings, timeout_seconds) == "cluster":
             return ClusterDashboardReads(
                 RedisClusterEventStore(url, prefix, 0, timeout_seconds=timeout_seconds)
             )

@@ -7,8 +7,11 @@ from dataclasses import replace
 
 import pytest
 
+from consumer_service.api import create_app
 from consumer_service.cluster_store import RedisClusterEventStore, open_store
 from consumer_service.config import ConsumerSettings
+from consumer_service.dashboard import state_of
+from consumer_service.dashboard_reads import ClusterDashboardReads, RedisDashboardReads
 from consumer_service.store import RedisEventStore
 from shared.config import CommonSettings
 from tests.clusterharness import LocalRedisCluster, free_cluster_ports
@@ -49,3 +52,32 @@ def test_the_mode_setting_skips_the_question(mode: str, kind: type) -> None:
         assert store.ping() is False
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind"), [("cluster", ClusterDashboardReads), ("single", RedisDashboardReads)]
+)
+def test_the_dashboard_follows_the_mode_setting_as_the_read_api_does(mode: str, kind: type) -> None:
+    # Nothing listens there: the setting alone decides, for the API's store and the
+    # dashboard's reads alike.
+    url = f"redis://127.0.0.1:{free_cluster_ports(1)[0]}/0"
+    app = create_app(settings_for(url, redis_mode=mode))
+    state = state_of(app)
+    try:
+        assert type(state.reads) is kind
+        assert isinstance(state.store, RedisClusterEventStore) is (mode == "cluster")
+    finally:
+        state.close()
+        state.store.close()
+
+
+def test_the_dashboard_of_a_cluster_told_single_reads_one_node(
+    redis_cluster: LocalRedisCluster,
+) -> None:
+    app = create_app(settings_for(redis_cluster.url, redis_mode="single"))
+    state = state_of(app)
+    try:
+        assert type(state.reads) is RedisDashboardReads
+    finally:
+        state.close()
+        state.store.close()
