@@ -1,9 +1,11 @@
-"""Session fixtures of the reliability suite: a private Kafka broker and Redis (the
-scenarios kill them, so never the shared ones), the size, and the report.
+"""Session fixtures of the reliability suite: a private Kafka broker, Redis and Redis
+Cluster (the scenarios kill them, so never the shared ones), the sizes, and the report.
 
-RELIABILITY_EVENTS  events per scenario (default 2,000, the size `make test` runs;
-                    `make reliability` uses 50,000)
-RELIABILITY_REPORT  when set, the file the results table is written to at the end
+RELIABILITY_EVENTS          events per single-node scenario (default 2,000, the size
+                            `make test` runs; `make reliability` uses 50,000)
+RELIABILITY_CLUSTER_EVENTS  events per scenario on the Redis Cluster (default 1,000;
+                            `make reliability` uses 10,000)
+RELIABILITY_REPORT          when set, the file the results table is written to at the end
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ pytest.register_assert_rewrite(
     "tests.reliability.harness", "tests.reliability.scenario", "tests.reliability.traffic"
 )
 
+from tests.clusterharness import LocalRedisCluster  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 from .harness import KafkaBroker, RedisServer  # noqa: E402
@@ -29,6 +32,7 @@ from .report import render  # noqa: E402
 from .scenario import Result, traffic_seconds  # noqa: E402
 
 DEFAULT_EVENTS = 2_000
+DEFAULT_CLUSTER_EVENTS = 1_000
 
 
 def reliability_events() -> int:
@@ -36,10 +40,15 @@ def reliability_events() -> int:
     return int(raw) if raw else DEFAULT_EVENTS
 
 
+def cluster_events() -> int:
+    raw = os.environ.get("RELIABILITY_CLUSTER_EVENTS", "").strip()
+    return int(raw) if raw else DEFAULT_CLUSTER_EVENTS
+
+
 def scenario_timeout() -> int:
     """pytest-timeout for one scenario: its traffic, the slowest fault (a broker restart),
     settling and the read-back, with room for a loaded machine."""
-    return int(180 + 3 * traffic_seconds(reliability_events()))
+    return int(180 + 3 * traffic_seconds(max(reliability_events(), cluster_events())))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,6 +78,11 @@ def events() -> int:
 
 
 @pytest.fixture(scope="session")
+def events_on_cluster() -> int:
+    return cluster_events()
+
+
+@pytest.fixture(scope="session")
 def work_dir(report: list[Result]) -> Iterator[Path]:
     """Broker and Redis data and every process's log, under .local/reliability/ rather
     than pytest's temporary directories, which other pytest sessions on the machine
@@ -86,7 +100,8 @@ def work_dir(report: list[Result]) -> Iterator[Path]:
                 break
             time.sleep(1)
     elif report:
-        (path / "reliability.md").write_text(render(report, reliability_events()) + "\n")
+        text = render(report, reliability_events(), cluster_events())
+        (path / "reliability.md").write_text(text + "\n")
 
 
 @pytest.fixture(scope="session")
@@ -118,10 +133,25 @@ def private_redis(work_dir: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
-def report(events: int) -> Iterator[list[Result]]:
+def private_cluster(work_dir: Path) -> Iterator[LocalRedisCluster]:
+    """3 masters, each with one replica, every node persisted as production (AOF, fsync
+    always, noeviction); started only when a cluster scenario runs."""
+    for tool in ("redis-server", "redis-cli"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    cluster = LocalRedisCluster(work_dir / "cluster")
+    try:
+        cluster.start(masters=3, replicas_per_master=1)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def report(events: int, events_on_cluster: int) -> Iterator[list[Result]]:
     """Results in the order the scenarios ran; written to RELIABILITY_REPORT at the end."""
     results: list[Result] = []
     yield results
     target = os.environ.get("RELIABILITY_REPORT")
     if target and results:
-        Path(target).write_text(render(results, events) + "\n")
+        Path(target).write_text(render(results, events, events_on_cluster) + "\n")

@@ -8,7 +8,6 @@ touched.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -24,13 +23,13 @@ import requests
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from infra.topics import wait_for_broker
+from tests.clusterharness import die_with_parent
 from tests.conftest import ROOT
 from tests.integration.consumer.test_redis_outage import PrivateRedis
 from tests.integration.producer.test_sigterm import free_port
 
 BIN = Path(sys.executable).parent
 PARTITIONS = 6
-PR_SET_PDEATHSIG = 1
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
@@ -140,12 +139,6 @@ class RedisServer(PrivateRedis):
             self.kill()
 
 
-def _die_with_parent() -> None:
-    # A pytest killed outright runs no teardown; its services must not outlive it.
-    with suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 class Service:
     """A service process started from its console script, its output in a log file."""
 
@@ -164,7 +157,7 @@ class Service:
             # Away from the terminal's process group: a Ctrl-C reaches pytest only, and
             # the teardown stops these in order.
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
 
     @property
@@ -250,6 +243,7 @@ class ConsumerReplica(Service):
         redis_url: str,
         prefix: str,
         run_dir: Path,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.port = free_port()
@@ -273,6 +267,7 @@ class ConsumerReplica(Service):
                 "CONSUMER_REQUIRE_REDIS_FSYNC": "true",
                 "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
                 "LOG_LEVEL": "WARNING",
+                **(extra_env or {}),
             }
         )
         super().__init__([str(BIN / "consumer-service")], env, run_dir / f"{name}-{self.port}.log")
@@ -297,6 +292,19 @@ def group_lag(bootstrap: str, topic: str, group: str) -> int | None:
         return lag
     except KafkaException:
         return None
+    finally:
+        consumer.close()
+
+
+def committed_offsets(bootstrap: str, topic: str, group: str) -> dict[int, int]:
+    """The next offset `group` will read in each partition of `topic` (0 where it has
+    committed nothing), read without joining the group."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10)}
     finally:
         consumer.close()
 

@@ -1,7 +1,15 @@
 """The seven reliability scenarios of issue 7: faults injected into real processes under
 traffic; afterwards every 201 must be stored exactly once, in per-user order.
 
-Sizes come from RELIABILITY_EVENTS (tests/reliability/conftest.py).
+Those whose faults reach the store also run against a Redis Cluster (issue 10): consumer
+replicas killed (redelivery meets the cluster's claims), duplicates (dedup across slots),
+and Redis killed, which on a cluster is a shard killed and AOF-restarted. Plus a master
+killed mid-stream and its replica promoted, without and with WAIT, whose loss is
+predicted exactly (tests/reliability/cluster_faults.py). Replicas joining and leaving,
+poison records, the broker and the producer exercise nothing the cluster changes.
+
+Sizes come from RELIABILITY_EVENTS and RELIABILITY_CLUSTER_EVENTS
+(tests/reliability/conftest.py).
 """
 
 from __future__ import annotations
@@ -19,44 +27,74 @@ import pytest
 import requests
 
 from shared.events import HEADER_EVENT_TYPE, HEADER_TIMESTAMP, compact_json, utc_timestamp
+from tests.clusterharness import LocalRedisCluster
 from tests.integration.consumer.conftest import Raw, produce
 from tests.integration.producer.conftest import read_topic
 
+from . import cluster_faults
 from .harness import KafkaBroker, RedisServer
-from .scenario import Result, Run, check
+from .scenario import RedisTarget, Result, Run, check
 from .traffic import ClientEvent, HttpClient, Key, Outcome, summarise_outcomes
 
 pytestmark = pytest.mark.reliability
 
 
-MakeRun = Callable[[str], Run]
+MakeRun = Callable[..., Run]
+ON_BOTH = pytest.mark.parametrize("backend", ["single", "cluster"], indirect=True)
+ON_CLUSTER = pytest.mark.parametrize("backend", ["cluster"], indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """ "single" (the suite's Redis) unless a test is parametrized with "cluster"."""
+    return str(getattr(request, "param", "single"))
 
 
 @pytest.fixture
 def make_run(
+    request: pytest.FixtureRequest,
+    backend: str,
     private_kafka: KafkaBroker,
-    private_redis: RedisServer,
     events: int,
+    events_on_cluster: int,
     report: list[Result],
     work_dir: Path,
 ) -> Iterator[MakeRun]:
-    """Builds a scenario's Run and enters its result in the report before anything can
-    fail, so a failed scenario still shows its figures."""
+    """Builds a scenario's Run, on the suite's Redis or its Redis Cluster as `backend`
+    says, and enters its result in the report before anything can fail, so a failed
+    scenario still shows its figures. `make(name, wait_replicas=N)` sets the consumers'
+    CONSUMER_REDIS_WAIT_REPLICAS on a cluster."""
+    target: RedisTarget
+    if backend == "cluster":
+        cluster: LocalRedisCluster = request.getfixturevalue("private_cluster")
+        target = cluster
+    else:
+        target = request.getfixturevalue("private_redis")
 
-    def make(name: str) -> Run:
+    def make(name: str, wait_replicas: int = 0) -> Run:
+        env: dict[str, str] = {}
+        size = events
+        if backend == "cluster":
+            name = f"cluster-{name}"
+            env["CONSUMER_REDIS_MODE"] = "cluster"
+            env["CONSUMER_REDIS_WAIT_REPLICAS"] = str(wait_replicas)
+            size = events_on_cluster
         (work_dir / name).mkdir()
-        run = Run(name, private_kafka, private_redis, events, work_dir / name)
+        run = Run(name, private_kafka, target, size, work_dir / name, env, backend)
         report.append(run.result)
         return run
 
     yield make
     # A scenario that failed half-way must not leave the suite's servers down for the next.
-    if private_redis.proc is None:
-        private_redis.start()
+    if isinstance(target, RedisServer) and target.proc is None:
+        target.start()
+    if isinstance(target, LocalRedisCluster):
+        cluster_faults.heal(target)
     if not private_kafka.answers():
         private_kafka.start()
 
 
+@ON_BOTH
 def test_consumer_replicas_sigkilled_repeatedly(make_run: MakeRun) -> None:
     with make_run("consumer-sigkill") as run:
         run.start(replicas=3)
@@ -121,6 +159,59 @@ def test_redis_killed_and_restarted(make_run: MakeRun, private_redis: RedisServe
     check(result)
 
 
+@ON_CLUSTER
+def test_cluster_shard_killed_and_restarted(
+    make_run: MakeRun, private_cluster: LocalRedisCluster
+) -> None:
+    """Scenario 3 on a cluster. With replicas, a lone killed master is not restarted but
+    replaced (the failover scenario below); the fault that leaves the slots without any
+    copy until the AOF is read back is a whole shard, master and replica, going down."""
+    with make_run("redis-restart") as run:
+        run.start(replicas=3)
+        run.start_traffic()
+        run.at(0.2)
+        cluster_faults.kill_and_restart_shard(private_cluster, run.prefix, 2.0, run.fault)
+        result = run.finish()
+    check(result)
+
+
+@ON_CLUSTER
+@pytest.mark.parametrize("wait_replicas", [0, 1], ids=["without-wait", "with-wait"])
+def test_cluster_master_killed_mid_stream_replica_promoted(
+    make_run: MakeRun, private_cluster: LocalRedisCluster, work_dir: Path, wait_replicas: int
+) -> None:
+    """Without WAIT exactly the predicted events are lost (acknowledged by the killed
+    master alone and committed), at least one; with WAIT none. Either way nothing is
+    duplicated and what is stored keeps per-user order."""
+    name = "failover-wait" if wait_replicas else "failover"
+    with make_run(name, wait_replicas=wait_replicas) as run:
+        run.start(replicas=3)
+        run.start_traffic()
+        run.at(0.3)
+        facts = cluster_faults.kill_master_mid_stream(
+            run, private_cluster, work_dir / run.name, run.fault
+        )
+        run.result.expected_lost_ids = facts.predicted_lost
+        predicted = len(facts.predicted_lost)
+        result = run.finish()
+
+    def as_predicted() -> list[str]:
+        result.notes.append(facts.describe())
+        result.notes.append(
+            f"lost {result.lost} acknowledged events; predicted {len(result.expected_lost_ids)}"
+        )
+        problems = []
+        if not facts.master_only and not facts.master_only_claims:
+            problems.append("the killed master held nothing its replica lacked: proved nothing")
+        if wait_replicas and predicted:
+            problems.append(f"with WAIT, {predicted} events were committed on the master alone")
+        if not wait_replicas and not result.expected_lost_ids:
+            problems.append("without WAIT nothing acknowledged was at risk: proved nothing")
+        return problems
+
+    check(result, as_predicted)
+
+
 def test_broker_killed_and_restarted(make_run: MakeRun, private_kafka: KafkaBroker) -> None:
     with make_run("broker-sigkill") as run:
         run.start(replicas=3)
@@ -158,6 +249,7 @@ def test_broker_killed_and_restarted(make_run: MakeRun, private_kafka: KafkaBrok
     check(result, outage_answers)
 
 
+@ON_BOTH
 def test_duplicates_are_stored_once(make_run: MakeRun, private_kafka: KafkaBroker) -> None:
     with make_run("duplicates") as run:
         run.start(replicas=3)
