@@ -42,8 +42,6 @@ from .scenario import Run
 
 # How long the master acknowledges writes with its replica cut off.
 CUT_OFF_SECONDS = 1.5
-# Time for asynchronous commits of batches acknowledged before the kill to reach Kafka.
-COMMIT_GRACE_SECONDS = 0.7
 
 
 @dataclass
@@ -192,13 +190,19 @@ def kill_master_mid_stream(
         facts.replica_claims = _claims(client, run.prefix)
     finally:
         client.close()
-    time.sleep(COMMIT_GRACE_SECONDS)
-    facts.committed = committed_offsets(run.broker.bootstrap, run.topic, run.group)
-    assert replica.role() == "slave", (
-        "the replica was promoted before the committed offsets were read; lengthen "
-        "the cluster's node timeout"
-    )
-    wait_for(lambda: replica.role() == "master", 30, "the replica's promotion")
+    # Commits are asynchronous: a batch the master acknowledged just before the kill may
+    # be committed a moment later. Until the promotion nothing on those slots can be
+    # acknowledged, so the last offsets read while the replica is still a replica are
+    # the ones the kill left committed.
+    deadline = time.monotonic() + 30
+    while True:
+        offsets = committed_offsets(run.broker.bootstrap, run.topic, run.group)
+        if replica.role() != "slave":
+            break
+        facts.committed = offsets
+        assert time.monotonic() < deadline, "the replica was not promoted"
+        time.sleep(0.1)
+    assert facts.committed, "the replica was promoted before the offsets could be read"
     facts.promoted_after = time.monotonic() - killed_at
     facts.master_had, facts.master_claims = _stored_in_aof(
         master.dir, work / f"aof-{master.port}", run.prefix, parts
