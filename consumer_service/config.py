@@ -68,6 +68,10 @@ class ConsumerSettings:
     # service wrote. Off by default: at tens of thousands of events per second it costs
     # more CPU than storing them (docs/performance.md).
     log_events: bool = False
+    # Fetch and decide the next batch while Redis stores this one (one store in flight;
+    # stores and commits stay in batch order). Off runs one batch at a time, as before
+    # (docs/consumer.md, "The pipeline").
+    pipeline: bool = True
     # How long a replica that died without leaving the group keeps its partitions (and how
     # long a restarted group waits for it). The worker heartbeats from librdkafka's own
     # thread, so a short timeout costs nothing; the broker allows 6 s at least.
@@ -134,6 +138,7 @@ class ConsumerSettings:
                 maximum=10.0,
             ),
             log_events=env_bool(env, "CONSUMER_LOG_EVENTS", d.log_events),
+            pipeline=env_bool(env, "CONSUMER_PIPELINE", d.pipeline),
             session_timeout_ms=env_int(
                 env,
                 "CONSUMER_SESSION_TIMEOUT_MS",

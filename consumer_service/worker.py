@@ -1,25 +1,33 @@
 """The Kafka worker: consume a batch, make it durable, then commit its offsets.
 
-The batch path (`Worker._process`), one small step per guarantee, in this order:
+The batch path, one small step per guarantee, in this order:
 
 1. `_fetch`: wait for the first record only, then take what librdkafka has already
    fetched, up to `batch_size`. An event never waits for company.
 2. `_owned`: drop records of partitions revoked meanwhile; a fatal consumer error stops.
 3. `_decide_all`: each record is Accepted or a DeadLetter (consumer_service.processing);
    the poison guard stops the worker before a flood is drained into the DLQ.
-4. `_make_durable`: dead letters acknowledged by the broker, then the accepted events
-   stored in Redis by ONE Lua script; retried with backoff, partitions paused, until
-   both answered.
-5. `_report`: metrics, and the per-event log line when CONSUMER_LOG_EVENTS is on.
-6. `_commit`: the batch's offsets, asynchronously, only now.
+4. `_start_store`: dead letters acknowledged by the broker, then the accepted events
+   handed to the store thread, which runs ONE Lua script in Redis.
+5. `_finish_store`: wait for the script's answer; on failure retry with backoff,
+   partitions paused, until it answered.
+6. `_report`: metrics, and the per-event log line when CONSUMER_LOG_EVENTS is on.
+7. `_commit_batch`: the batch's offsets, asynchronously, only now.
 
-An offset is committed only after step 4 answered, so a crash anywhere replays the batch,
-and the "seen" marks make the replay harmless (at-least-once delivery, exactly-once
-effect). A commit that is lost or fails only replays too, so it need not be waited for;
-partitions that leave (revoke, close) are committed synchronously, so their next owner
-starts where this one stopped. When Redis or the DLQ does not answer, the worker keeps
-the batch in hand, pauses its partitions and retries while polling, so it stays in the
-group and commits nothing.
+Pipelined (CONSUMER_PIPELINE, on by default): while Redis runs batch N's script, the
+main thread fetches and decides batch N+1 (steps 1-3), then finishes N (steps 5-7) and
+only then starts N+1's store. So at most one store is in flight, stores and commits stay
+in batch order, and an offset is committed only after its batch's script answered.
+docs/consumer.md ("The pipeline") says who owns which state and what a crash between
+any two steps does.
+
+An offset is committed only after step 5, so a crash anywhere replays the batch, and the
+"seen" marks make the replay harmless (at-least-once delivery, exactly-once effect). A
+commit that is lost or fails only replays too, so it need not be waited for; partitions
+that leave (revoke, close) are committed synchronously, after the store in flight
+answered, so their next owner starts where this one stopped. When Redis or the DLQ does
+not answer, the worker keeps the batch in hand, pauses its partitions and retries while
+polling, so it stays in the group and commits nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,14 +77,27 @@ class PoisonLimitExceeded(PipelineError):
     """Too many poison records in the window: stop instead of draining the topic."""
 
 
-@dataclass
-class Decided:
-    """A batch after `_decide_all`: what to store, what to dead-letter, and the offset
-    after each partition's last record (what a commit of this batch writes)."""
+@dataclass(eq=False)
+class Batch:
+    """One batch from `_decide_all` to its commit: what to store, what to dead-letter,
+    the offset after each partition's last record (what a commit of this batch writes),
+    and how far it got. Owned by the main thread; the store thread only reads the
+    `accepted` list it was handed, which is never changed afterwards (a retry hands on a
+    new list)."""
 
     accepted: list[Accepted] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
     next_offsets: dict[TP, int] = field(default_factory=dict)
+    # Partitions revoked or lost since the batch was consumed. Even if one comes back
+    # before the batch is durable, the batch's records of it may have been dropped, so
+    # they are not stored any more and must not advance its offset.
+    revoked: set[TP] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+    dlq_done: bool = False
+    # The store attempt handed to the store thread (or a failed one, already answered).
+    attempt: Future[BatchResult] | None = None
+    # Retries of the store before it answered (0 when the first attempt did).
+    retries: int = 0
 
 
 def dead_letter(msg: Message, decision: Rejected) -> DeadLetter:
@@ -145,10 +167,15 @@ class Worker:
         self._paused = False
         # Durable but not known to be committed: next offset per partition.
         self._uncommitted: dict[TP, int] = {}
-        # Partitions revoked or lost since the batch in hand was consumed. Even if one
-        # comes back before the batch is durable, that batch's records of it may have
-        # been dropped, so they must not advance its offset.
-        self._revoked_during_batch: set[TP] = set()
+        # Batches consumed and not yet committed or dropped (at most two: one whose store
+        # is in flight or being retried, one decided and waiting for it). A partition
+        # that leaves is added to each one's `revoked`.
+        self._in_hand: list[Batch] = []
+        # The batch whose store was started and not yet finished (_finish_store).
+        self._in_flight: Batch | None = None
+        # Runs the store scripts, one at a time: the only thread besides the main one
+        # that touches a batch, and it touches only the store.
+        self._store_thread: ThreadPoolExecutor | None = None
         self._poison = PoisonWindow(settings.poison_window, settings.poison_max_share)
         self._state: WorkerState = "starting"
         self._detail = ""
@@ -188,6 +215,7 @@ class Worker:
             "on_commit": self._on_commit,
         }
         self._consumer = Consumer(config)
+        self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._consumer.subscribe(
             [s.common.kafka_topic],
             on_assign=self._on_assign,
@@ -204,14 +232,21 @@ class Worker:
             self.set_state("joining")
             while not self._stop.is_set() and self._fatal is None:
                 self._heartbeat()
-                messages = self._fetch()
-                if messages:
-                    self._process(messages)
-                elif self._uncommitted:
+                # A store in flight means a result to collect: never wait idle for records.
+                messages = self._fetch(wait=self._in_flight is None)
+                batch = self._prepare(messages)
+                if self._in_flight is not None:
+                    if not self._finish_store():
+                        break  # stopping while Redis/DLQ were down: nothing committed
+                elif not messages and self._uncommitted:
                     # An async commit refused meanwhile (ILLEGAL_GENERATION during a
                     # rebalance, say) is otherwise retried only with the next batch: on a
                     # quiet topic the group's offsets, and so its lag, would stay behind.
                     self._commit(asynchronous=True)
+                if batch is not None:
+                    self._start_store(batch)
+                    if not s.pipeline and not self._finish_store():
+                        break
                 self._update_lag()
             if self._fatal is not None:
                 log.error("fatal Kafka error, stopping", extra={"error": self._fatal})
@@ -246,27 +281,24 @@ class Worker:
 
     # -- the batch path ------------------------------------------------------------
 
-    def _process(self, messages: Sequence[Message]) -> None:
-        """One batch, from consumed to committed; each step below keeps one promise."""
+    def _prepare(self, messages: Sequence[Message]) -> Batch | None:
+        """Steps 2-3: the records still owned, each decided. None when none is left."""
         started = time.monotonic()
-        self._revoked_during_batch.clear()
         owned = self._owned(messages)
         if not owned:
-            return
-        decided = self._decide_all(owned)
-        result = self._make_durable(decided)
-        if result is None:
-            return  # stopping while Redis/DLQ were down: nothing committed, nothing lost
-        self._report(decided, result)
-        self._commit_batch(decided.next_offsets)
-        metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+            return None
+        batch = self._decide_all(owned)
+        batch.started = started
+        self._in_hand.append(batch)
+        return batch
 
-    def _fetch(self) -> list[Message]:
-        """Block up to the poll timeout for the first record, then take, without waiting,
-        what is already fetched (up to batch_size in all)."""
+    def _fetch(self, wait: bool = True) -> list[Message]:
+        """Block up to the poll timeout (not at all unless `wait`) for the first record,
+        then take, without waiting, what is already fetched (up to batch_size in all).
+        Rebalance callbacks run in here."""
         consumer = self._require_consumer()
         s = self._settings
-        first: list[Message] = consumer.consume(1, s.poll_timeout_seconds)
+        first: list[Message] = consumer.consume(1, s.poll_timeout_seconds if wait else 0)
         if not first or s.batch_size == 1:
             return first
         return first + consumer.consume(s.batch_size - 1, 0)
@@ -288,10 +320,10 @@ class Worker:
                 log.warning("consumer error", extra={"error": str(err), "topic": msg.topic()})
         return owned
 
-    def _decide_all(self, messages: Sequence[Message]) -> Decided:
+    def _decide_all(self, messages: Sequence[Message]) -> Batch:
         """Each record Accepted or dead-lettered, in order. Raises PoisonLimitExceeded
         when the guard trips: then nothing of this batch is sent, stored or committed."""
-        out = Decided()
+        out = Batch()
         accept = out.accepted.append
         guard = self._poison
         max_bytes = self._settings.max_message_bytes
@@ -337,54 +369,115 @@ class Worker:
             offset,
         )
 
-    def _make_durable(self, decided: Decided) -> BatchResult | None:
-        """Dead-letter then store, retrying with backoff until both answered. Returns
-        None when asked to stop before that. On return the batch is durable: the DLQ
-        acknowledged every letter and Redis answered the store script. Records of
-        partitions revoked during the retries are dropped from the batch (and from
-        `decided`): their new owner handles them."""
+    def _start_store(self, batch: Batch) -> None:
+        """Step 4: the batch's first attempt. Only called with no store in flight, so the
+        scripts run in batch order (the seen marks' first-wins rule depends on it)."""
+        assert self._in_flight is None, "one store in flight at a time"
+        if batch.revoked:
+            # Partitions left while the store before this one was retried.
+            self._drop_revoked(batch)
+        self._in_flight = batch
+        batch.attempt = self._attempt(batch)
+
+    def _attempt(self, batch: Batch) -> Future[BatchResult]:
+        """One try at making the batch durable: its dead letters sent and acknowledged
+        (here, on the main thread), then its store handed to the store thread. A failure
+        of either comes back through the returned future."""
+        if not batch.dlq_done:
+            try:
+                if batch.letters:
+                    self._dlq.send(batch.letters)
+                batch.dlq_done = True
+            except Unavailable as exc:
+                failed: Future[BatchResult] = Future()
+                failed.set_exception(exc)
+                return failed
+        assert self._store_thread is not None, "the store thread exists while run() runs"
+        dead = Tally(letter.reason for letter in batch.letters)
+        return self._store_thread.submit(
+            self._store.store_batch, batch.accepted, utc_timestamp(), dead
+        )
+
+    def _finish_store(self) -> bool:
+        """Steps 5-7 for the batch in flight: wait for its store, retrying with backoff
+        until it answered, then report and commit it. False when asked to stop before
+        that (the batch is dropped uncommitted: its next owner replays it).
+
+        Unexpected exceptions of the store thread are raised here. Records of partitions
+        revoked meanwhile are dropped from a retry: their new owner handles them."""
+        batch = self._in_flight
+        assert batch is not None and batch.attempt is not None
         s = self._settings
-        accepted, letters = decided.accepted, decided.letters
-        dlq_done = not letters
-        attempt = 0
         while True:
             try:
-                if not dlq_done:
-                    self._dlq.send(letters)
-                    dlq_done = True
-                dead = Tally(letter.reason for letter in letters)
-                result = self._store.store_batch(accepted, utc_timestamp(), dead)
+                result = batch.attempt.result()
                 break
             except Unavailable as exc:
                 metrics.BATCH_RETRIES.inc()
-                delay = backoff_delay(attempt, s.backoff_initial_seconds, s.backoff_max_seconds)
+                delay = backoff_delay(
+                    batch.retries, s.backoff_initial_seconds, s.backoff_max_seconds
+                )
                 # A refusal (a wrong-type key, named in the error) lasts until fixed by hand.
                 level = logging.ERROR if isinstance(exc, StoreRefused) else logging.WARNING
                 log.log(
                     level,
                     "batch not durable, retrying",
-                    extra={"error": str(exc), "attempt": attempt + 1, "retry_in_s": delay},
+                    extra={"error": str(exc), "attempt": batch.retries + 1, "retry_in_s": delay},
                 )
                 self.set_state("backing_off", str(exc))
                 if not self._wait_paused(delay):
-                    return None
-                attempt += 1
-                # Partitions revoked meanwhile belong to someone else now.
-                accepted = [a for a in accepted if (self._topic, a.partition) in self._assigned]
-                letters = [x for x in letters if (x.topic, x.partition) in self._assigned]
-        if attempt:
-            decided.accepted, decided.letters = accepted, letters
+                    self._drop(batch)
+                    return False
+                batch.retries += 1
+                self._drop_revoked(batch)
+                batch.attempt = self._attempt(batch)
+            except BaseException:
+                self._drop(batch)
+                raise
         if self._paused:
             self._resume()
         if self._state != "running":
             self.set_state("running")
-        if attempt and result.redelivered:
+        self._complete(batch, result)
+        return True
+
+    def _complete(self, batch: Batch, result: BatchResult) -> None:
+        """Steps 6-7 for a batch whose store answered."""
+        if batch.retries and result.redelivered:
             # An attempt that failed after Redis ran the script (the reply was lost) stored
             # these: they are this worker's processing, not an earlier one's.
             result = BatchResult(result.stored + result.redelivered, result.duplicates, ())
-        return result
+        self._drop(batch)
+        self._report(batch, result)
+        self._commit_batch(batch)
+        metrics.BATCH_SECONDS.observe(time.monotonic() - batch.started)
 
-    def _report(self, decided: Decided, result: BatchResult) -> None:
+    def _drop(self, batch: Batch) -> None:
+        """The batch leaves the worker's hands (committed, or left for a replay)."""
+        if self._in_flight is batch:
+            self._in_flight = None
+        if batch in self._in_hand:
+            self._in_hand.remove(batch)
+
+    def _drop_revoked(self, batch: Batch) -> None:
+        """Before a retry: forget the records of partitions that left meanwhile."""
+        keep = self._assigned - batch.revoked
+        topic = self._topic
+        batch.accepted = [a for a in batch.accepted if (topic, a.partition) in keep]
+        batch.letters = [x for x in batch.letters if (x.topic, x.partition) in keep]
+
+    def _await_in_flight(self) -> BatchResult | None:
+        """Wait until the store in flight answered (a rebalance or a stop must not let it
+        write after the partitions left). When it succeeded, its offsets join the durable
+        ones, so a synchronous commit that follows includes them, and its result is
+        returned. A failed store is left for `_finish_store` to retry. Never raises."""
+        batch = self._in_flight
+        if batch is None or batch.attempt is None or batch.attempt.exception() is not None:
+            return None
+        self._mark_durable(batch)
+        return batch.attempt.result()
+
+    def _report(self, batch: Batch, result: BatchResult) -> None:
         """Counters, the dead letters' WARNING lines, and (CONSUMER_LOG_EVENTS) one INFO
         line per event, as the replaced service logged them."""
         if self._settings.log_events and log.isEnabledFor(logging.INFO):
@@ -396,7 +489,7 @@ class Worker:
                 log.info("event processed", extra={**_event_fields(ev), "redelivery": True})
             for ev in result.duplicates:
                 log.info("duplicate skipped", extra=_event_fields(ev))
-        for letter in decided.letters:
+        for letter in batch.letters:
             log.warning(
                 "record dead-lettered",
                 extra={
@@ -413,16 +506,20 @@ class Worker:
         if result.duplicates:
             metrics.DUPLICATES_SKIPPED.inc(len(result.duplicates))
 
-    def _commit_batch(self, next_offsets: dict[TP, int]) -> None:
+    def _commit_batch(self, batch: Batch) -> None:
         """Commit a durable batch's offsets without waiting for the broker. Safe: a
         commit lost on the way only replays the batch, which the seen marks make
         harmless; partitions that leave are committed synchronously (_on_revoke, _close)."""
+        self._mark_durable(batch)
+        self._commit(asynchronous=True)
+
+    def _mark_durable(self, batch: Batch) -> None:
+        """The batch answered: its offsets of partitions it still owns are due a commit."""
         uncommitted = self._uncommitted
-        for tp, offset in next_offsets.items():
-            owned = tp in self._assigned and tp not in self._revoked_during_batch
+        for tp, offset in batch.next_offsets.items():
+            owned = tp in self._assigned and tp not in batch.revoked
             if owned and offset > uncommitted.get(tp, 0):
                 uncommitted[tp] = offset
-        self._commit(asynchronous=True)
 
     # -- staying in the group while Redis or the DLQ is away -----------------------
 
@@ -508,8 +605,10 @@ class Worker:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
-        # Everything durable for these partitions is committed, and confirmed, before
-        # they go: the next owner starts from there.
+        # Everything durable for these partitions, the store in flight included once it
+        # answered, is committed, and confirmed, before they go: the next owner starts
+        # from there, and no store of ours writes their records after that.
+        self._await_in_flight()
         self._commit(only=revoked)
         self._forget(revoked)
         log.info(
@@ -518,14 +617,17 @@ class Worker:
         )
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Someone else may own them already: committing now could go backwards.
+        # Someone else may own them already: committing now could go backwards. The store
+        # in flight is waited for, so none of ours writes their records after this.
         lost = {(tp.topic, tp.partition) for tp in partitions}
+        self._await_in_flight()
         self._forget(lost)
         log.warning("partitions lost", extra={"partitions": _names(partitions)})
 
     def _forget(self, tps: set[TP]) -> None:
         self._assigned -= tps
-        self._revoked_during_batch |= tps
+        for batch in self._in_hand:
+            batch.revoked |= tps
         for tp in tps:
             self._uncommitted.pop(tp, None)
             metrics.CONSUMER_LAG.labels(tp[0], str(tp[1])).set(0)
@@ -580,14 +682,21 @@ class Worker:
         self.set_state("stopping", self._detail)
         if self._consumer is not None:
             try:
-                # What is durable is committed, and confirmed, before leaving; then
-                # close() revokes every partition (our on_revoke commits anything left)
-                # and leaves the group at once, so the others take over without waiting
-                # for the session timeout.
+                # What is durable, the store in flight included once it answered, is
+                # committed, and confirmed, before leaving; then close() revokes every
+                # partition (our on_revoke commits anything left) and leaves the group at
+                # once, so the others take over without waiting for the session timeout.
+                # A store that failed is not retried now: its batch is replayed.
+                in_flight = self._in_flight
+                result = self._await_in_flight()
+                if in_flight is not None and result is not None:
+                    self._complete(in_flight, result)
                 self._commit()
                 self._consumer.close()
             except (KafkaException, RuntimeError) as exc:
                 log.warning("consumer close failed", extra={"error": str(exc)})
+        if self._store_thread is not None:
+            self._store_thread.shutdown(wait=True)
         try:
             self._dlq.close()
         except KafkaException as exc:

@@ -1,0 +1,259 @@
+"""The worker's pipeline (CONSUMER_PIPELINE) against a real Kafka and Redis: while one
+batch is being stored the next is fetched and decided, and yet stores run one at a time
+in batch order, an offset is committed only after its batch's store answered, and a
+rebalance or a stop waits for the store in flight before partitions change hands.
+
+The store is the real one, slowed down so that a store is in flight whenever the worker
+polls Kafka (which is where rebalances are served)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from consumer_service.config import ConsumerSettings
+from consumer_service.processing import Accepted
+from consumer_service.store import BatchResult, RedisEventStore
+from consumer_service.worker import Worker
+from shared.events import compact_json, record_headers
+
+from .conftest import WorkerThread, make_record, wait_until, with_
+from .test_worker import committed_total
+
+StartWorker = Callable[..., WorkerThread]
+PARTITIONS = 6
+
+
+@dataclass(frozen=True)
+class Call:
+    """One store_batch call as the store saw it."""
+
+    started: float
+    ended: float
+    offsets: tuple[tuple[int, int], ...]  # (partition, offset) of each event, in order
+    redelivered: int
+    # Partitions of the call that its worker no longer held when the store answered.
+    left_meanwhile: frozenset[int]
+
+
+class SlowRecordingStore(RedisEventStore):
+    """The real store, each batch `delay` seconds slower, recording every call."""
+
+    delay = 0.0
+    owner: Worker | None = None
+
+    def setup(self, delay: float) -> SlowRecordingStore:
+        self.delay = delay
+        self.calls: list[Call] = []
+        self.active = 0
+        self.most_active = 0
+        # Next offset per partition of the events whose store answered.
+        self.answered: dict[int, int] = {}
+        self._lock = threading.Lock()
+        return self
+
+    def store_batch(
+        self,
+        events: Sequence[Accepted],
+        processed_at: str,
+        dead_lettered: Mapping[str, int] | None = None,
+    ) -> BatchResult:
+        started = time.monotonic()
+        with self._lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+        try:
+            time.sleep(self.delay)
+            result = super().store_batch(events, processed_at, dead_lettered)
+        finally:
+            with self._lock:
+                self.active -= 1
+        owner = self.owner
+        held = {p for _, p in owner.assigned} if owner is not None else None
+        parts = {ev.partition for ev in events}
+        with self._lock:
+            for ev in events:
+                self.answered[ev.partition] = max(self.answered.get(ev.partition, 0), ev.offset + 1)
+            self.calls.append(
+                Call(
+                    started,
+                    time.monotonic(),
+                    tuple((ev.partition, ev.offset) for ev in events),
+                    len(result.redelivered),
+                    frozenset(parts - held) if held is not None else frozenset(),
+                )
+            )
+        return result
+
+    def answered_now(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self.answered)
+
+
+def slow_store(settings: ConsumerSettings, redis_url: str, delay: float) -> SlowRecordingStore:
+    store = SlowRecordingStore.from_url(
+        redis_url, settings.redis_prefix, settings.dedup_ttl_seconds, timeout_seconds=5.0
+    )
+    assert isinstance(store, SlowRecordingStore)
+    return store.setup(delay)
+
+
+def feed(settings: ConsumerSettings, rounds: int, pause: float) -> list[str]:
+    """Produce one record per partition per round, `pause` s apart, so every fetch (and
+    so every batch) holds records of every partition. Returns the eventIds."""
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.common.kafka_bootstrap_servers,
+            "linger.ms": 0,
+            "acks": "all",
+            "enable.idempotence": True,
+        }
+    )
+    ids: list[str] = []
+    for _ in range(rounds):
+        for p in range(PARTITIONS):
+            record = make_record(f"user-p{p}")
+            ids.append(record["eventId"])
+            producer.produce(
+                settings.common.kafka_topic,
+                key=record["userId"].encode(),
+                value=compact_json(record),
+                headers=record_headers(record),
+                partition=p,
+            )
+        producer.flush(10)
+        time.sleep(pause)
+    assert producer.flush(15) == 0
+    return ids
+
+
+def committed_by_partition(consumer: Consumer, topic: str) -> dict[int, int]:
+    parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10)}
+
+
+def assert_stores_one_at_a_time_in_order(store: SlowRecordingStore) -> None:
+    assert store.most_active == 1
+    calls = sorted(store.calls, key=lambda c: c.started)
+    for before, after in itertools.pairwise(calls):
+        assert before.ended <= after.started, "a store started before the previous answered"
+    last: dict[int, int] = {}
+    for call in calls:
+        for partition, offset in call.offsets:
+            assert offset > last.get(partition, -1), "a partition's records stored out of order"
+            last[partition] = offset
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_offsets_are_committed_only_after_their_store_answered_and_stores_run_in_order(
+    settings: ConsumerSettings, start_worker: StartWorker, redis_url: str, pipeline: bool
+) -> None:
+    settings = with_(settings, batch_size=50, pipeline=pipeline)
+    store = slow_store(settings, redis_url, delay=0.15)
+    worker = start_worker(settings, store)
+    store.owner = worker.worker
+    wait_until(lambda: len(worker.worker.assigned) == PARTITIONS, 20, "partitions assigned")
+
+    # Sample the group's committed offsets while the worker runs; each sample must be
+    # covered by the stores that had answered when it was read (they are read after it).
+    sampler = Consumer(
+        {
+            "bootstrap.servers": settings.common.kafka_bootstrap_servers,
+            "group.id": settings.consumer_group,
+            "enable.auto.commit": False,
+        }
+    )
+    ahead: list[tuple[dict[int, int], dict[int, int]]] = []
+    samples = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal samples
+        while not done.is_set():
+            committed = committed_by_partition(sampler, settings.common.kafka_topic)
+            answered = store.answered_now()
+            samples += 1
+            if any(o > answered.get(p, 0) for p, o in committed.items()):
+                ahead.append((committed, answered))
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    try:
+        ids = feed(settings, rounds=40, pause=0.03)
+        wait_until(lambda: store.stats()["processed"] == len(ids), 60, "every event stored")
+        wait_until(lambda: committed_total(settings) == len(ids), 20, "every offset committed")
+    finally:
+        done.set()
+        watcher.join(15)
+        sampler.close()
+    assert worker.stop() == 0
+    assert samples > 20
+    assert not ahead, f"committed before the store answered: {ahead[:3]}"
+    assert_stores_one_at_a_time_in_order(store)
+    assert sum(c.redelivered for c in store.calls) == 0
+    assert {store.get(i) is not None for i in ids} == {True}
+
+
+def test_a_rebalance_waits_for_the_store_in_flight_and_hands_over_after_it(
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    redis_url: str,
+    make_store: Callable[..., RedisEventStore],
+) -> None:
+    settings = with_(settings, batch_size=200)
+    first = slow_store(settings, redis_url, delay=0.2)
+    second = slow_store(settings, redis_url, delay=0.0)
+    a = start_worker(settings, first)
+    first.owner = a.worker
+    wait_until(lambda: len(a.worker.assigned) == PARTITIONS, 20, "partitions assigned")
+
+    fed: list[str] = []
+    feeder = threading.Thread(target=lambda: fed.extend(feed(settings, 80, 0.02)))
+    feeder.start()
+    wait_until(lambda: len(first.calls) >= 3, 20, "the first worker storing")
+    b = start_worker(settings, second)
+    second.owner = b.worker
+    wait_until(
+        lambda: len(a.worker.assigned) == len(b.worker.assigned) == PARTITIONS // 2,
+        30,
+        "partitions shared",
+    )
+    feeder.join(30)
+    stats = make_store(settings).stats
+    wait_until(lambda: stats()["processed"] == len(fed), 60, "every event stored")
+    wait_until(lambda: committed_total(settings) == len(fed), 20, "every offset committed")
+    assert b.stop() == 0 and a.stop() == 0
+
+    # No store of the first worker was still writing records of a partition it had
+    # already handed over: the revoke waited for it.
+    assert not [c for c in first.calls if c.left_meanwhile]
+    # The new owner started exactly after the last durable batch: no record stored by
+    # the first worker was read and offered to Redis again by the second.
+    assert sum(c.redelivered for c in first.calls + second.calls) == 0
+    assert stats()["processed"] == len(fed) and stats()["duplicatesSkipped"] == 0
+    assert_stores_one_at_a_time_in_order(first)
+
+
+def test_a_stop_waits_for_the_store_in_flight_and_commits_it(
+    settings: ConsumerSettings, start_worker: StartWorker, redis_url: str
+) -> None:
+    settings = with_(settings, batch_size=20)
+    store = slow_store(settings, redis_url, delay=0.5)
+    worker = start_worker(settings, store)
+    wait_until(lambda: len(worker.worker.assigned) == PARTITIONS, 20, "partitions assigned")
+    feeder = threading.Thread(target=lambda: feed(settings, 10, 0.0))
+    feeder.start()
+    wait_until(lambda: store.active == 1, 20, "a store in flight")
+    feeder.join(30)
+    assert worker.stop() == 0
+    assert store.active == 0
+    # Everything stored is committed, the batch that was in flight at the stop included.
+    processed = store.stats()["processed"]
+    assert processed > 0
+    assert committed_total(settings) == processed
