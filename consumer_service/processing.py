@@ -156,11 +156,17 @@ _RECORD_FIELDS = frozenset(
 # orjson parses an integer beyond 64 bits as a float, where the stdlib keeps an int: any
 # float this big may have been such an integer, so the stdlib path decides the record.
 _FLOAT_LIMIT = float(2**63)
+# Below this magnitude (zero aside) the stdlib writes a float with an exponent
+# (`repr(1e-05)` is "1e-05") where orjson writes digits ("0.00001"); from it up to
+# _FLOAT_LIMIT both write the same shortest round-trip digits (the property tests in
+# tests/unit/consumer/test_fast_path.py hold orjson to that, byte for byte).
+_ORJSON_ALIKE_FROM = 1e-4
 _UNSURE = -1
 
 
 def _scan_payload(payload: dict[str, Any]) -> int:
-    """1 when the payload holds a float, 0 when it holds none, _UNSURE when it is nested
+    """1 when the payload holds a float orjson may write differently from the stdlib
+    (non-zero, below 1e-4 in magnitude), 0 when it holds none, _UNSURE when it is nested
     more than MAX_NESTING levels (counting the record as level 1) or holds a float that
     may have been an integer beyond 64 bits. One level at a time, like nesting_exceeds."""
     level: list[Any] = [payload]
@@ -178,7 +184,8 @@ def _scan_payload(payload: dict[str, Any]) -> int:
                 elif kind is float:
                     if not -_FLOAT_LIMIT < child < _FLOAT_LIMIT:
                         return _UNSURE
-                    floats = 1
+                    if child and -_ORJSON_ALIKE_FROM < child < _ORJSON_ALIKE_FROM:
+                        floats = 1
         level = below
         depth += 1
     return floats
@@ -232,11 +239,12 @@ def fast_record(data: dict[str, Any]) -> tuple[dict[str, Any], bytes] | None:
         "schemaVersion": version,
     }
     if floats:
-        # orjson spells some floats differently (1e-7 where the stdlib writes 1e-07).
+        # orjson spells tiny floats differently (0.00001 where the stdlib writes 1e-05).
         return record, compact_json(record)
     try:
-        # Strings, integers of 64 bits, booleans and null: orjson writes exactly what
-        # compact_json writes (the property test checks it byte for byte).
+        # Strings, integers of 64 bits, booleans, null and the other floats: orjson
+        # writes exactly what compact_json writes (the property test checks it byte for
+        # byte).
         return record, orjson.dumps(record)
     except orjson.JSONEncodeError:
         return None  # deeper than orjson writes (254 levels): the stdlib path then

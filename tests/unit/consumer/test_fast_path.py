@@ -295,3 +295,49 @@ def test_a_typical_record_takes_the_fast_path_with_the_stdlib_bytes() -> None:
     fast = fast_record(orjson.loads(value))
     assert fast is not None
     assert fast[1] == json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# -- floats: orjson writes them when it spells them as the stdlib does -----------------
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+floats_near_the_bounds = st.one_of(
+    finite,
+    st.floats(min_value=1e-4, max_value=1e-4 * (1 + 1e-9)),
+    st.floats(min_value=1e-4 * (1 - 1e-9), max_value=1e-4),
+    st.floats(min_value=1e-6, max_value=1e-3),
+    st.floats(min_value=1e15, max_value=1e17),
+    st.floats(min_value=2.0**62, max_value=2.0**64),
+    st.sampled_from([0.0, -0.0, 1e-4, -1e-4, 9.999999999999999e-05, 5e-324, 1e16, 19.99]),
+)
+
+
+@PROPERTY
+@given(x=floats_near_the_bounds, negative=st.booleans(), nested=st.booleans())
+def test_floats_are_decided_and_written_alike(x: float, negative: bool, nested: bool) -> None:
+    value = -x if negative else x
+    payload: dict[str, Any] = {"x": [{"y": value}]} if nested else {"x": value, "n": 1}
+    record = {"eventId": UUID, "userId": "u", "eventType": "LOGIN", "timestamp": TIMESTAMP,
+              "payload": payload, "schemaVersion": 1}  # fmt: skip
+    raw = json.dumps(record).encode()
+    assert_same_decision(raw)
+    assert_fast_path_agrees(raw)
+
+
+def test_a_record_with_ordinary_floats_is_written_by_orjson_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The stdlib encoder cost more than the rest of the fast path together; a price or a
+    # coordinate must not need it.
+    import consumer_service.processing as processing
+
+    def no_stdlib(_value: Any) -> bytes:
+        raise AssertionError("compact_json called")
+
+    payload = {"price": 19.99, "at": [48.8566, 2.3522, 0.0]}
+    record = {"eventId": UUID, "userId": "u", "eventType": "PURCHASE", "timestamp": TIMESTAMP,
+              "payload": payload, "schemaVersion": 1}  # fmt: skip
+    raw = json.dumps(record).encode()
+    want = checked_record(raw)
+    monkeypatch.setattr(processing, "compact_json", no_stdlib)
+    got = fast_record(orjson.loads(raw))
+    assert got is not None and got[1] == want[1]
