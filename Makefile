@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # The infra scripts use the venv's interpreter (it has confluent-kafka).
 export PYTHON := $(abspath $(PY))
 
-.PHONY: help venv run test test-unit test-integration infra down lint fmt bench reliability compose-check clean
+.PHONY: help venv run test test-unit test-integration infra down lint fmt bench bench-cluster reliability compose-check clean
 
 help:
 	@echo "make run     start Kafka, Redis, the producer (:8000) and a consumer (:8001); Ctrl-C stops them"
@@ -15,6 +15,7 @@ help:
 	@echo "make down    stop the local Kafka and Redis"
 	@echo "make lint    ruff and mypy --strict"
 	@echo "make bench   throughput benchmarks"
+	@echo "make bench-cluster  the consumer into a local Redis Cluster (docs/scaling.md's figures)"
 	@echo "make reliability  the fault scenarios at 50,000 events each (10,000 on a Redis Cluster); writes docs/reliability.md"
 
 $(STAMP): pyproject.toml
@@ -64,6 +65,11 @@ compose-check:
 # Sizes and parts: make bench BENCH_ARGS="--memory-events 2000000" (BENCH_ARGS=--help lists them).
 bench: venv
 	@bench/run.sh $(BENCH_ARGS)
+
+# Not part of `make bench` (about 5 minutes): the consumer into private local Redis
+# Clusters (3 masters; one shard; WAIT 1) beside a single node, for docs/scaling.md.
+bench-cluster: venv
+	@bench/run.sh --only cluster --no-readme $(BENCH_ARGS)
 
 # The fault scenarios of tests/reliability/ (make test runs them small) at full size, on one
 # Redis and on a Redis Cluster; the tables in docs/reliability.md are written from this run.

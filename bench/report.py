@@ -13,6 +13,8 @@ Parts, in order (`--only` picks some):
             5% duplicates into Redis (bench/consumer_throughput.py)
   e2e       201 to readable at a steady rate (bench/e2e.py)
   memory    process RSS and Redis bytes per event over M events (bench/memory.py)
+  cluster   not in the default run (`make bench-cluster`): the consumer into a private
+            local Redis Cluster, 3 masters and one shard, with WAIT 1 (bench/cluster.py)
 
 Kafka must answer (bench/run.sh starts it). The consumer side stores into a private
 redis-server (AOF, appendfsync always) unless --redis-url names one. Every topic, group
@@ -40,7 +42,7 @@ from typing import Any
 
 import confluent_kafka
 
-from bench import baselines, consumer_throughput, e2e, intake, memory
+from bench import baselines, cluster, consumer_throughput, e2e, intake, memory
 from bench.common import (
     ROOT,
     BenchRedis,
@@ -56,6 +58,7 @@ from bench.common import (
 from infra.topics import wait_for_broker
 
 PARTS = ("intake", "consumer", "e2e", "memory")
+OPTIONAL_PARTS = ("cluster",)  # several minutes: only when named with --only
 README = ROOT / "README.md"
 START_MARK = "<!-- bench:performance:start -->"
 END_MARK = "<!-- bench:performance:end -->"
@@ -74,6 +77,7 @@ SIZES: dict[str, tuple[Any, Any]] = {
     "e2e_seconds": (30.0, 2.0),
     "e2e_warmup": (3.0, 0.5),
     "memory_events": (1_000_000, 2_000),
+    "cluster_events": (100_000, 1_000),
 }
 
 
@@ -211,7 +215,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         epilog="\n".join((__doc__ or "").splitlines()[2:]),
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks, not figures")
-    parser.add_argument("--only", default=",".join(PARTS), help=f"parts, of {','.join(PARTS)}")
+    parser.add_argument(
+        "--only", default=",".join(PARTS), help=f"parts, of {','.join(PARTS + OPTIONAL_PARTS)}"
+    )
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default 10)")
     parser.add_argument("--concurrency", help="connections of /events/generate (1,16,64)")
     parser.add_argument("--batch-sizes", help="events per /events/batch request (100,1000)")
@@ -225,6 +231,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--e2e-warmup", type=float, help="seconds sent but not counted (3)")
     parser.add_argument("--e2e-watch", choices=["redis", "api"], default="redis")
     parser.add_argument("--memory-events", type=int, help="events of the memory run (1000000)")
+    parser.add_argument("--cluster-events", type=int, help="records per cluster run (100000)")
     parser.add_argument(
         "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     )
@@ -238,7 +245,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, smoke if args.smoke else default)
     args.parts = [p.strip() for p in args.only.split(",") if p.strip()]
-    unknown = set(args.parts) - set(PARTS)
+    unknown = set(args.parts) - set(PARTS + OPTIONAL_PARTS)
     if unknown:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     args.concurrency = [int(c) for c in str(args.concurrency).split(",")]
@@ -299,6 +306,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if "e2e" in args.parts or "memory" in args.parts:
             results.update(pipeline_phase(args, run_id, store, log_dir))
+        if "cluster" in args.parts:
+            results["cluster"] = cluster.run(
+                args.bootstrap,
+                run_id,
+                store,
+                events=args.cluster_events,
+                duplicate_share=args.duplicates,
+                log_dir=log_dir,
+            )
     finally:
         store.close()
     results["seconds"] = round(time.monotonic() - clock, 1)
@@ -361,6 +377,8 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
         out += _e2e_rows(r["e2e"], r["e2e_baseline"])
     if "memory" in r:
         out += _memory_rows(r["memory"])
+    if "cluster" in r:
+        out += _cluster_rows(r["cluster"])
     return out
 
 
@@ -525,6 +543,47 @@ def _memory_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _cluster_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
+    by = {v["variant"]: v for v in c["variants"]}
+    # Each variant beside the run it differs from by one thing.
+    against = {
+        "3 masters x1": "single node",
+        "3 masters x2": "3 masters x1",
+        "3 masters, WAIT 1": "3 masters x1",
+        "1 partition": "3 masters x1",
+        "one shard x1": "3 masters x1",
+        "one shard x2": "one shard x1",
+    }
+    out = []
+    for v in c["variants"]:
+        eps, n = v["events_per_second"], v["replicas"]
+        figure = f"{_n(eps)} ev/s" + (f" ({_n(v['events_per_second_per_replica'])}/replica)"
+                                      if n > 1 else "")  # fmt: skip
+        base = by.get(against.get(v["variant"], ""))
+        out.append(
+            _row(
+                f"consumer on {v['variant']}" + ("" if "x" in v["variant"] else f", x{n}"),
+                figure,
+                "" if base is None else f"{base['variant']}: {_n(base['events_per_second'])}/s",
+                None if base is None else _ratio(eps, base["events_per_second"]),
+                value=eps,
+            )
+        )
+        busy = v.get("master_busy") or {}
+        if busy:
+            top = max(busy.values())
+            ceilings = [x for x in v["master_ceiling_events_per_second"].values() if x]
+            out.append(
+                _row(
+                    "  busiest master",
+                    f"{top:.0%} of a core",
+                    f"CPU-bound ceiling {_n(min(ceilings) if ceilings else None)} ev/s",
+                    value=top,
+                )
+            )
+    return out
+
+
 def problems(r: dict[str, Any]) -> list[str]:
     """Why some figures cannot be trusted (errors, lost or miscounted events)."""
     found = []
@@ -538,6 +597,13 @@ def problems(r: dict[str, Any]) -> list[str]:
                 f"consumer x{w['replicas']}: stored {w['stored']} and skipped "
                 f"{w['duplicates_skipped']}, expected {r['consumer']['unique_events']} and "
                 f"{r['consumer']['duplicates']}"
+            )
+    for v in r.get("cluster", {}).get("variants", []):
+        if not v["counts_correct"]:
+            found.append(
+                f"cluster {v['variant']}: stored {v['stored']} and skipped "
+                f"{v['duplicates_skipped']}, expected {r['cluster']['unique_events']} and "
+                f"{r['cluster']['duplicates']}"
             )
     if "e2e" in r:
         e = r["e2e"]

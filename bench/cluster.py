@@ -1,0 +1,351 @@
+"""Cluster figures of `make bench-cluster` (`bench.report --only cluster`): the consumer
+measurement of bench/consumer_throughput.py, stored into a private local Redis Cluster.
+
+One topic (6 partitions) is filled with N records, 5% of them duplicates, and drained by
+real `consumer-service` processes, each variant on its own group and key prefix:
+
+  single node       1 replica into the bench's single Redis: the same-run baseline
+  3 masters         1 and 2 replicas into a cluster of 3 masters + 3 replicas (the test
+                    harness, tests/clusterharness.py: AOF, appendfsync always)
+  3 masters, WAIT 1 1 replica, CONSUMER_REDIS_WAIT_REPLICAS=1
+  1 partition       1 replica draining a topic of 1 partition (N records): a partition's
+                    ceiling, since one replica at a time consumes a partition
+  one shard         1 and 2 replicas into a cluster of one master (all 16,384 slots) and
+                    its replica: what one shard takes
+
+The clock runs as in consumer_throughput.drain; the stored and duplicate counts must be
+exactly the topic's. For every cluster variant each master's CPU seconds over the clock
+are read from /proc: `busy` is its share of one core, and `ceiling` = events/s / busy
+(the rate at which that master's CPU would be full; fsync waits are not CPU, so it is an
+upper bound).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    BenchRedis,
+    Fill,
+    Service,
+    admin_client,
+    delete_topics,
+    fill_topic,
+    pipeline_counts,
+    progress,
+    stop_all,
+)
+from bench.consumer_throughput import group_ready
+from consumer_service.cluster_store import RedisClusterEventStore
+from infra.topics import ensure_topics
+from tests.clusterharness import LocalRedisCluster, Node, free_cluster_ports
+
+CLOCK_TICKS = 100  # /proc/<pid>/stat counts CPU time in USER_HZ, 100 on Linux
+
+
+def one_shard_cluster(root: Path) -> LocalRedisCluster:
+    """A cluster of one master holding every slot and one replica of it. `redis-cli
+    --cluster create` wants three masters, so the slots and the replica are set by hand."""
+    cluster = LocalRedisCluster(root)
+    cluster.nodes = [Node(port, root / str(port)) for port in free_cluster_ports(2)]
+    for node in cluster.nodes:
+        node.start(cluster.node_timeout_ms)
+    _wait(lambda: all(n.answers() for n in cluster.nodes), 15, "nodes answer")
+    master, replica = (n.client() for n in cluster.nodes)
+    try:
+        master.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        replica.execute_command("CLUSTER", "MEET", "127.0.0.1", cluster.nodes[0].port)
+        master_id = master.execute_command("CLUSTER", "MYID")
+        master_id = master_id.decode() if isinstance(master_id, bytes) else str(master_id)
+        _wait(lambda: _knows(replica, master_id), 15, "replica meets the master")
+        replica.execute_command("CLUSTER", "REPLICATE", master_id)
+    finally:
+        master.close()
+        replica.close()
+    _wait(cluster.healthy, 30, "one-shard cluster ok, replica linked")
+    return cluster
+
+
+def _knows(client: Any, node_id: str) -> bool:
+    nodes = client.execute_command("CLUSTER", "NODES")
+    return node_id in (nodes.decode() if isinstance(nodes, bytes) else str(nodes))
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"cluster bench: timed out after {timeout:.0f} s: {what}")
+        time.sleep(0.1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def masters(cluster: LocalRedisCluster) -> list[Node]:
+    return [n for n in cluster.nodes if n.proc is not None and n.role() == "master"]
+
+
+def drain(
+    bootstrap: str,
+    topic: str,
+    group: str,
+    env: Mapping[str, str],
+    counts: Callable[[], tuple[int, int]],
+    fill: Fill,
+    replicas: int,
+    watched: Mapping[str, int],
+    log_dir: Path | None,
+    name: str,
+) -> dict[str, Any]:
+    """`replicas` consumer-service processes drain `topic` until `counts()` (processed,
+    duplicates) covers every record. `watched` names processes (Redis masters) whose CPU
+    seconds over the clock are reported."""
+    services = [
+        Service.start(
+            f"{name}-{i}",
+            "consumer-service",
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "KAFKA_TOPIC": topic,
+                "KAFKA_CONSUMER_GROUP": group,
+                "CONSUMER_API_ENABLED": "false",
+                **env,
+            },
+            None,
+            log_dir,
+        )
+        for i in range(replicas)
+    ]
+    admin = admin_client(bootstrap)
+    total = fill.records
+    timeout = 120 + total / 300
+    cpu_at_start: dict[str, float] = {}
+    try:
+        deadline = time.monotonic() + timeout
+        ready = False
+        started_at: float | None = None
+        done_at_start = 0
+        first_record_at: float | None = None
+        last_note = next_group_check = 0.0
+        while True:
+            now = time.monotonic()
+            processed, duplicates = counts()
+            done = processed + duplicates
+            if done and first_record_at is None:
+                first_record_at = now
+                cpu_at_start = {k: cpu_seconds(pid) for k, pid in watched.items()}
+            if not ready and now >= next_group_check:
+                ready = group_ready(admin, group, replicas)
+                next_group_check = now + 0.1
+            if started_at is None and ready and done:
+                started_at, done_at_start = now, done
+                cpu_at_start = {k: cpu_seconds(pid) for k, pid in watched.items()}
+            if done >= total:
+                finished_at = now
+                cpu_used = {k: cpu_seconds(pid) - cpu_at_start[k] for k, pid in watched.items()}
+                break
+            for s in services:
+                if not s.alive():
+                    raise SystemExit(f"{s.name} exited with {s.proc.returncode}")
+            if now > deadline:
+                raise SystemExit(f"{name}: {done} of {total} in {timeout:.0f} s")
+            if now - last_note > 5:
+                progress(f"  {done:,} of {total:,} records handled")
+                last_note = now
+            time.sleep(0.02)
+    finally:
+        stop_all(services)
+    from_first_record = started_at is None
+    if started_at is None:
+        assert first_record_at is not None
+        started_at, done_at_start = first_record_at, 0
+    seconds = max(finished_at - started_at, 1e-3)
+    measured = total - done_at_start
+    eps = measured / seconds
+    busy = {k: round(cpu / seconds, 3) for k, cpu in cpu_used.items()}
+    return {
+        "variant": name,
+        "replicas": replicas,
+        "events": total,
+        "events_measured": measured,
+        "clock_from": "first stored record" if from_first_record else "group stable",
+        "seconds": round(seconds, 3),
+        "events_per_second": round(eps),
+        "events_per_second_per_replica": round(eps / replicas),
+        "stored": processed,
+        "duplicates_skipped": duplicates,
+        "counts_correct": processed == fill.unique and duplicates == fill.duplicates,
+        "master_busy": busy,
+        "master_ceiling_events_per_second": {
+            k: round(eps / b) if b > 0 else None for k, b in busy.items()
+        },
+    }
+
+
+class ClusterCounts:
+    """(processed, duplicates) of a cluster prefix, summed over its partitions and meta
+    (the read API's /stats, read directly)."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._reader = RedisClusterEventStore(url, prefix, 0, timeout_seconds=5.0)
+
+    def __call__(self) -> tuple[int, int]:
+        stats = self._reader.stats()
+        return int(stats["processed"]), int(stats["duplicatesSkipped"])
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def delete_cluster_prefix(cluster: LocalRedisCluster, prefix: str) -> None:
+    for node in masters(cluster):
+        client = node.client(10.0)
+        try:
+            for pattern in (f"{{{prefix}:*", f"{prefix}:*"):
+                keys = list(client.scan_iter(match=pattern, count=10_000))
+                # One key per command: a node refuses a multi-key UNLINK across slots.
+                for i in range(0, len(keys), 10_000):
+                    with client.pipeline(transaction=False) as pipe:
+                        for key in keys[i : i + 10_000]:
+                            pipe.unlink(key)
+                        pipe.execute()
+        finally:
+            client.close()
+
+
+def on_cluster(
+    bootstrap: str,
+    run_id: str,
+    cluster: LocalRedisCluster,
+    label: str,
+    topic: str,
+    fill: Fill,
+    replicas: int,
+    log_dir: Path | None,
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    prefix = f"bench:{run_id}:{label}"
+    progress(f"cluster: {label}, consumer-service x{replicas}, {fill.records:,} records")
+    counts = ClusterCounts(cluster.url, prefix)
+    watched = {f"127.0.0.1:{n.port}": n.proc.pid for n in masters(cluster) if n.proc}
+    try:
+        result = drain(
+            bootstrap,
+            topic,
+            f"bench-{run_id}-{label}",
+            {
+                "REDIS_URL": cluster.url,
+                "CONSUMER_REDIS_MODE": "cluster",
+                "CONSUMER_REDIS_PREFIX": prefix,
+                **(extra_env or {}),
+            },
+            counts,
+            fill,
+            replicas,
+            watched,
+            log_dir,
+            label,
+        )
+    finally:
+        counts.close()
+        delete_cluster_prefix(cluster, prefix)
+    result["masters"] = len(watched)
+    return result
+
+
+def run(
+    bootstrap: str,
+    run_id: str,
+    store: BenchRedis,
+    *,
+    events: int,
+    duplicate_share: float,
+    log_dir: Path | None,
+) -> dict[str, Any]:
+    topic = f"bench-{run_id}-cluster"
+    one = f"bench-{run_id}-cluster1p"
+    topics = [topic, f"{topic}.dlq", one, f"{one}.dlq"]
+    ensure_topics(bootstrap, [topic, f"{topic}.dlq"], 6)
+    ensure_topics(bootstrap, [one, f"{one}.dlq"], 1)
+    variants: list[dict[str, Any]] = []
+    root = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
+    try:
+        progress(f"filling {topic} (6 partitions) and {one} (1) with {events:,} records each")
+        fill = fill_topic(bootstrap, topic, events, duplicate_share)
+        fill_one = fill_topic(bootstrap, one, events, duplicate_share)
+
+        progress(f"single node: consumer-service x1, {events:,} records (baseline)")
+        prefix = f"bench:{run_id}:cl-single"
+        try:
+            single = drain(
+                bootstrap,
+                topic,
+                f"bench-{run_id}-cl-single",
+                {"REDIS_URL": store.url, "CONSUMER_REDIS_PREFIX": prefix},
+                lambda: pipeline_counts(store.client, prefix),
+                fill,
+                1,
+                {},
+                log_dir,
+                "single node",
+            )
+        finally:
+            store.delete_prefix(prefix)
+        single["masters"] = 1
+        variants.append(single)
+
+        progress("starting a local Redis Cluster: 3 masters + 3 replicas")
+        three = LocalRedisCluster(root / "three")
+        try:
+            three.start()
+            for replicas in (1, 2):
+                variants.append(
+                    on_cluster(
+                        bootstrap, run_id, three, f"3 masters x{replicas}", topic, fill,
+                        replicas, log_dir,
+                    )
+                )  # fmt: skip
+            variants.append(
+                on_cluster(
+                    bootstrap, run_id, three, "3 masters, WAIT 1", topic, fill, 1, log_dir,
+                    {"CONSUMER_REDIS_WAIT_REPLICAS": "1"},
+                )
+            )  # fmt: skip
+            variants.append(
+                on_cluster(bootstrap, run_id, three, "1 partition", one, fill_one, 1, log_dir)
+            )
+        finally:
+            three.stop()
+
+        progress("starting a one-shard Redis Cluster: 1 master + 1 replica")
+        shard = one_shard_cluster(root / "one")
+        try:
+            for replicas in (1, 2):
+                variants.append(
+                    on_cluster(
+                        bootstrap, run_id, shard, f"one shard x{replicas}", topic, fill,
+                        replicas, log_dir,
+                    )
+                )  # fmt: skip
+        finally:
+            shard.stop()
+    finally:
+        delete_topics(bootstrap, topics)
+        shutil.rmtree(root, ignore_errors=True)
+    return {
+        "topic_records": fill.records,
+        "unique_events": fill.unique,
+        "duplicates": fill.duplicates,
+        "redis": "every node appendonly yes, appendfsync always",
+        "variants": variants,
+    }
