@@ -34,6 +34,21 @@ CONNECTION_KEYS = frozenset(
     }
 )
 
+# The prefetch of every consumer (a role with a `group.id`), unless its role says
+# otherwise. librdkafka's defaults keep up to 100,000 records per partition (or 64 MiB)
+# fetched ahead, so a consumer that falls behind its topic holds ~900 bytes of heap per
+# record waiting (the record, its op and its decompressed batch), and its RSS climbs by
+# tens of MiB before it levels off (docs/performance.md, "Consumer memory"). A few
+# thousand records are 100-200 ms of the worker's work, far more than a local fetch takes
+# to come back; small fetches cap what one response adds on top; and a full queue is
+# looked at again after 10 ms instead of librdkafka's 1 s, the wait that made a small
+# queue starve the worker.
+CONSUMER_FETCH_DEFAULTS: Mapping[str, Any] = {
+    "queued.min.messages": 5000,
+    "fetch.message.max.bytes": 64 * 1024,
+    "fetch.queue.backoff.ms": 10,
+}
+
 # What librdkafka reports, through error_cb, when the broker refused the credentials
 # (`_AUTHENTICATION`, client side) or the broker's own error code for it.
 AUTHENTICATION_ERRORS = frozenset({"_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED"})
@@ -61,14 +76,16 @@ def connection_config(common: CommonSettings | str) -> dict[str, Any]:
 def client_config(
     common: CommonSettings | str, role: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """A new dict: `connection_config(common)` plus the client's `role` properties.
+    """A new dict: `connection_config(common)` plus the client's `role` properties, and,
+    for a consumer (a role with `group.id`), `CONSUMER_FETCH_DEFAULTS` under them.
     Raises ValueError when `role` sets a connection property (a programming error: the
     connection comes from the settings alone)."""
     role = role or {}
     clash = CONNECTION_KEYS.intersection(role)
     if clash:
         raise ValueError(f"role settings may not set {sorted(clash)}: use CommonSettings")
-    return {**connection_config(common), **role}
+    defaults = CONSUMER_FETCH_DEFAULTS if "group.id" in role else {}
+    return {**connection_config(common), **defaults, **role}
 
 
 def describe(common: CommonSettings | str) -> str:
