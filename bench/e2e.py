@@ -3,14 +3,18 @@ through the consumer's read API, at a steady rate.
 
 * The sender is open loop: the i-th request leaves at start + i/rate whatever earlier
   answers do (a new keep-alive connection is opened whenever all are busy), so a slow
-  service meets more load, not less. It records each eventId and when its 201 arrived.
+  service meets more load, not less. It is one thread of non-blocking sockets that does
+  nothing but send and read, and it reports how late each request left (`late_*`): when
+  the machine starves it, the figures say so rather than hide it. The 201's time is the
+  kernel's receive stamp of the answer (SO_TIMESTAMPNS), not when the sender read it.
 * The watcher is a separate process that records when each eventId first became
   readable. By default it polls the Redis index the read API pages through
   (`<prefix>:index`, written in the same script as the event's body, so an id there is
   an id `GET /events/processed/<id>` serves), about every millisecond: cheap enough not to
   slow what it watches on a small machine. `--e2e-watch api` pages through
   `GET /events/processed` instead, at the cost of a request per poll on the read API.
-  Both use the system-wide monotonic clock.
+  Its stamp is taken after the poll's answer is read, so a starved watcher errs late.
+  Both sides use CLOCK_REALTIME (the kernel's stamps are on it) on the same machine.
 * latency = seen - 201. The first `warmup` seconds are sent but not counted. Afterwards a
   sample of the events is fetched through `GET /events/processed/<id>`.
 
@@ -20,10 +24,12 @@ through the consumer's read API, at a steady rate.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import http.client
 import json
+import selectors
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -45,43 +51,23 @@ BODY = (
 )
 
 
-# -- sender ----------------------------------------------------------------------------
+# -- sender ---------------------------------------------------------------------------
 
-
-class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.used = False
-
-    async def post(self, host: str, path: str, body: bytes) -> tuple[int, bytes]:
-        """One request; (0, b"") when the server had closed this keep-alive connection
-        before reading it (nothing was processed, so the caller may resend)."""
-        self.writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-        status_line = await self.reader.readline()
-        if not status_line:
-            return 0, b""
-        self.used = True
-        status = int(status_line.split()[1])
-        length = 0
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        return status, await self.reader.readexactly(length)
+# Linux: with SO_TIMESTAMPNS set, recvmsg() returns, with each read, the kernel's
+# CLOCK_REALTIME stamp of when the data reached the socket. The 201's time is then when
+# the answer arrived, not when a busy sender got round to reading it: on a loaded machine
+# the two differ by tens of milliseconds, and the watcher (which stamps on its own) then
+# saw most events "before" their 201.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@qq")
 
 
 @dataclass(frozen=True)
 class Sent:
     """One request: status 0 when it failed without an HTTP answer; `late` is how long
-    after its scheduled time it left."""
+    after its scheduled time it left; `answered` is when the answer's last byte reached
+    the socket (kernel stamp, or the read's own time where the kernel gave none). Times
+    are CLOCK_REALTIME seconds, the watcher's clock."""
 
     index: int
     status: int
@@ -91,53 +77,133 @@ class Sent:
     answered: float
 
 
-async def _send(port: int, rate: float, total: int) -> list[Sent]:
+class _Connection:
+    """One keep-alive connection with at most one request in flight."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.buf = bytearray()
+        self.request: tuple[int, float, float, bytes] | None = None  # index, due, sent, body
+        self.resent = False
+
+    def send(self, host: str, index: int, due: float, body: bytes) -> None:
+        # Stamped before the write: the answer may arrive before sendall() returns to us.
+        sent = time.time()
+        self.sock.sendall(
+            f"POST /events/generate HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        self.request = (index, due, sent, body)
+
+    def read(self) -> tuple[bytes, float]:
+        """What the socket holds and when it arrived; b"" when the server closed."""
+        data, ancillary, _flags, _addr = self.sock.recvmsg(65536, 64)
+        stamp = time.time()
+        for level, kind, raw in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanos = _TIMESPEC.unpack(raw[: _TIMESPEC.size])
+                stamp = seconds + nanos / 1e9
+        return data, stamp
+
+    def answer(self) -> tuple[int, bytes] | None:
+        """The complete response in the buffer (consumed from it), or None."""
+        head_end = self.buf.find(b"\r\n\r\n")
+        if head_end < 0:
+            return None
+        head = bytes(self.buf[:head_end]).split(b"\r\n")
+        length = 0
+        for line in head[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if len(self.buf) < head_end + 4 + length:
+            return None
+        body = bytes(self.buf[head_end + 4 : head_end + 4 + length])
+        del self.buf[: head_end + 4 + length]
+        return int(head[0].split()[1]), body
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _send(port: int, rate: float, total: int) -> list[Sent]:
+    """Open loop on one thread with non-blocking waits: the i-th request leaves at
+    start + i/rate whatever earlier answers do, on an idle keep-alive connection or a
+    new one. Nothing but sending and reading runs here, so the schedule holds unless the
+    machine itself denies this process the CPU, and `late` records by how much it did."""
     host = f"127.0.0.1:{port}"
-    # First in, first out: every open connection keeps being used, so none sits idle past
-    # the server's keep-alive timeout.
+    selector = selectors.DefaultSelector()
     idle: deque[_Connection] = deque()
     results: list[Sent] = []
-    tasks: set[asyncio.Task[None]] = set()
+    busy = 0
 
-    async def connect() -> _Connection:
-        return _Connection(*await asyncio.open_connection("127.0.0.1", port))
+    def finish(conn: _Connection, status: int, body: bytes, answered: float) -> None:
+        assert conn.request is not None
+        index, due, sent, _ = conn.request
+        event_id = json.loads(body).get("eventId") if status == 201 else None
+        results.append(Sent(index, status, event_id, sent, sent - due, answered))
+        conn.request = None
+        conn.resent = False
 
-    async def one(i: int, due: float) -> None:
-        body = BODY.format(u=i % 1000, i=i).encode()
-        conn = idle.popleft() if idle else await connect()
-        sent = time.monotonic()
-        try:
-            status, answer = await conn.post(host, "/events/generate", body)
-            if status == 0:
-                conn.writer.close()
-                conn = await connect()
-                status, answer = await conn.post(host, "/events/generate", body)
-        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
-            conn.writer.close()
-            results.append(Sent(i, 0, None, sent, sent - due, time.monotonic()))
-            return
-        now = time.monotonic()
-        event_id = json.loads(answer).get("eventId") if status == 201 else None
-        results.append(Sent(i, status, event_id, sent, sent - due, now))
-        idle.append(conn)
+    def drop(conn: _Connection) -> None:
+        selector.unregister(conn.sock)
+        conn.close()
 
-    start = time.monotonic()
+    start = time.time()
     noted = start
-    for i in range(total):
-        if time.monotonic() - noted > 10:
-            noted = time.monotonic()
+    i = 0
+    while i < total or busy:
+        now = time.time()
+        while i < total and start + i / rate <= now:
+            conn = idle.popleft() if idle else None
+            if conn is None:
+                conn = _Connection(port)
+                selector.register(conn.sock, selectors.EVENT_READ, conn)
+            conn.send(host, i, start + i / rate, BODY.format(u=i % 1000, i=i).encode())
+            busy += 1
+            i += 1
+        if now - noted > 10:
+            noted = now
             progress(f"  {i:,} of {total:,} sent, {len(results):,} answered")
-        due = start + i / rate
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(i, due))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.wait(tasks, timeout=60)
-    for conn in idle:
-        conn.writer.close()
+        if i >= total and now > start + total / rate + 60:
+            break
+        timeout = max(0.0, start + i / rate - time.time()) if i < total else 0.5
+        for key, _ in selector.select(timeout):
+            conn = cast("_Connection", key.data)
+            try:
+                data, stamp = conn.read()
+            except OSError:
+                data, stamp = b"", time.time()
+            if not data:
+                drop(conn)
+                request = conn.request
+                if request is None:
+                    continue
+                if not conn.buf and not conn.resent:
+                    # The server had closed this keep-alive connection before reading the
+                    # request: nothing was processed, so it goes again on a new one.
+                    fresh = _Connection(port)
+                    selector.register(fresh.sock, selectors.EVENT_READ, fresh)
+                    index, due, _, body = request
+                    fresh.send(host, index, due, body)
+                    fresh.resent = True
+                    continue
+                index, due, sent, _ = request
+                results.append(Sent(index, 0, None, sent, sent - due, stamp))
+                busy -= 1
+                continue
+            conn.buf += data
+            answer = conn.answer()
+            if answer is not None and conn.request is not None:
+                finish(conn, *answer, stamp)
+                busy -= 1
+                idle.append(conn)
+    for key in list(selector.get_map().values()):
+        cast("_Connection", key.data).close()
+    selector.close()
     return results
 
 
@@ -162,7 +228,7 @@ def watch_redis(url: str, prefix: str, pause_ms: float) -> dict[str, Any]:
     polls = 0
     while not stop.requested:
         rows = client.zrangebyscore(index, f"({cursor}", "+inf", start=0, num=5000, withscores=True)
-        now = time.monotonic()
+        now = time.time()
         polls += 1
         if not rows:
             time.sleep(pause_ms / 1000)
@@ -196,7 +262,7 @@ def watch_api(url: str, pause_ms: float) -> dict[str, Any]:
             conn.close()
             time.sleep(0.05)
             continue
-        now = time.monotonic()
+        now = time.time()
         polls += 1
         if answer.status != 200:
             errors += 1
@@ -250,7 +316,7 @@ def run(
                 f"  {total:,} events at {rate:g}/s over {warmup + seconds:g} s "
                 f"(the first {warmup:g} s not counted), watcher: {source}"
             )
-            results = asyncio.run(_send(producer_port, rate, total))
+            results = _send(producer_port, rate, total)
             acked = sum(1 for r in results if r.status == 201)
             if not wait_stored(acked):
                 progress("  not every acked event was stored in time")
@@ -293,6 +359,11 @@ def run(
         "non_201": len(counted) - len(ok),
         "achieved_send_rate": round((len(sends) - 1) / span, 1) if span else None,
         "sends_late_over_10ms": sum(1 for r in counted if r.late > 0.01),
+        "late_p50_ms": _ms(percentile([r.late for r in counted], 50)),
+        "late_p99_ms": _ms(percentile([r.late for r in counted], 99)),
+        "late_max_ms": _ms(max((r.late for r in counted), default=None)),
+        "answer_p50_ms": _ms(percentile([r.answered - r.sent for r in ok], 50)),
+        "answer_p99_ms": _ms(percentile([r.answered - r.sent for r in ok], 99)),
         "not_seen": lost,
         "seen_before_201": before_201,
         "watch_polls": watched["polls"],
