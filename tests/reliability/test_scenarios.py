@@ -46,7 +46,7 @@ ON_CLUSTER = pytest.mark.parametrize("backend", ["cluster"], indirect=True)
 
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    """ "single" (the suite's Redis) unless a test is parametrized with "cluster"."""
+    """The suite's one Redis ("single") unless a test is parametrized with "cluster"."""
     return str(getattr(request, "param", "single"))
 
 
