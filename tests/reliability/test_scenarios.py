@@ -181,8 +181,11 @@ def test_cluster_master_killed_mid_stream_replica_promoted(
     make_run: MakeRun, private_cluster: LocalRedisCluster, work_dir: Path, wait_replicas: int
 ) -> None:
     """Without WAIT exactly the predicted events are lost (acknowledged by the killed
-    master alone and committed), at least one; with WAIT none. Either way nothing is
-    duplicated and what is stored keeps per-user order."""
+    master alone and committed), at least one; with WAIT none, and at least one batch
+    was refused for want of a replica's acknowledgement (else WAIT was never put to the
+    test: its consumers stop writing to a master at the first refusal, so the master may
+    hold nothing alone). Either way nothing is duplicated and what is stored keeps
+    per-user order."""
     name = "failover-wait" if wait_replicas else "failover"
     with make_run(name, wait_replicas=wait_replicas) as run:
         run.start(replicas=3)
@@ -196,15 +199,21 @@ def test_cluster_master_killed_mid_stream_replica_promoted(
         result = run.finish()
 
     def as_predicted() -> list[str]:
+        refusals = f"of {facts.master} acknowledged the batch within"
+        refused = sum(
+            r.log_path.read_text(errors="replace").count(refusals)
+            for r in [*run.replicas, *run.retired]
+        )
         result.notes.append(facts.describe())
         result.notes.append(
-            f"lost {result.lost} acknowledged events; predicted {len(result.expected_lost_ids)}"
+            f"lost {result.lost} acknowledged events; predicted {len(result.expected_lost_ids)}; "
+            f"batch attempts refused for want of a replica's acknowledgement: {refused}"
         )
         problems = []
-        if not facts.master_only and not facts.master_only_claims:
-            problems.append("the killed master held nothing its replica lacked: proved nothing")
         if wait_replicas and predicted:
             problems.append(f"with WAIT, {predicted} events were committed on the master alone")
+        if wait_replicas and not refused:
+            problems.append("with WAIT no batch was refused: WAIT was never put to the test")
         if not wait_replicas and not result.expected_lost_ids:
             problems.append("without WAIT nothing acknowledged was at risk: proved nothing")
         return problems
