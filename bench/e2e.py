@@ -347,6 +347,16 @@ def run(
         for r in ok
         if r.event_id in seen and seen[r.event_id][1] and seen[r.event_id][2]
     ]
+    # Where 201 -> seen goes: the worker's own processedAt (ms resolution, on the same
+    # clock) splits it into the product's part and the watcher's.
+    worker_part: list[float] = []
+    watcher_part: list[float] = []
+    for r in ok:
+        row = seen.get(r.event_id or "")
+        if row and row[2]:
+            processed = _iso_ms(row[2]) / 1000
+            worker_part.append(processed - r.answered)
+            watcher_part.append(row[0] - processed)
     sends = sorted(r.sent for r in counted)
     span = sends[-1] - sends[0] if len(sends) > 1 else 0.0
     return {
@@ -372,6 +382,10 @@ def run(
         "p50_ms": _ms(percentile(latencies, 50)),
         "p99_ms": _ms(percentile(latencies, 99)),
         "max_ms": _ms(max(latencies) if latencies else None),
+        "processed_at_after_201_p50_ms": _ms(percentile(worker_part, 50)),
+        "processed_at_after_201_p99_ms": _ms(percentile(worker_part, 99)),
+        "seen_after_processed_at_p50_ms": _ms(percentile(watcher_part, 50)),
+        "seen_after_processed_at_p99_ms": _ms(percentile(watcher_part, 99)),
         "timestamp_to_processed_at_p50_ms": percentile(stamped, 50),
         "timestamp_to_processed_at_p99_ms": percentile(stamped, 99),
     }
