@@ -19,14 +19,18 @@ from marshmallow import ValidationError
 from shared.errors import InvalidEvent
 from shared.events import (
     EVENT_TYPE_MAX,
+    JSON_HUGE_FLOAT,
+    JSON_TOO_DEEP,
     MAX_JSON_NESTING,
     TIMESTAMP_PATTERN,
     USER_ID_MAX,
     UUID_PATTERN,
     EventRecordSchema,
     compact_json,
+    compact_json_scanned,
     json_problem,
     nesting_exceeds,
+    scan_json,
 )
 
 # `processing_error` is the worker's safety net: a record whose decision raised something
@@ -153,42 +157,10 @@ _TIMESTAMP_MATCH = re.compile(TIMESTAMP_PATTERN).fullmatch
 _RECORD_FIELDS = frozenset(
     ("eventId", "userId", "eventType", "timestamp", "payload", "schemaVersion")
 )
-# orjson parses an integer beyond 64 bits as a float, where the stdlib keeps an int: any
-# float this big may have been such an integer, so the stdlib path decides the record.
-_FLOAT_LIMIT = float(2**63)
-# Below this magnitude (zero aside) the stdlib writes a float with an exponent
-# (`repr(1e-05)` is "1e-05") where orjson writes digits ("0.00001"); from it up to
-# _FLOAT_LIMIT both write the same shortest round-trip digits (the property tests in
-# tests/unit/consumer/test_fast_path.py hold orjson to that, byte for byte).
-_ORJSON_ALIKE_FROM = 1e-4
-_UNSURE = -1
-
-
-def _scan_payload(payload: dict[str, Any]) -> int:
-    """1 when the payload holds a float orjson may write differently from the stdlib
-    (non-zero, below 1e-4 in magnitude), 0 when it holds none, _UNSURE when it is nested
-    more than MAX_NESTING levels (counting the record as level 1) or holds a float that
-    may have been an integer beyond 64 bits. One level at a time, like nesting_exceeds."""
-    level: list[Any] = [payload]
-    depth = 2
-    floats = 0
-    while level:
-        if depth > MAX_NESTING:
-            return _UNSURE
-        below: list[Any] = []
-        for item in level:
-            for child in item.values() if type(item) is dict else item:
-                kind = type(child)
-                if kind is dict or kind is list:
-                    below.append(child)
-                elif kind is float:
-                    if not -_FLOAT_LIMIT < child < _FLOAT_LIMIT:
-                        return _UNSURE
-                    if child and -_ORJSON_ALIKE_FROM < child < _ORJSON_ALIKE_FROM:
-                        floats = 1
-        level = below
-        depth += 1
-    return floats
+# What the payload's scan must not find for the fast path to decide: nesting beyond
+# MAX_NESTING, and a float of 2**63 or more, since orjson parses an integer beyond 64
+# bits as a float where the stdlib keeps an int (the stdlib path decides those records).
+_UNSURE = JSON_TOO_DEEP | JSON_HUGE_FLOAT
 
 
 def fast_record(data: dict[str, Any]) -> tuple[dict[str, Any], bytes] | None:
@@ -226,8 +198,9 @@ def fast_record(data: dict[str, Any]) -> tuple[dict[str, Any], bytes] | None:
         and version >= 1
     ):
         return None
-    floats = _scan_payload(payload)
-    if floats == _UNSURE:
+    # The record is level 1, its payload level 2.
+    found = scan_json(payload, MAX_NESTING - 1)
+    if found & _UNSURE:
         return None
     # In marshmallow's output order: the declared fields'.
     record = {
@@ -238,16 +211,8 @@ def fast_record(data: dict[str, Any]) -> tuple[dict[str, Any], bytes] | None:
         "payload": payload,
         "schemaVersion": version,
     }
-    if floats:
-        # orjson spells tiny floats differently (0.00001 where the stdlib writes 1e-05).
-        return record, compact_json(record)
-    try:
-        # Strings, integers of 64 bits, booleans, null and the other floats: orjson
-        # writes exactly what compact_json writes (the property test checks it byte for
-        # byte).
-        return record, orjson.dumps(record)
-    except orjson.JSONEncodeError:
-        return None  # deeper than orjson writes (254 levels): the stdlib path then
+    # The other fields are strings and an integer: the payload's scan is the record's.
+    return record, compact_json_scanned(record, found)
 
 
 def checked_record(value: bytes) -> tuple[dict[str, Any], bytes]:

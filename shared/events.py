@@ -110,6 +110,76 @@ def _identity(idempotency_key: str, event: Mapping[str, Any]) -> str:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
+# What `scan_json` found, as bits of its answer.
+JSON_TOO_DEEP = 1  # dicts/lists nested beyond the scan's limit (the scan stopped there)
+JSON_TINY_FLOAT = 2  # a non-zero float below 1e-4 in magnitude
+JSON_HUGE_FLOAT = 4  # a finite float of 2**63 or more in magnitude
+JSON_NOT_FINITE = 8  # NaN or an infinity
+JSON_OTHER_TYPE = 16  # anything but an exact dict, list, str, int, bool, float or None
+# When none of these is found, orjson.dumps either raises or writes exactly the bytes the
+# stdlib encoder writes (tests/unit/shared/test_compact_json.py proves it by property):
+# * below 1e-4 the stdlib writes a float with an exponent (`1e-05`), orjson with digits
+#   (`0.00001`); from 1e-4 up, zero too, both write the same shortest round-trip digits;
+# * orjson writes NaN and infinities as `null`, where the stdlib refuses them;
+# * orjson writes subclasses, dataclasses, datetimes, UUIDs, enums... its own way;
+# * orjson refuses nesting past ORJSON_MAX_NESTING, which the scan reports first.
+# What orjson refuses (integers beyond 64 bits, non-str keys, lone surrogates, cycles)
+# goes to the stdlib encoder, which writes it or raises its own exception for it.
+ORJSON_MAY_DIFFER = JSON_TOO_DEEP | JSON_TINY_FLOAT | JSON_NOT_FINITE | JSON_OTHER_TYPE
+ORJSON_MAX_NESTING = 254
+_ORJSON_ALIKE_FROM = 1e-4
+_HUGE = float(2**63)
+
+
+def _scan_level(children: Iterable[Any], below: list[Any]) -> int:
+    found = 0
+    for child in children:
+        kind = type(child)
+        if kind is str or kind is int or kind is bool or child is None:
+            continue
+        if kind is dict or kind is list:
+            below.append(child)
+        elif kind is float:
+            if -_ORJSON_ALIKE_FROM < child < _ORJSON_ALIKE_FROM:
+                if child:
+                    found |= JSON_TINY_FLOAT
+            elif not -_HUGE < child < _HUGE:  # NaN too: every comparison with it is False
+                found |= JSON_HUGE_FLOAT if child - child == 0 else JSON_NOT_FINITE
+        else:
+            found |= JSON_OTHER_TYPE
+    return found
+
+
+def scan_json(value: Any, limit: int = ORJSON_MAX_NESTING) -> int:
+    """The JSON_* bits for what `value` holds (0: only exact JSON types, floats that
+    orjson writes as the stdlib does, and nesting within `limit`).
+
+    `value` itself counts as level 1 when it is a dict or list. Containers of any other
+    type (subclasses, tuples) are JSON_OTHER_TYPE and not looked into. Stops at the first
+    level past `limit` (so a cycle ends the walk as JSON_TOO_DEEP). One level at a time
+    with plain lists, no recursion, like `nesting_exceeds`, and about twice as fast: it
+    compares exact types rather than calling isinstance."""
+    below: list[Any] = []
+    kind = type(value)
+    if kind is dict:
+        found = _scan_level(value.values(), below)
+        depth = 1
+    elif kind is list:
+        found = _scan_level(value, below)
+        depth = 1
+    else:
+        found = _scan_level((value,), below)
+        depth = 0
+    while below:
+        depth += 1
+        if depth > limit:
+            return found | JSON_TOO_DEEP
+        level = below
+        below = []
+        for item in level:
+            found |= _scan_level(item.values() if type(item) is dict else item, below)
+    return found
+
 
 def compact_json(value: Any) -> bytes:
     """The one JSON encoding used on the wire and in storage: compact, UTF-8, strict.
@@ -118,7 +188,31 @@ def compact_json(value: Any) -> bytes:
     e.g. from a literal `1e400`; unpaired surrogates such as a `"\\ud800"` escape) and
     RecursionError for a value nested too deeply, so nothing we write can fail to parse
     on the other side.
+
+    The bytes, and the exception, are always those of the stdlib encoder
+    (`json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)`);
+    orjson writes them, ~15x cheaper, whenever `scan_json` proves it writes the same.
     """
+    if not scan_json(value) & ORJSON_MAY_DIFFER:
+        try:
+            return orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            pass  # the stdlib writes it, or raises its own exception for it
+    # Called here rather than through a helper, so that the stack depth at which the
+    # stdlib encoder runs out of recursion is what it always was.
+    return _ENCODER.encode(value).encode()
+
+
+def compact_json_scanned(value: Any, found: int) -> bytes:
+    """`compact_json(value)` for a caller that already has `found`, the bits
+    `scan_json(value, limit)` answers for some `limit`, or those of a part of `value`
+    whose other parts are strings and integers (a record and its payload's). Saves
+    walking the value twice; raises as `compact_json` does."""
+    if not found & ORJSON_MAY_DIFFER:
+        try:
+            return orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            pass  # past ORJSON_MAX_NESTING, or what orjson refuses: see compact_json
     return _ENCODER.encode(value).encode()
 
 
@@ -183,7 +277,12 @@ def json_problem(value: Any, *, strict: bool = False) -> str | None:
     MAX_JSON_NESTING), or None when it can. `strict=True` vouches that `value` came from
     `parse_json` with `strict` True, whose values can only fail on nesting: the encoding
     pass is skipped."""
-    if isinstance(value, dict | list) and nesting_exceeds(value):
+    found = scan_json(value, MAX_JSON_NESTING)
+    # The scan does not look into containers of other types (subclasses): for those the
+    # slower walk that does decides.
+    if found & JSON_TOO_DEEP or (
+        found & JSON_OTHER_TYPE and isinstance(value, dict | list) and nesting_exceeds(value)
+    ):
         return f"nested more than {MAX_JSON_NESTING} levels deep"
     if strict:
         return None

@@ -328,16 +328,31 @@ def test_a_record_with_ordinary_floats_is_written_by_orjson_alone(
 ) -> None:
     # The stdlib encoder cost more than the rest of the fast path together; a price or a
     # coordinate must not need it.
-    import consumer_service.processing as processing
+    import shared.events
 
-    def no_stdlib(_value: Any) -> bytes:
-        raise AssertionError("compact_json called")
+    class NoStdlib:
+        def encode(self, _value: Any) -> str:
+            raise AssertionError("the stdlib encoder was called")
 
     payload = {"price": 19.99, "at": [48.8566, 2.3522, 0.0]}
     record = {"eventId": UUID, "userId": "u", "eventType": "PURCHASE", "timestamp": TIMESTAMP,
               "payload": payload, "schemaVersion": 1}  # fmt: skip
     raw = json.dumps(record).encode()
     want = checked_record(raw)
-    monkeypatch.setattr(processing, "compact_json", no_stdlib)
+    monkeypatch.setattr(shared.events, "_ENCODER", NoStdlib())
     got = fast_record(orjson.loads(raw))
     assert got is not None and got[1] == want[1]
+
+
+def test_the_fast_path_writes_just_below_orjsons_nesting_limit_with_the_stdlib() -> None:
+    # A record nested 255 or 256 levels is valid (MAX_NESTING) but deeper than orjson
+    # writes: the fast path still decides it, with the stdlib's bytes.
+    for extra in (253, 254):
+        payload: Any = 1
+        for _ in range(extra):
+            payload = [payload]
+        record = {"eventId": UUID, "userId": "u", "eventType": "LOGIN", "timestamp": TIMESTAMP,
+                  "payload": {"a": payload}, "schemaVersion": 1}  # fmt: skip
+        raw = json.dumps(record).encode()
+        got = fast_record(orjson.loads(raw))
+        assert got is not None and got == checked_record(raw)
