@@ -78,9 +78,9 @@ class ConsumerSettings:
     session_timeout_ms: int = 10_000
     max_poll_interval_ms: int = 300_000
     max_message_bytes: int = 64 * 1024
-    # librdkafka's prefetch queue (queued.max.messages.kbytes). The default is librdkafka's:
-    # smaller caps lower the worker's RSS plateau but starve it (1024 halves its rate,
-    # docs/performance.md has the figures).
+    # librdkafka's prefetch queue in bytes (queued.max.messages.kbytes). The default is
+    # librdkafka's; the record-count bound of shared/kafka.py's CONSUMER_FETCH_DEFAULTS
+    # (5,000 records) is what keeps the worker's RSS flat.
     fetch_queue_kb: int = 65536
     # Redis storage
     redis_prefix: str = "ua"
