@@ -126,6 +126,12 @@ JSON_OTHER_TYPE = 16  # anything but an exact dict, list, str, int, bool, float 
 # What orjson refuses (integers beyond 64 bits, non-str keys, lone surrogates, cycles)
 # goes to the stdlib encoder, which writes it or raises its own exception for it.
 ORJSON_MAY_DIFFER = JSON_TOO_DEEP | JSON_TINY_FLOAT | JSON_NOT_FINITE | JSON_OTHER_TYPE
+# orjson before 3.11.7 wrote positive exponents without their sign (`1e16` where the
+# stdlib writes `1e+16`), and the scan above does not flag such floats. pyproject asks
+# for 3.11.7 or later; an older one installed anyway only loses the fast path.
+_ORJSON_SPELLS_AS_STDLIB = (
+    orjson.dumps([1e16, 1.5e300, 2.5, 1e-4]) == b"[1e+16,1.5e+300,2.5,0.0001]"
+)
 ORJSON_MAX_NESTING = 254
 _ORJSON_ALIKE_FROM = 1e-4
 _HUGE = float(2**63)
@@ -156,7 +162,9 @@ def scan_json(value: Any, limit: int = ORJSON_MAX_NESTING) -> int:
 
     `value` itself counts as level 1 when it is a dict or list. Containers of any other
     type (subclasses, tuples) are JSON_OTHER_TYPE and not looked into. Stops at the first
-    level past `limit` (so a cycle ends the walk as JSON_TOO_DEEP). One level at a time
+    level past `limit`, so a container that holds itself once ends the walk as
+    JSON_TOO_DEEP; one that holds itself twice or more doubles every level and the walk
+    does not end: `value` must be acyclic, as everything parsed from JSON is. One level at a time
     with plain lists, no recursion, like `nesting_exceeds`, and about twice as fast: it
     compares exact types rather than calling isinstance."""
     below: list[Any] = []
@@ -189,11 +197,12 @@ def compact_json(value: Any) -> bytes:
     RecursionError for a value nested too deeply, so nothing we write can fail to parse
     on the other side.
 
-    The bytes, and the exception, are always those of the stdlib encoder
+    For any acyclic value (see `scan_json`) the bytes, and the exception, are those of
+    the stdlib encoder
     (`json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)`);
     orjson writes them, ~15x cheaper, whenever `scan_json` proves it writes the same.
     """
-    if not scan_json(value) & ORJSON_MAY_DIFFER:
+    if _ORJSON_SPELLS_AS_STDLIB and not scan_json(value) & ORJSON_MAY_DIFFER:
         try:
             return orjson.dumps(value)
         except orjson.JSONEncodeError:
@@ -208,7 +217,7 @@ def compact_json_scanned(value: Any, found: int) -> bytes:
     `scan_json(value, limit)` answers for some `limit`, or those of a part of `value`
     whose other parts are strings and integers (a record and its payload's). Saves
     walking the value twice; raises as `compact_json` does."""
-    if not found & ORJSON_MAY_DIFFER:
+    if _ORJSON_SPELLS_AS_STDLIB and not found & ORJSON_MAY_DIFFER:
         try:
             return orjson.dumps(value)
         except orjson.JSONEncodeError:

@@ -239,3 +239,19 @@ def test_json_problems_nesting_answer_is_nesting_exceeds(value: Any, depth: int)
     deep = nested(value, depth, as_dicts=depth % 2 == 0)
     too_deep = json_problem(deep, strict=True) is not None
     assert too_deep == (isinstance(deep, dict | list) and nesting_exceeds(deep))
+
+
+def test_an_orjson_that_spells_exponents_otherwise_loses_the_fast_path_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # orjson before 3.11.7 wrote 1e16 as `1e16`; the scan does not flag such floats, so
+    # the version check is what keeps the stdlib's `1e+16`.
+    import shared.events as events
+
+    def old_orjson(value: object) -> bytes:
+        return json.dumps(value, separators=(",", ":")).replace("e+", "e").encode()
+
+    monkeypatch.setattr(events.orjson, "dumps", old_orjson)
+    monkeypatch.setattr(events, "_ORJSON_SPELLS_AS_STDLIB", False)
+    assert events.compact_json({"n": 1e16}) == b'{"n":1e+16}'
+    assert events.compact_json_scanned({"n": 1e16}, 0) == b'{"n":1e+16}'
