@@ -32,15 +32,12 @@ from typing import Any
 from bench.common import (
     BenchRedis,
     Fill,
-    Service,
-    admin_client,
     delete_topics,
     fill_topic,
     pipeline_counts,
     progress,
-    stop_all,
 )
-from bench.consumer_throughput import group_ready
+from bench.consumer_throughput import timed_drain
 from consumer_service.cluster_store import RedisClusterEventStore
 from infra.topics import ensure_topics
 from tests.clusterharness import LocalRedisCluster, Node, free_cluster_ports
@@ -110,81 +107,36 @@ def drain(
     """`replicas` consumer-service processes drain `topic` until `counts()` (processed,
     duplicates) covers every record. `watched` names processes (Redis masters) whose CPU
     seconds over the clock are reported."""
-    services = [
-        Service.start(
-            f"{name}-{i}",
-            "consumer-service",
-            {
-                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                "KAFKA_TOPIC": topic,
-                "KAFKA_CONSUMER_GROUP": group,
-                "CONSUMER_API_ENABLED": "false",
-                **env,
-            },
-            None,
-            log_dir,
-        )
-        for i in range(replicas)
-    ]
-    admin = admin_client(bootstrap)
-    total = fill.records
-    timeout = 120 + total / 300
     cpu_at_start: dict[str, float] = {}
-    try:
-        deadline = time.monotonic() + timeout
-        ready = False
-        started_at: float | None = None
-        done_at_start = 0
-        first_record_at: float | None = None
-        last_note = next_group_check = 0.0
-        while True:
-            now = time.monotonic()
-            processed, duplicates = counts()
-            done = processed + duplicates
-            if done and first_record_at is None:
-                first_record_at = now
-                cpu_at_start = {k: cpu_seconds(pid) for k, pid in watched.items()}
-            if not ready and now >= next_group_check:
-                ready = group_ready(admin, group, replicas)
-                next_group_check = now + 0.1
-            if started_at is None and ready and done:
-                started_at, done_at_start = now, done
-                cpu_at_start = {k: cpu_seconds(pid) for k, pid in watched.items()}
-            if done >= total:
-                finished_at = now
-                cpu_used = {k: cpu_seconds(pid) - cpu_at_start[k] for k, pid in watched.items()}
-                break
-            for s in services:
-                if not s.alive():
-                    raise SystemExit(f"{s.name} exited with {s.proc.returncode}")
-            if now > deadline:
-                raise SystemExit(f"{name}: {done} of {total} in {timeout:.0f} s")
-            if now - last_note > 5:
-                progress(f"  {done:,} of {total:,} records handled")
-                last_note = now
-            time.sleep(0.02)
-    finally:
-        stop_all(services)
-    from_first_record = started_at is None
-    if started_at is None:
-        assert first_record_at is not None
-        started_at, done_at_start = first_record_at, 0
-    seconds = max(finished_at - started_at, 1e-3)
-    measured = total - done_at_start
-    eps = measured / seconds
-    busy = {k: round(cpu / seconds, 3) for k, cpu in cpu_used.items()}
+    cpu_used: dict[str, float] = {}
+
+    def read_cpu_at_start() -> None:
+        cpu_at_start.update({k: cpu_seconds(pid) for k, pid in watched.items()})
+
+    def read_cpu_used() -> None:
+        cpu_used.update({k: cpu_seconds(pid) - cpu_at_start[k] for k, pid in watched.items()})
+
+    drained = timed_drain(
+        bootstrap,
+        topic,
+        group,
+        env,
+        counts,
+        fill.records,
+        replicas,
+        log_dir,
+        name=name,
+        what=name,
+        timeout=120 + fill.records / 300,
+        poll_seconds=0.02,
+        on_clock_start=read_cpu_at_start,
+        on_clock_stop=read_cpu_used,
+    )
+    eps = drained.events_per_second
+    busy = {k: round(cpu / drained.seconds, 3) for k, cpu in cpu_used.items()}
     return {
         "variant": name,
-        "replicas": replicas,
-        "events": total,
-        "events_measured": measured,
-        "clock_from": "first stored record" if from_first_record else "group stable",
-        "seconds": round(seconds, 3),
-        "events_per_second": round(eps),
-        "events_per_second_per_replica": round(eps / replicas),
-        "stored": processed,
-        "duplicates_skipped": duplicates,
-        "counts_correct": processed == fill.unique and duplicates == fill.duplicates,
+        **drained.figures(fill),
         "master_busy": busy,
         "master_ceiling_events_per_second": {
             k: round(eps / b) if b > 0 else None for k, b in busy.items()
@@ -263,6 +215,24 @@ def on_cluster(
     return result
 
 
+def one_and_two_replicas(
+    bootstrap: str,
+    run_id: str,
+    cluster: LocalRedisCluster,
+    label: str,
+    topic: str,
+    fill: Fill,
+    log_dir: Path | None,
+) -> list[dict[str, Any]]:
+    """The variants `label x1` and `label x2`, in that order."""
+    return [
+        on_cluster(
+            bootstrap, run_id, cluster, f"{label} x{replicas}", topic, fill, replicas, log_dir
+        )
+        for replicas in (1, 2)
+    ]
+
+
 def run(
     bootstrap: str,
     run_id: str,
@@ -308,13 +278,9 @@ def run(
         three = LocalRedisCluster(root / "three")
         try:
             three.start()
-            for replicas in (1, 2):
-                variants.append(
-                    on_cluster(
-                        bootstrap, run_id, three, f"3 masters x{replicas}", topic, fill,
-                        replicas, log_dir,
-                    )
-                )  # fmt: skip
+            variants += one_and_two_replicas(
+                bootstrap, run_id, three, "3 masters", topic, fill, log_dir
+            )
             variants.append(
                 on_cluster(
                     bootstrap, run_id, three, "3 masters, WAIT 1", topic, fill, 1, log_dir,
@@ -330,13 +296,9 @@ def run(
         progress("starting a one-shard Redis Cluster: 1 master + 1 replica")
         shard = one_shard_cluster(root / "one")
         try:
-            for replicas in (1, 2):
-                variants.append(
-                    on_cluster(
-                        bootstrap, run_id, shard, f"one shard x{replicas}", topic, fill,
-                        replicas, log_dir,
-                    )
-                )  # fmt: skip
+            variants += one_and_two_replicas(
+                bootstrap, run_id, shard, "one shard", topic, fill, log_dir
+            )
         finally:
             shard.stop()
     finally:

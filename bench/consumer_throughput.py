@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,131 @@ def group_ready(admin: AdminClient, group: str, members: int) -> bool:
     return len(described.members) == members and len(held) == members
 
 
+@dataclass(frozen=True)
+class Drained:
+    """What one drain measured: `measured` records handled in `seconds` on the clock, and
+    the final (processed, duplicates) counts."""
+
+    replicas: int
+    total: int
+    measured: int
+    seconds: float
+    from_first_record: bool
+    processed: int
+    duplicates: int
+
+    @property
+    def events_per_second(self) -> float:
+        return self.measured / self.seconds
+
+    def figures(self, fill: Fill) -> dict[str, Any]:
+        """The result fields every drain reports; `counts_correct` holds when the counts
+        are exactly the topic's."""
+        eps = self.events_per_second
+        return {
+            "replicas": self.replicas,
+            "events": self.total,
+            "events_measured": self.measured,
+            "clock_from": "first stored record" if self.from_first_record else "group stable",
+            "seconds": round(self.seconds, 3),
+            "events_per_second": round(eps),
+            "events_per_second_per_replica": round(eps / self.replicas),
+            "stored": self.processed,
+            "duplicates_skipped": self.duplicates,
+            "counts_correct": (
+                self.processed == fill.unique and self.duplicates == fill.duplicates
+            ),
+        }
+
+
+def timed_drain(
+    bootstrap: str,
+    topic: str,
+    group: str,
+    env: Mapping[str, str],
+    counts: Callable[[], tuple[int, int]],
+    total: int,
+    replicas: int,
+    log_dir: Path | None,
+    *,
+    name: str,
+    what: str,
+    timeout: float,
+    poll_seconds: float,
+    on_clock_start: Callable[[], None] = lambda: None,
+    on_clock_stop: Callable[[], None] = lambda: None,
+) -> Drained:
+    """Start `replicas` consumer-service processes (`name`-0, -1, ...; read API off, `env`
+    on top) on `group`, and stop them once `counts()` (processed, duplicates) covers
+    `total` records. The clock starts when every replica holds partitions and a record is
+    stored; `on_clock_start` is called each time that start is (re)set and `on_clock_stop`
+    when the clock stops (before the replicas are stopped), so that a caller can take its
+    own readings at the same instants. Raises SystemExit when a replica exits
+    or `timeout` seconds pass (`what` names the drain in that message)."""
+    base_env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC": topic,
+        "KAFKA_CONSUMER_GROUP": group,
+        "CONSUMER_API_ENABLED": "false",
+    }
+    services = [
+        Service.start(f"{name}-{i}", "consumer-service", {**base_env, **env}, None, log_dir)
+        for i in range(replicas)
+    ]
+    admin = admin_client(bootstrap)
+    try:
+        deadline = time.monotonic() + timeout
+        ready = False
+        started_at: float | None = None
+        done_at_start = 0
+        first_record_at: float | None = None
+        last_note = time.monotonic()
+        next_group_check = 0.0
+        while True:
+            now = time.monotonic()
+            processed, duplicates = counts()
+            done = processed + duplicates
+            if done and first_record_at is None:
+                first_record_at = now
+                on_clock_start()
+            if not ready and now >= next_group_check:
+                ready = group_ready(admin, group, replicas)
+                next_group_check = now + 0.1
+            if started_at is None and ready and done:
+                started_at, done_at_start = now, done
+                on_clock_start()
+            if done >= total:
+                finished_at = now
+                on_clock_stop()
+                break
+            for s in services:
+                if not s.alive():
+                    raise SystemExit(f"{s.name} exited with {s.proc.returncode}")
+            if now > deadline:
+                raise SystemExit(f"{what}: {done} of {total} in {timeout:.0f} s")
+            if now - last_note > 5:
+                progress(f"  {done:,} of {total:,} records handled")
+                last_note = now
+            time.sleep(poll_seconds)
+    finally:
+        stop_all(services)
+    # With tiny sizes the replicas may finish before the group settles: then the clock
+    # runs from the first stored record, and the result says so.
+    from_first_record = started_at is None
+    if started_at is None:
+        assert first_record_at is not None
+        started_at, done_at_start = first_record_at, 0
+    return Drained(
+        replicas=replicas,
+        total=total,
+        measured=total - done_at_start,
+        seconds=max(finished_at - started_at, 1e-3),
+        from_first_record=from_first_record,
+        processed=processed,
+        duplicates=duplicates,
+    )
+
+
 def drain(
     bootstrap: str,
     topic: str,
@@ -55,75 +181,21 @@ def drain(
     replicas: int,
     log_dir: Path | None,
 ) -> dict[str, Any]:
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "KAFKA_TOPIC": topic,
-        "KAFKA_CONSUMER_GROUP": group,
-        "REDIS_URL": store.url,
-        "CONSUMER_REDIS_PREFIX": prefix,
-        "CONSUMER_API_ENABLED": "false",
-    }
-    services = [
-        Service.start(f"consumer-{replicas}r-{i}", "consumer-service", env, None, log_dir)
-        for i in range(replicas)
-    ]
-    admin = admin_client(bootstrap)
-    try:
-        total = fill.records
-        timeout = 120 + total / 500
-        deadline = time.monotonic() + timeout
-        ready = False
-        started_at: float | None = None
-        done_at_start = 0
-        first_record_at: float | None = None
-        last_note = time.monotonic()
-        next_group_check = 0.0
-        while True:
-            now = time.monotonic()
-            processed, duplicates = pipeline_counts(store.client, prefix)
-            done = processed + duplicates
-            if done and first_record_at is None:
-                first_record_at = now
-            if not ready and now >= next_group_check:
-                ready = group_ready(admin, group, replicas)
-                next_group_check = now + 0.1
-            if started_at is None and ready and done:
-                started_at, done_at_start = now, done
-            if done >= total:
-                finished_at = now
-                break
-            for s in services:
-                if not s.alive():
-                    raise SystemExit(f"{s.name} exited with {s.proc.returncode}")
-            if now > deadline:
-                raise SystemExit(f"{replicas} replica(s): {done} of {total} in {timeout:.0f} s")
-            if now - last_note > 5:
-                progress(f"  {done:,} of {total:,} records handled")
-                last_note = now
-            time.sleep(0.01)
-    finally:
-        stop_all(services)
-    # With tiny sizes the replicas may finish before the group settles: then the clock
-    # runs from the first stored record, and the result says so.
-    from_first_record = started_at is None
-    if started_at is None:
-        assert first_record_at is not None
-        started_at, done_at_start = first_record_at, 0
-    seconds = max(finished_at - started_at, 1e-3)
-    measured = total - done_at_start
-    eps = measured / seconds
-    return {
-        "replicas": replicas,
-        "events": total,
-        "events_measured": measured,
-        "clock_from": "first stored record" if from_first_record else "group stable",
-        "seconds": round(seconds, 3),
-        "events_per_second": round(eps),
-        "events_per_second_per_replica": round(eps / replicas),
-        "stored": processed,
-        "duplicates_skipped": duplicates,
-        "counts_correct": processed == fill.unique and duplicates == fill.duplicates,
-    }
+    drained = timed_drain(
+        bootstrap,
+        topic,
+        group,
+        {"REDIS_URL": store.url, "CONSUMER_REDIS_PREFIX": prefix},
+        lambda: pipeline_counts(store.client, prefix),
+        fill.records,
+        replicas,
+        log_dir,
+        name=f"consumer-{replicas}r",
+        what=f"{replicas} replica(s)",
+        timeout=120 + fill.records / 500,
+        poll_seconds=0.01,
+    )
+    return drained.figures(fill)
 
 
 def run(

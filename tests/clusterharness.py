@@ -40,6 +40,34 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def redis_server_command(port: int, directory: Path, *options: str) -> list[str]:
+    """The command line of a private redis-server: loopback only, on `port`, its files in
+    `directory`, no RDB snapshots (persistence, if any, comes from `options`)."""
+    return [
+        "redis-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(directory),
+        "--save",
+        "",
+        *options,
+    ]
+
+
+def redis_answers(url: str, timeout: float) -> bool:
+    """True when the Redis at `url` answers PING within `timeout` seconds; never raises."""
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
 def _free(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -79,16 +107,9 @@ class Node:
     def start(self, node_timeout_ms: int) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.dir),
-                "--save",
-                "",
+            redis_server_command(
+                self.port,
+                self.dir,
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
@@ -96,19 +117,13 @@ class Node:
                 "--cluster-node-timeout",
                 str(node_timeout_ms),
                 *PRODUCTION,
-            ],
+            ),
             stdout=subprocess.DEVNULL,
             preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
 
     def answers(self) -> bool:
-        client = self.client(0.5)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
+        return redis_answers(self.url, 0.5)
 
     def kill(self) -> None:
         """SIGKILL: the master dies with whatever it had not streamed to its replica."""

@@ -24,21 +24,12 @@ import redis
 from confluent_kafka.admin import AdminClient
 
 from infra.topics import ensure_topics, wait_for_broker
+from tests.clusterharness import redis_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 TEST_PARTITIONS = 6
-
-
-def _redis_answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
 
 
 def _docker_answers() -> bool:
@@ -94,7 +85,7 @@ def kafka_bootstrap() -> Iterator[str]:
 def redis_url() -> Iterator[str]:
     """The URL of a real Redis for this test session."""
     url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
-    if _redis_answers(url):
+    if redis_answers(url, 1):
         yield url
     elif _docker_answers():
         from testcontainers.redis import RedisContainer

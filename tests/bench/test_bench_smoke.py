@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
-from confluent_kafka.admin import AdminClient
+
+from .conftest import assert_run_left_nothing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,11 +95,4 @@ def test_smoke_run_reports_every_figure(
     assert results["problems"] == []
 
     assert (ROOT / "README.md").read_text() == readme_before
-    run_id = results["run_id"]
-    left = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
-    assert not [t for t in left if run_id in t]
-    client = redis.Redis.from_url(redis_url)
-    try:
-        assert not list(client.scan_iter(match=f"bench:{run_id}:*", count=1000))
-    finally:
-        client.close()
+    assert_run_left_nothing(results, kafka_bootstrap, redis_url)

@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-import redis
 
 from consumer_service.api import create_app
 from consumer_service.config import ConsumerSettings
 from consumer_service.status import StatusFile
 from consumer_service.store import RedisEventStore
+from tests.clusterharness import redis_answers, redis_server_command
 
 from .conftest import WorkerThread, make_record, produce, wait_until, with_
 from .test_worker import committed_total
@@ -40,30 +40,9 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.dir),
-                "--save",
-                "",
-                *self.options,
-            ],
-            stdout=subprocess.DEVNULL,
+            redis_server_command(self.port, self.dir, *self.options), stdout=subprocess.DEVNULL
         )
-        client = redis.Redis.from_url(self.url, socket_timeout=0.5)
-
-        def up() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        wait_until(up, 10, "private redis-server answers")
-        client.close()
+        wait_until(lambda: redis_answers(self.url, 0.5), 10, "private redis-server answers")
 
     def kill(self) -> None:
         """SIGKILL: the harshest stop; only what was fsynced to the AOF survives."""
