@@ -136,7 +136,9 @@ def timed_drain(
             if not ready and now >= next_group_check:
                 ready = group_ready(admin, group, replicas)
                 next_group_check = now + 0.1
-            if started_at is None and ready and done:
+            # A group that settles in the poll that sees the last record would start the
+            # clock with nothing left to count: the first stored record is the start then.
+            if started_at is None and ready and done and done < total:
                 started_at, done_at_start = now, done
                 on_clock_start()
             if done >= total:
