@@ -60,7 +60,7 @@ from consumer_service.status import StatusFile, WorkerState, WorkerStatus
 from consumer_service.store import BatchResult, EventStore, StoreRefused
 from shared.errors import PipelineError, Unavailable
 from shared.events import utc_timestamp
-from shared.kafka import client_config
+from shared.kafka import AUTHENTICATION_ERRORS, client_config, describe
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,8 @@ class Worker:
         self._poison = PoisonWindow(settings.poison_window, settings.poison_max_share)
         self._state: WorkerState = "starting"
         self._detail = ""
+        # The detail of the back-off a refused Kafka login caused, until the group answers.
+        self._login_refused: str | None = None
         self._last_lag = 0.0
 
     # -- control -------------------------------------------------------------------
@@ -596,6 +598,7 @@ class Worker:
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
         metrics.ASSIGNED_PARTITIONS.set(len(self._assigned))
+        self._login_accepted()
         if self._state == "joining":
             self.set_state("running")
         log.info(
@@ -634,11 +637,40 @@ class Worker:
         metrics.ASSIGNED_PARTITIONS.set(len(self._assigned))
 
     def _on_error(self, err: KafkaError) -> None:
+        # librdkafka's error_cb: served inside consume()/poll()/close(), so on the main
+        # thread, like the state it changes.
         if err.fatal():
             self._fatal = str(err)
+        elif err.name() in AUTHENTICATION_ERRORS and self._state in (
+            "joining",
+            "running",
+            "backing_off",
+        ):
+            # Not fatal to librdkafka, which retries the login every few hundred ms, but
+            # nothing is consumed until the credentials are fixed: /ready must say so,
+            # and the log once per change, not once per retry.
+            # Each retry's message differs (it says how long the attempt took): the
+            # first one of a refusal is the one published and logged.
+            if self._state != "backing_off" or self._detail != self._login_refused:
+                detail = (
+                    f"Kafka at {describe(self._settings.common)} refused the login: {err.str()}"
+                )
+                log.error("Kafka refused the worker's login", extra={"error": detail})
+                self._login_refused = detail
+                self.set_state("backing_off", detail)
         else:
             # Broker connection trouble: librdkafka reconnects by itself.
             log.warning("Kafka client error", extra={"error": str(err)})
+
+    def _login_accepted(self) -> None:
+        """The group coordinator answered (an assignment), so the login succeeded: end the
+        back-off a refused login caused. A refusal outlasting the session timeout always
+        ends this way, since the member was expelled and has to rejoin; a stored batch
+        ends it too (`_finish_store`)."""
+        refused, self._login_refused = self._login_refused, None
+        if refused is not None and self._state == "backing_off" and self._detail == refused:
+            log.info("Kafka accepts the worker's login again")
+            self.set_state("running")
 
     # -- housekeeping ----------------------------------------------------------------
 
