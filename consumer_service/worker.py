@@ -64,6 +64,11 @@ from shared.kafka import AUTHENTICATION_ERRORS, client_config, describe
 
 log = logging.getLogger(__name__)
 
+# A refused login ends when the group answers (an assignment), a batch is stored, or no
+# refusal came for this long: longer than librdkafka's longest wait between two login
+# attempts (reconnect.backoff.max.ms, 10 s), so a quiet spell means a login went through.
+LOGIN_QUIET_SECONDS = 15.0
+
 EXIT_OK = 0
 EXIT_FATAL = 1
 EXIT_POISON = 3
@@ -181,6 +186,7 @@ class Worker:
         self._detail = ""
         # The detail of the back-off a refused Kafka login caused, until the group answers.
         self._login_refused: str | None = None
+        self._last_refusal = 0.0
         self._last_lag = 0.0
 
     # -- control -------------------------------------------------------------------
@@ -250,6 +256,11 @@ class Worker:
                     if not s.pipeline and not self._finish_store():
                         break
                 self._update_lag()
+                if (
+                    self._login_refused is not None
+                    and time.monotonic() - self._last_refusal > LOGIN_QUIET_SECONDS
+                ):
+                    self._login_accepted()
             if self._fatal is not None:
                 log.error("fatal Kafka error, stopping", extra={"error": self._fatal})
                 self._detail = self._fatal
@@ -646,6 +657,7 @@ class Worker:
             "running",
             "backing_off",
         ):
+            self._last_refusal = time.monotonic()
             # Not fatal to librdkafka, which retries the login every few hundred ms, but
             # nothing is consumed until the credentials are fixed: /ready must say so,
             # and the log once per change, not once per retry.
@@ -663,14 +675,15 @@ class Worker:
             log.warning("Kafka client error", extra={"error": str(err)})
 
     def _login_accepted(self) -> None:
-        """The group coordinator answered (an assignment), so the login succeeded: end the
-        back-off a refused login caused. A refusal outlasting the session timeout always
-        ends this way, since the member was expelled and has to rejoin; a stored batch
-        ends it too (`_finish_store`)."""
+        """The login succeeded again: end the back-off a refused login caused. Called on an
+        assignment (a refusal outlasting the session timeout always ends this way, since
+        the member was expelled and has to rejoin) and after LOGIN_QUIET_SECONDS without a
+        refusal (a short one, on a quiet topic); a stored batch ends it too
+        (`_finish_store`)."""
         refused, self._login_refused = self._login_refused, None
         if refused is not None and self._state == "backing_off" and self._detail == refused:
             log.info("Kafka accepts the worker's login again")
-            self.set_state("running")
+            self.set_state("running" if self._assigned else "joining")
 
     # -- housekeeping ----------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """A worker whose Kafka login is refused mid-run (its SCRAM credential deleted) reports
-`backing_off`, naming the login, and `running` again once the credential is back."""
+`backing_off`, naming the login, and `running` again once the credential is back: after
+a rejoin when the refusal outlasted the session, after a quiet spell when it did not."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, ScramMechanism, UserScramCredentialDeletion
 
+import consumer_service.worker as worker_module
 from consumer_service.config import ConsumerSettings
 from consumer_service.dlq import KafkaDeadLetterQueue
 from consumer_service.status import StatusFile, WorkerStatus
@@ -73,7 +76,80 @@ def delete_scram_user(bootstrap: str, name: str, missing_ok: bool = False) -> No
                 raise
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to drop sockets")
+NEEDS_PROC = pytest.mark.skipif(
+    not os.path.isdir("/proc/self/fd"), reason="needs /proc to drop sockets"
+)
+
+
+class Running:
+    """A worker running in a thread, logged in as the test's SCRAM user."""
+
+    def __init__(self, worker: Worker, status_file: StatusFile) -> None:
+        self.worker = worker
+        self.status_file = status_file
+
+    def status(self) -> WorkerStatus:
+        found = self.status_file.read()
+        assert found is not None
+        return found
+
+    def in_state(self, state: str) -> Callable[[], WorkerStatus | None]:
+        def check() -> WorkerStatus | None:
+            found = self.status_file.read()
+            return found if found is not None and found.state == state else None
+
+        return check
+
+
+@contextmanager
+def running_worker(
+    sasl_common: CommonSettings,
+    topic: str,
+    user: str,
+    kafka_bootstrap: str,
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
+    session_timeout_ms: int,
+) -> Iterator[Running]:
+    settings = ConsumerSettings(
+        common=replace(
+            sasl_common,
+            kafka_topic=topic,
+            kafka_sasl_username=user,
+            kafka_sasl_password=PASSWORD,
+        ),
+        consumer_group=f"{topic}-group",
+        redis_prefix=redis_prefix,
+        poll_timeout_seconds=0.1,
+        session_timeout_ms=session_timeout_ms,
+    )
+    ensure_topics(kafka_bootstrap, [settings.dlq_topic], 3)
+    store = RedisEventStore.from_url(redis_url, redis_prefix, 60)
+    dlq = KafkaDeadLetterQueue(kafka_bootstrap, settings.dlq_topic, settings.consumer_group, 10.0)
+    status_file = StatusFile(tmp_path / "status.json")
+    worker = Worker(settings, store, dlq, status_file)
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(worker.run()), daemon=True)
+    thread.start()
+    running = Running(worker, status_file)
+    try:
+        wait_until(running.in_state("running"), 60, "the worker to join through SASL")
+        yield running
+        assert thread.is_alive()
+    finally:
+        worker.request_stop()
+        thread.join(30)
+        store.close()
+    assert not thread.is_alive() and codes == [EXIT_OK]
+
+
+def refuse_login(sasl_common: CommonSettings, kafka_bootstrap: str, user: str) -> None:
+    delete_scram_user(kafka_bootstrap, user)
+    assert drop_connections_to(int(sasl_common.kafka_bootstrap_servers.rsplit(":", 1)[1]))
+
+
+@NEEDS_PROC
 def test_a_refused_login_mid_run_is_backing_off_until_the_credential_is_back(
     sasl_common: CommonSettings,
     sasl_topic: str,
@@ -85,42 +161,12 @@ def test_a_refused_login_mid_run_is_backing_off_until_the_credential_is_back(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="consumer_service.worker")
-    settings = ConsumerSettings(
-        common=replace(
-            sasl_common,
-            kafka_topic=sasl_topic,
-            kafka_sasl_username=scram_user,
-            kafka_sasl_password=PASSWORD,
-        ),
-        consumer_group=f"{sasl_topic}-group",
-        redis_prefix=redis_prefix,
-        poll_timeout_seconds=0.1,
-        session_timeout_ms=6000,
-    )
-    ensure_topics(kafka_bootstrap, [settings.dlq_topic], 3)
-    store = RedisEventStore.from_url(redis_url, redis_prefix, 60)
-    dlq = KafkaDeadLetterQueue(kafka_bootstrap, settings.dlq_topic, settings.consumer_group, 10.0)
-    status_file = StatusFile(tmp_path / "status.json")
-    worker = Worker(settings, store, dlq, status_file)
-    codes: list[int] = []
-    thread = threading.Thread(target=lambda: codes.append(worker.run()), daemon=True)
-    thread.start()
-
-    def status() -> WorkerStatus:
-        found = status_file.read()
-        assert found is not None
-        return found
-
-    def in_state(state: str) -> WorkerStatus | None:
-        found = status_file.read()
-        return found if found is not None and found.state == state else None
-
-    try:
-        wait_until(lambda: in_state("running"), 60, "the worker to join through SASL")
-
-        delete_scram_user(kafka_bootstrap, scram_user)
-        assert drop_connections_to(int(sasl_common.kafka_bootstrap_servers.rsplit(":", 1)[1]))
-        refused = wait_until(lambda: in_state("backing_off"), 30, "backing_off")
+    with running_worker(
+        sasl_common, sasl_topic, scram_user, kafka_bootstrap, redis_url, redis_prefix,
+        tmp_path, session_timeout_ms=6000,
+    ) as run:  # fmt: skip
+        refuse_login(sasl_common, kafka_bootstrap, scram_user)
+        refused = wait_until(run.in_state("backing_off"), 30, "backing_off")
         assert isinstance(refused, WorkerStatus)
         assert "refused the login" in refused.detail
         assert f"as {scram_user!r}" in refused.detail
@@ -132,21 +178,42 @@ def test_a_refused_login_mid_run_is_backing_off_until_the_credential_is_back(
 
         # librdkafka retries the login every few hundred ms: still one ERROR line.
         time.sleep(3)
-        assert status().state == "backing_off"
+        assert run.status().state == "backing_off"
         errors = [r for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 1, [r.getMessage() for r in errors]
         assert "refused the worker's login" in errors[0].getMessage()
 
         # Refused past the session timeout, the member is expelled; back in, it rejoins,
         # and that assignment is the worker's sign that the login works again.
-        wait_until(lambda: not worker.assigned, 30, "the group to expel the member")
+        wait_until(lambda: not run.worker.assigned, 30, "the group to expel the member")
         upsert_scram_user(kafka_bootstrap, scram_user, PASSWORD)
-        wait_until(lambda: in_state("running"), 60, "running again after the credential")
-        assert status().detail == ""
-        assert thread.is_alive()
-    finally:
-        worker.request_stop()
-        thread.join(30)
-        store.close()
-    assert not thread.is_alive() and codes == [EXIT_OK]
+        wait_until(run.in_state("running"), 60, "running again after the credential")
+        assert run.status().detail == ""
     assert all(PASSWORD not in r.getMessage() for r in caplog.records)
+
+
+@NEEDS_PROC
+def test_a_short_refusal_on_a_quiet_topic_ends_after_a_quiet_spell(
+    sasl_common: CommonSettings,
+    sasl_topic: str,
+    scram_user: str,
+    kafka_bootstrap: str,
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No record and no rebalance will say the login works again: the session (45 s) is
+    # not over when the credential is back. Only the quiet spell can end the back-off.
+    monkeypatch.setattr(worker_module, "LOGIN_QUIET_SECONDS", 4.0)
+    with running_worker(
+        sasl_common, sasl_topic, scram_user, kafka_bootstrap, redis_url, redis_prefix,
+        tmp_path, session_timeout_ms=45_000,
+    ) as run:  # fmt: skip
+        assigned = run.worker.assigned
+        refuse_login(sasl_common, kafka_bootstrap, scram_user)
+        wait_until(run.in_state("backing_off"), 30, "backing_off")
+        upsert_scram_user(kafka_bootstrap, scram_user, PASSWORD)
+        back = wait_until(run.in_state("running"), 30, "running after the quiet spell")
+        assert isinstance(back, WorkerStatus) and back.detail == ""
+        assert run.worker.assigned == assigned  # never expelled: no rejoin ended it
