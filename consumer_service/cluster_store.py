@@ -47,6 +47,7 @@ from consumer_service.store import (
     REDELIVERED,
     STORE_BATCH_LUA,
     BatchResult,
+    Chain,
     Durability,
     Page,
     PageQuery,
@@ -141,6 +142,8 @@ class RedisClusterEventStore:
     or the slot table changed under a call (the caller retries), `StoreRefused` when a
     node refused a script; the cluster client is made on first use, so a cluster that
     is down at start is just unavailable."""
+
+    max_in_flight = 1
 
     def __init__(
         self,
@@ -308,7 +311,11 @@ class RedisClusterEventStore:
         events: Sequence[Accepted],
         processed_at: str,
         dead_lettered: Mapping[str, int] | None = None,
+        chain: Chain | None = None,
     ) -> BatchResult:
+        # Never given one: max_in_flight is 1. A batch spans several scripts on several
+        # nodes here, so a per-writer check would have to span them too.
+        assert chain is None, "the cluster store takes one batch at a time"
         dead = {reason: n for reason, n in (dead_lettered or {}).items() if n}
         if not events and not dead:
             return BatchResult((), (), ())
@@ -403,6 +410,9 @@ class RedisClusterEventStore:
             self._max_age,
             EVICT_BASE,
             EVICT_PER_STORED,
+            "",  # no writer: one batch at a time (max_in_flight)
+            0,
+            0,
             0,
         ]
         return [*args, *event_blobs(events, processed_at)]

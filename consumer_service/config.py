@@ -68,10 +68,14 @@ class ConsumerSettings:
     # service wrote. Off by default: at tens of thousands of events per second it costs
     # more CPU than storing them (docs/performance.md).
     log_events: bool = False
-    # Fetch and decide the next batch while Redis stores this one (one store in flight;
-    # stores and commits stay in batch order). Off runs one batch at a time, as before
-    # (docs/consumer.md, "The pipeline").
+    # Fetch and decide the next batch while Redis stores this one; stores and commits
+    # stay in batch order. Off runs one batch at a time, as before (docs/consumer.md,
+    # "The pipeline").
     pipeline: bool = True
+    # With the pipeline, how many store scripts may be on their way at once: with 2 the
+    # next batch is sent while Redis still runs the one before, and the script writes
+    # nothing until that one is stored. A Redis Cluster store takes 1 whatever is set.
+    stores_in_flight: int = 2
     # How long a replica that died without leaving the group keeps its partitions (and how
     # long a restarted group waits for it). The worker heartbeats from librdkafka's own
     # thread, so a short timeout costs nothing; the broker allows 6 s at least.
@@ -139,6 +143,9 @@ class ConsumerSettings:
             ),
             log_events=env_bool(env, "CONSUMER_LOG_EVENTS", d.log_events),
             pipeline=env_bool(env, "CONSUMER_PIPELINE", d.pipeline),
+            stores_in_flight=env_int(
+                env, "CONSUMER_STORES_IN_FLIGHT", d.stores_in_flight, minimum=1, maximum=2
+            ),
             session_timeout_ms=env_int(
                 env,
                 "CONSUMER_SESSION_TIMEOUT_MS",

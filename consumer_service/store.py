@@ -26,7 +26,7 @@ from typing import Any, Protocol, cast
 import redis
 
 from consumer_service.processing import Accepted
-from shared.errors import Unavailable
+from shared.errors import PipelineError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,12 @@ ARGV layout
   [4] max_age           age retention: seconds an event lives; 0 = off
   [5] evict_base        count retention: evictions allowed per call ...
   [6] evict_per_stored  ... plus this many per event stored by this call
-  [7] n_dead            how many (reason, count) pairs follow
+  [7] writer            "" or a writer's key suffix: then this call is batch [8] of that
+                          writer, whose number is kept in P:writer:<writer> once stored
+  [8] batch             this batch's number (ignored without a writer)
+  [9] after             0, or a batch number of the same writer: unless that batch is
+                          stored, this call writes nothing and answers "FENCED"
+  [10] n_dead           how many (reason, count) pairs follow
   then n_dead pairs     reason, count: dead-letter counters to add
   then events           every event's header, concatenated; one header is the line
                           "<origin> <id bytes> <type bytes> <user bytes> <body bytes>\\n"
@@ -66,7 +71,7 @@ ARGV layout
 Two arguments for the whole batch rather than five per event: the client spends less
 time encoding arguments than the script spends cutting them apart.
 
-Result: one integer per event, in input order
+Result: one integer per event, in input order, or the string FENCED (nothing written)
   > 0  STORED       stored by this call; the value is its sequence number
    0   DUPLICATE    another record with this eventId was stored before
   -1   REDELIVERED  this very record (same origin) was stored before
@@ -91,9 +96,15 @@ local max_events = tonumber(ARGV[3])
 local max_age = tonumber(ARGV[4])
 local evict_base = tonumber(ARGV[5])
 local evict_per_stored = tonumber(ARGV[6])
-local n_dead = tonumber(ARGV[7])
-local FIRST_DEAD = 8
+local writer = ARGV[7]
+local batch_no = tonumber(ARGV[8])
+local after = tonumber(ARGV[9])
+local n_dead = tonumber(ARGV[10])
+local FIRST_DEAD = 11
 local DUPLICATE, REDELIVERED = 0, -1
+-- A writer's number only has to outlive the batch sent after it (milliseconds); a writer
+-- that died leaves its key behind for this long.
+local WRITER_TTL = 600
 local stats = prefix .. ':stats'
 local index = prefix .. ':index'
 
@@ -141,6 +152,15 @@ local function must_mset(pairs_)
     local last = math.min(first + CHUNK - 1, #pairs_)
     must('MSET', pairs_[first], unpack(pairs_, first + 1, last))
   end
+end
+
+-- A writer's batches may reach Redis while the one before is still running or being
+-- retried; none of them writes anything until the one before it is stored, so a user's
+-- events are stored in the order they were consumed.
+local writer_key = prefix .. ':writer:' .. writer
+if writer ~= '' and after > 0 then
+  local done = tonumber(redis.call('GET', writer_key) or '0')
+  if done < after then return 'FENCED' end
 end
 
 -- 0. The events, cut out of the two blobs: event e is ids[e], users[e], ...
@@ -274,6 +294,13 @@ for d = FIRST_DEAD, FIRST_DEAD + 2 * n_dead - 1, 2 do
   must('HINCRBY', stats, 'deadLettered:' .. ARGV[d], count)
 end
 
+-- The batch is stored: the writer's next batch may go on. The number only grows (a retry
+-- of an older batch whose reply was lost comes after a newer one).
+if writer ~= '' then
+  local done = tonumber(redis.call('GET', writer_key) or '0')
+  must('SET', writer_key, math.max(done, batch_no), 'EX', WRITER_TTL)
+end
+
 if max_events > 0 then
   local excess = (tolerate('ZCARD', index) or 0) - max_events
   local budget = evict_base + evict_per_stored * stored
@@ -300,6 +327,27 @@ if max_age > 0 then
 end
 return results
 """
+
+
+class StoreFenced(PipelineError):
+    """The store wrote nothing because the batch before it (`Chain.after`) is not
+    stored yet: send it again once that one is."""
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Where a batch stands in its writer's sequence, for a store that accepts a batch
+    while the one before it is still in flight (`max_in_flight` > 1).
+
+    `writer` names one worker run (unique, never reused), `number` counts its batches
+    from 1, and `after` is the number of the batch that must be stored before this one
+    may write anything, or 0 when none is outstanding. Redis may run two calls sent on
+    two connections in either order; the check makes the order of what is stored the
+    order of the batches anyway."""
+
+    writer: str
+    number: int
+    after: int = 0
 
 
 class StoreRefused(Unavailable):
@@ -395,11 +443,16 @@ class EventStore(Protocol):
     """Storage of processed events. Every method raises `Unavailable` when the backend
     does not answer, and nothing else for backend trouble."""
 
+    # How many store_batch calls a worker may have running at once: more than one only
+    # where the store honours a `Chain`.
+    max_in_flight: int
+
     def store_batch(
         self,
         events: Sequence[Accepted],
         processed_at: str,
         dead_lettered: Mapping[str, int] | None = None,
+        chain: Chain | None = None,
     ) -> BatchResult:
         """For each event in order: store it with its indexes and mark its eventId seen,
         or count it as a duplicate (another record had the id) or a redelivery (this very
@@ -408,7 +461,11 @@ class EventStore(Protocol):
         batch may be stored, but an event is only ever marked seen once fully stored, so
         calling again with the same batch completes it: the events stored before come
         back as redelivered, the rest are stored, nothing twice. Raises `StoreRefused`
-        (an `Unavailable`) when the backend answered but refused."""
+        (an `Unavailable`) when the backend answered but refused.
+
+        With a `chain` (only where `max_in_flight` > 1), the call may run while the
+        batch before it is in flight; it raises `StoreFenced`, having written nothing,
+        when that batch (`chain.after`) is not stored yet."""
         ...
 
     def get(self, event_id: str) -> dict[str, Any] | None:
@@ -432,6 +489,10 @@ class EventStore(Protocol):
 
 class RedisEventStore:
     """EventStore on one Redis (not Cluster: the script builds key names itself)."""
+
+    # A second batch goes out while Redis runs the first: Redis never waits for the
+    # worker between two scripts, and one fsync may cover both.
+    max_in_flight = 2
 
     def __init__(
         self,
@@ -474,9 +535,11 @@ class RedisEventStore:
         events: Sequence[Accepted],
         processed_at: str,
         dead_lettered: Mapping[str, int] | None = None,
+        chain: Chain | None = None,
     ) -> BatchResult:
         dead = {reason: n for reason, n in (dead_lettered or {}).items() if n}
-        if not events and not dead:
+        if not events and not dead and chain is None:
+            # A chained batch runs even when empty: its successor waits for its number.
             return BatchResult((), (), ())
         # In the order of the script's ARGV layout.
         args: list[str | bytes | int] = [
@@ -486,6 +549,7 @@ class RedisEventStore:
             self._max_age,
             EVICT_BASE,
             EVICT_PER_STORED,
+            *((chain.writer, chain.number, chain.after) if chain else ("", 0, 0)),
             len(dead),
         ]
         for reason, n in dead.items():
@@ -500,6 +564,8 @@ class RedisEventStore:
             ) from exc
         except redis.RedisError as exc:
             raise Unavailable(f"Redis did not store the batch: {exc}") from exc
+        if results == b"FENCED":
+            raise StoreFenced(f"batch {chain.number if chain else 0} waits for its predecessor")
         stored: list[Accepted] = []
         dupes: list[Accepted] = []
         again: list[Accepted] = []

@@ -15,9 +15,11 @@ The batch path, one small step per guarantee, in this order:
 7. `_commit_batch`: the batch's offsets, asynchronously, only now.
 
 Pipelined (CONSUMER_PIPELINE, on by default): while Redis runs batch N's script, the
-main thread fetches and decides batch N+1 (steps 1-3), then finishes N (steps 5-7) and
-only then starts N+1's store. So at most one store is in flight, stores and commits stay
-in batch order, and an offset is committed only after its batch's script answered.
+main thread fetches and decides batch N+1 (steps 1-3). With CONSUMER_STORES_IN_FLIGHT=2
+(where the store allows it) N+1's store is sent at once, chained after N: its script
+writes nothing until N is stored. Otherwise N is finished (steps 5-7) first. Either way
+batches are stored and committed in order, oldest first, and an offset is committed only
+after its batch's script answered.
 docs/consumer.md ("The pipeline") says who owns which state and what a crash between
 any two steps does.
 
@@ -37,6 +39,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections import Counter as Tally
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -57,7 +60,7 @@ from consumer_service.processing import (
     safe_text,
 )
 from consumer_service.status import StatusFile, WorkerState, WorkerStatus
-from consumer_service.store import BatchResult, EventStore, StoreRefused
+from consumer_service.store import BatchResult, Chain, EventStore, StoreFenced, StoreRefused
 from shared.errors import PipelineError, Unavailable
 from shared.events import utc_timestamp
 from shared.kafka import AUTHENTICATION_ERRORS, client_config, describe
@@ -98,6 +101,8 @@ class Batch:
     # they are not stored any more and must not advance its offset.
     revoked: set[TP] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
+    # Its place in this worker's sequence of stores (a `Chain` number), from its start.
+    number: int = 0
     dlq_done: bool = False
     # The store attempt handed to the store thread (or a failed one, already answered).
     attempt: Future[BatchResult] | None = None
@@ -172,14 +177,21 @@ class Worker:
         self._paused = False
         # Durable but not known to be committed: next offset per partition.
         self._uncommitted: dict[TP, int] = {}
-        # Batches consumed and not yet committed or dropped (at most two: one whose store
-        # is in flight or being retried, one decided and waiting for it). A partition
-        # that leaves is added to each one's `revoked`.
+        # Batches consumed and not yet committed or dropped (at most `_depth` + 1: those
+        # whose store is in flight or being retried, one decided and waiting). A
+        # partition that leaves is added to each one's `revoked`.
         self._in_hand: list[Batch] = []
-        # The batch whose store was started and not yet finished (_finish_store).
-        self._in_flight: Batch | None = None
-        # Runs the store scripts, one at a time: the only thread besides the main one
-        # that touches a batch, and it touches only the store.
+        # The batches whose store was started and not yet finished (_finish_store),
+        # oldest first; they finish in this order.
+        self._flight: list[Batch] = []
+        self._depth = (
+            min(settings.stores_in_flight, store.max_in_flight) if settings.pipeline else 1
+        )
+        # This run's name and batch count in the store's chain (used when _depth > 1).
+        self._writer = uuid.uuid4().hex
+        self._numbered = 0
+        # Run the store scripts, `_depth` at a time: the only threads besides the main
+        # one that touch a batch, and they touch only the store.
         self._store_thread: ThreadPoolExecutor | None = None
         self._poison = PoisonWindow(settings.poison_window, settings.poison_max_share)
         self._state: WorkerState = "starting"
@@ -223,7 +235,7 @@ class Worker:
             "on_commit": self._on_commit,
         }
         self._consumer = Consumer(config)
-        self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._store_thread = ThreadPoolExecutor(max_workers=self._depth, thread_name_prefix="store")
         self._consumer.subscribe(
             [s.common.kafka_topic],
             on_assign=self._on_assign,
@@ -241,11 +253,19 @@ class Worker:
             while not self._stop.is_set() and self._fatal is None:
                 self._heartbeat()
                 # A store in flight means a result to collect: never wait idle for records.
-                messages = self._fetch(wait=self._in_flight is None)
+                messages = self._fetch(wait=not self._flight)
                 batch = self._prepare(messages)
-                if self._in_flight is not None:
-                    if not self._finish_store():
+                if self._flight and (batch is None or len(self._flight) == self._depth):
+                    # A result is due: nothing new to send, or no room for it.
+                    done = self._finish_store()
+                    if done is None:
                         break  # stopping while Redis/DLQ were down: nothing committed
+                    if batch is not None and s.pipeline:
+                        # Redis gets the next script before the answered batch's
+                        # bookkeeping: it waits for us as little as possible.
+                        self._start_store(batch)
+                        batch = None
+                    self._complete(*done)
                 elif not messages and self._uncommitted:
                     # An async commit refused meanwhile (ILLEGAL_GENERATION during a
                     # rebalance, say) is otherwise retried only with the next batch: on a
@@ -253,8 +273,11 @@ class Worker:
                     self._commit(asynchronous=True)
                 if batch is not None:
                     self._start_store(batch)
-                    if not s.pipeline and not self._finish_store():
-                        break
+                    if not s.pipeline:
+                        done = self._finish_store()
+                        if done is None:
+                            break
+                        self._complete(*done)
                 self._update_lag()
                 if (
                     self._login_refused is not None
@@ -383,18 +406,30 @@ class Worker:
         )
 
     def _start_store(self, batch: Batch) -> None:
-        """Step 4: the batch's first attempt. Only called with no store in flight, so the
-        scripts run in batch order (the seen marks' first-wins rule depends on it)."""
-        assert self._in_flight is None, "one store in flight at a time"
+        """Step 4: the batch's first attempt, with fewer than `_depth` stores in flight.
+        With one in flight already, the store is chained after it (`Chain`): the script
+        writes nothing before the earlier batch is stored, so batches are stored in
+        order (the seen marks' first-wins rule and each user's order depend on it)."""
+        assert len(self._flight) < self._depth, "no room for another store"
         if batch.revoked:
             # Partitions left while the store before this one was retried.
             self._drop_revoked(batch)
-        self._in_flight = batch
+        self._numbered += 1
+        batch.number = self._numbered
+        self._flight.append(batch)
         batch.attempt = self._attempt(batch)
+
+    def _chain(self, batch: Batch) -> Chain | None:
+        """The batch's place in the chain: after the batch before it while that one is
+        still in flight, after nothing once it is the oldest."""
+        if self._depth == 1:
+            return None
+        at = self._flight.index(batch)
+        return Chain(self._writer, batch.number, self._flight[at - 1].number if at else 0)
 
     def _attempt(self, batch: Batch) -> Future[BatchResult]:
         """One try at making the batch durable: its dead letters sent and acknowledged
-        (here, on the main thread), then its store handed to the store thread. A failure
+        (here, on the main thread), then its store handed to a store thread. A failure
         of either comes back through the returned future."""
         if not batch.dlq_done:
             try:
@@ -407,24 +442,36 @@ class Worker:
                 return failed
         assert self._store_thread is not None, "the store thread exists while run() runs"
         dead = Tally(letter.reason for letter in batch.letters)
+        chain = self._chain(batch)
+        if chain is None:
+            return self._store_thread.submit(
+                self._store.store_batch, batch.accepted, utc_timestamp(), dead
+            )
         return self._store_thread.submit(
-            self._store.store_batch, batch.accepted, utc_timestamp(), dead
+            self._store.store_batch, batch.accepted, utc_timestamp(), dead, chain
         )
 
-    def _finish_store(self) -> bool:
-        """Steps 5-7 for the batch in flight: wait for its store, retrying with backoff
-        until it answered, then report and commit it. False when asked to stop before
-        that (the batch is dropped uncommitted: its next owner replays it).
+    def _finish_store(self) -> tuple[Batch, BatchResult] | None:
+        """Step 5 for the oldest batch in flight: wait for its store, retrying with
+        backoff until it answered. Then it leaves the flight, and the caller owes it its
+        steps 6-7 (`_complete`). None when asked to stop before that (the batch is
+        dropped uncommitted: its next owner replays it).
 
         Unexpected exceptions of the store thread are raised here. Records of partitions
         revoked meanwhile are dropped from a retry: their new owner handles them."""
-        batch = self._in_flight
-        assert batch is not None and batch.attempt is not None
+        batch = self._flight[0]
+        assert batch.attempt is not None
         s = self._settings
         while True:
             try:
                 result = batch.attempt.result()
                 break
+            except StoreFenced:
+                # Sent while the batch before it was in flight, and run by Redis before
+                # that one was stored (it failed, or came second on its connection). That
+                # one is stored now, or this one would not be the oldest: go again.
+                self._drop_revoked(batch)
+                batch.attempt = self._attempt(batch)
             except Unavailable as exc:
                 metrics.BATCH_RETRIES.inc()
                 delay = backoff_delay(
@@ -440,7 +487,7 @@ class Worker:
                 self.set_state("backing_off", str(exc))
                 if not self._wait_paused(delay):
                     self._drop(batch)
-                    return False
+                    return None
                 batch.retries += 1
                 self._drop_revoked(batch)
                 batch.attempt = self._attempt(batch)
@@ -451,8 +498,8 @@ class Worker:
             self._resume()
         if self._state != "running":
             self.set_state("running")
-        self._complete(batch, result)
-        return True
+        self._flight.remove(batch)
+        return batch, result
 
     def _complete(self, batch: Batch, result: BatchResult) -> None:
         """Steps 6-7 for a batch whose store answered."""
@@ -467,8 +514,8 @@ class Worker:
 
     def _drop(self, batch: Batch) -> None:
         """The batch leaves the worker's hands (committed, or left for a replay)."""
-        if self._in_flight is batch:
-            self._in_flight = None
+        if batch in self._flight:
+            self._flight.remove(batch)
         if batch in self._in_hand:
             self._in_hand.remove(batch)
 
@@ -479,16 +526,23 @@ class Worker:
         batch.accepted = [a for a in batch.accepted if (topic, a.partition) in keep]
         batch.letters = [x for x in batch.letters if (x.topic, x.partition) in keep]
 
-    def _await_in_flight(self) -> BatchResult | None:
-        """Wait until the store in flight answered (a rebalance or a stop must not let it
-        write after the partitions left). When it succeeded, its offsets join the durable
-        ones, so a synchronous commit that follows includes them, and its result is
-        returned. A failed store is left for `_finish_store` to retry. Never raises."""
-        batch = self._in_flight
-        if batch is None or batch.attempt is None or batch.attempt.exception() is not None:
-            return None
-        self._mark_durable(batch)
-        return batch.attempt.result()
+    def _await_in_flight(self) -> list[tuple[Batch, BatchResult]]:
+        """Wait until every store in flight answered (a rebalance or a stop must not let
+        one write after the partitions left). The batches that succeeded, up to the first
+        that did not, have their offsets join the durable ones, so a synchronous commit
+        that follows includes them; they are returned with their results, oldest first.
+        A failed store is left for `_finish_store` to retry, and so is every batch after
+        it: their offsets are past its records. Never raises."""
+        for batch in self._flight:
+            if batch.attempt is not None:
+                batch.attempt.exception()  # waits
+        answered: list[tuple[Batch, BatchResult]] = []
+        for batch in self._flight:
+            if batch.attempt is None or batch.attempt.exception() is not None:
+                break
+            self._mark_durable(batch)
+            answered.append((batch, batch.attempt.result()))
+        return answered
 
     def _report(self, batch: Batch, result: BatchResult) -> None:
         """Counters, the dead letters' WARNING lines, and (CONSUMER_LOG_EVENTS) one INFO
@@ -732,10 +786,8 @@ class Worker:
                 # partition (our on_revoke commits anything left) and leaves the group at
                 # once, so the others take over without waiting for the session timeout.
                 # A store that failed is not retried now: its batch is replayed.
-                in_flight = self._in_flight
-                result = self._await_in_flight()
-                if in_flight is not None and result is not None:
-                    self._complete(in_flight, result)
+                for batch, result in self._await_in_flight():
+                    self._complete(batch, result)
                 self._commit()
                 self._consumer.close()
             except (KafkaException, RuntimeError) as exc:

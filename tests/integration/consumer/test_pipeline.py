@@ -1,7 +1,8 @@
 """The worker's pipeline (CONSUMER_PIPELINE) against a real Kafka and Redis: while one
-batch is being stored the next is fetched and decided, and yet stores run one at a time
-in batch order, an offset is committed only after its batch's store answered, and a
-rebalance or a stop waits for the store in flight before partitions change hands.
+batch is being stored the next is fetched and decided, and up to two stores are on their
+way (CONSUMER_STORES_IN_FLIGHT); yet every partition's records are stored in offset
+order, an offset is committed only after its batch's store answered, and a rebalance or
+a stop waits for the stores in flight before partitions change hands.
 
 The store is the real one, slowed down so that a store is in flight whenever the worker
 polls Kafka (which is where rebalances are served)."""
@@ -19,8 +20,15 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from consumer_service.config import ConsumerSettings
 from consumer_service.processing import Accepted
-from consumer_service.store import BatchResult, RedisEventStore
+from consumer_service.store import (
+    BatchResult,
+    Chain,
+    PageQuery,
+    RedisEventStore,
+    StoreFenced,
+)
 from consumer_service.worker import Worker
+from shared.errors import Unavailable
 from shared.events import compact_json, record_headers
 
 from .conftest import WorkerThread, make_record, wait_until, with_
@@ -47,9 +55,14 @@ class SlowRecordingStore(RedisEventStore):
 
     delay = 0.0
     owner: Worker | None = None
+    # The first attempt of this chained batch waits `fail_delay`, then fails unwritten.
+    fail_batch = 0
+    fail_delay = 0.0
 
     def setup(self, delay: float) -> SlowRecordingStore:
         self.delay = delay
+        self.fenced = 0
+        self.failed = 0
         self.calls: list[Call] = []
         self.active = 0
         self.most_active = 0
@@ -63,14 +76,25 @@ class SlowRecordingStore(RedisEventStore):
         events: Sequence[Accepted],
         processed_at: str,
         dead_lettered: Mapping[str, int] | None = None,
+        chain: Chain | None = None,
     ) -> BatchResult:
         started = time.monotonic()
         with self._lock:
             self.active += 1
             self.most_active = max(self.most_active, self.active)
+            failing = chain is not None and chain.number == self.fail_batch and not self.failed
+            self.failed += failing
         try:
+            if failing:
+                time.sleep(self.fail_delay)
+                raise Unavailable("this attempt fails before it reaches Redis")
             time.sleep(self.delay)
-            result = super().store_batch(events, processed_at, dead_lettered)
+            try:
+                result = super().store_batch(events, processed_at, dead_lettered, chain)
+            except StoreFenced:
+                with self._lock:
+                    self.fenced += 1
+                raise
         finally:
             with self._lock:
                 self.active -= 1
@@ -138,23 +162,45 @@ def committed_by_partition(consumer: Consumer, topic: str) -> dict[int, int]:
     return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10)}
 
 
-def assert_stores_one_at_a_time_in_order(store: SlowRecordingStore) -> None:
-    assert store.most_active == 1
-    calls = sorted(store.calls, key=lambda c: c.started)
-    for before, after in itertools.pairwise(calls):
-        assert before.ended <= after.started, "a store started before the previous answered"
+def assert_stored_in_offset_order(store: RedisEventStore) -> None:
+    """Each partition's events took sequence numbers (the processing order every read
+    follows) in the order of their offsets."""
     last: dict[int, int] = {}
-    for call in calls:
-        for partition, offset in call.offsets:
-            assert offset > last.get(partition, -1), "a partition's records stored out of order"
+    cursor: int | str | None = 0
+    seen = 0
+    while cursor is not None:
+        page = store.page(PageQuery(limit=500, cursor=cursor))
+        for event in page.events:  # in processing order
+            partition, offset = event["partition"], event["offset"]
+            assert offset > last.get(partition, -1), (
+                f"partition {partition}: offset {offset} stored after {last[partition]}"
+            )
             last[partition] = offset
+        seen += len(page.events)
+        cursor = page.next_cursor
+    assert seen > 0
 
 
-@pytest.mark.parametrize("pipeline", [True, False])
+def assert_stores_in_order(store: SlowRecordingStore, in_flight: int) -> None:
+    """At most `in_flight` stores were on their way at once (with one, each started after
+    the previous answered), and the records were stored in offset order."""
+    assert store.most_active <= in_flight
+    if in_flight == 1:
+        calls = sorted(store.calls, key=lambda c: c.started)
+        for before, after in itertools.pairwise(calls):
+            assert before.ended <= after.started, "a store started before the previous answered"
+    assert_stored_in_offset_order(store)
+
+
+@pytest.mark.parametrize(("pipeline", "in_flight"), [(True, 2), (True, 1), (False, 1)])
 def test_offsets_are_committed_only_after_their_store_answered_and_stores_run_in_order(
-    settings: ConsumerSettings, start_worker: StartWorker, redis_url: str, pipeline: bool
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    redis_url: str,
+    pipeline: bool,
+    in_flight: int,
 ) -> None:
-    settings = with_(settings, batch_size=50, pipeline=pipeline)
+    settings = with_(settings, batch_size=50, pipeline=pipeline, stores_in_flight=in_flight)
     store = slow_store(settings, redis_url, delay=0.15)
     worker = start_worker(settings, store)
     store.owner = worker.worker
@@ -195,7 +241,9 @@ def test_offsets_are_committed_only_after_their_store_answered_and_stores_run_in
     assert worker.stop() == 0
     assert samples > 20
     assert not ahead, f"committed before the store answered: {ahead[:3]}"
-    assert_stores_one_at_a_time_in_order(store)
+    assert_stores_in_order(store, in_flight)
+    # Two stores really were on their way at once when allowed.
+    assert store.most_active == in_flight
     assert sum(c.redelivered for c in store.calls) == 0
     assert {store.get(i) is not None for i in ids} == {True}
 
@@ -237,7 +285,7 @@ def test_a_rebalance_waits_for_the_store_in_flight_and_hands_over_after_it(
     # the first worker was read and offered to Redis again by the second.
     assert sum(c.redelivered for c in first.calls + second.calls) == 0
     assert stats()["processed"] == len(fed) and stats()["duplicatesSkipped"] == 0
-    assert_stores_one_at_a_time_in_order(first)
+    assert_stores_in_order(first, 2)
 
 
 def test_a_stop_waits_for_the_store_in_flight_and_commits_it(
@@ -249,7 +297,7 @@ def test_a_stop_waits_for_the_store_in_flight_and_commits_it(
     wait_until(lambda: len(worker.worker.assigned) == PARTITIONS, 20, "partitions assigned")
     feeder = threading.Thread(target=lambda: feed(settings, 10, 0.0))
     feeder.start()
-    wait_until(lambda: store.active == 1, 20, "a store in flight")
+    wait_until(lambda: store.active >= 1, 20, "a store in flight")
     feeder.join(30)
     assert worker.stop() == 0
     assert store.active == 0
@@ -257,3 +305,28 @@ def test_a_stop_waits_for_the_store_in_flight_and_commits_it(
     processed = store.stats()["processed"]
     assert processed > 0
     assert committed_total(settings) == processed
+
+
+def test_a_batch_sent_while_the_one_before_fails_waits_for_it_and_order_holds(
+    settings: ConsumerSettings, start_worker: StartWorker, redis_url: str
+) -> None:
+    # Batch 3's first attempt fails after a while; batch 4 is sent meanwhile and reaches
+    # Redis first. It must write nothing (FENCED) and go again after batch 3 is stored:
+    # stored first, its records would precede batch 3's records of the same partitions.
+    settings = with_(settings, batch_size=30, stores_in_flight=2)
+    # Fed before the worker starts, so that every fetch finds a full batch waiting: the
+    # next batch is sent at once while batch 3 is on its way.
+    ids = feed(settings, rounds=40, pause=0.0)
+    store = slow_store(settings, redis_url, delay=0.05)
+    store.fail_batch = 3
+    store.fail_delay = 0.6
+    worker = start_worker(settings, store)
+    store.owner = worker.worker
+    wait_until(lambda: store.stats()["processed"] == len(ids), 60, "every event stored")
+    wait_until(lambda: committed_total(settings) == len(ids), 20, "every offset committed")
+    assert worker.stop() == 0
+    assert store.failed == 1
+    assert_stored_in_offset_order(store)
+    assert store.fenced >= 1, "no batch was sent while the failing one was in flight"
+    assert store.stats()["duplicatesSkipped"] == 0
+    assert {store.get(i) is not None for i in ids} == {True}

@@ -7,11 +7,19 @@ import time
 import uuid
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from consumer_service.config import ConsumerSettings
 from consumer_service.processing import Accepted
-from consumer_service.store import EVICT_BASE, EVICT_PER_STORED, PageQuery, RedisEventStore
+from consumer_service.store import (
+    EVICT_BASE,
+    EVICT_PER_STORED,
+    Chain,
+    PageQuery,
+    RedisEventStore,
+    StoreFenced,
+)
 
 from .conftest import make_record, with_
 
@@ -38,6 +46,39 @@ def test_redelivery_is_not_a_duplicate_but_another_copy_is(
     assert (stats["processed"], stats["duplicatesSkipped"], stats["stored"]) == (3, 2, 3)
     stored = store.get(batch[0].event_id)
     assert stored is not None and stored["offset"] == 0
+
+
+def test_a_chained_batch_writes_nothing_until_the_one_before_is_stored(
+    settings: ConsumerSettings, make_store: Callable[..., RedisEventStore]
+) -> None:
+    store = make_store(settings)
+    first, second = accepted(2, "u", 0), accepted(2, "u", 2)
+    with pytest.raises(StoreFenced):
+        store.store_batch(second, NOW, {"not_json": 1}, Chain("w", 2, after=1))
+    assert store.stats()["processed"] == store.stats()["deadLettered"] == 0
+    assert store.get(second[0].event_id) is None
+    assert len(store.store_batch(first, NOW, chain=Chain("w", 1)).stored) == 2
+    assert len(store.store_batch(second, NOW, {"not_json": 1}, Chain("w", 2, 1)).stored) == 2
+    # Processing order is the order of the chain, whatever order the calls came in.
+    page = store.page(PageQuery(limit=10))
+    assert [e["offset"] for e in page.events] == [0, 1, 2, 3]
+    assert store.stats()["deadLettered"] == 1
+
+
+def test_a_writers_number_only_grows_and_an_empty_chained_batch_counts(
+    settings: ConsumerSettings, make_store: Callable[..., RedisEventStore]
+) -> None:
+    store = make_store(settings)
+    store.store_batch([], NOW, chain=Chain("w", 1))  # e.g. every record's partition left
+    assert len(store.store_batch(accepted(1), NOW, chain=Chain("w", 2, 1)).stored) == 1
+    # Batch 2's reply was lost; 3 went on (2 is stored), then 2 is retried.
+    assert len(store.store_batch(accepted(1), NOW, chain=Chain("w", 3, 2)).stored) == 1
+    store.store_batch(accepted(1), NOW, chain=Chain("w", 2))
+    assert len(store.store_batch(accepted(1), NOW, chain=Chain("w", 4, 3)).stored) == 1
+    # Writers do not wait for each other.
+    assert len(store.store_batch(accepted(1), NOW, chain=Chain("v", 1)).stored) == 1
+    with pytest.raises(StoreFenced):
+        store.store_batch(accepted(1), NOW, chain=Chain("v", 3, 2))
 
 
 def test_count_retention_deletes_the_oldest_with_their_index_entries(
