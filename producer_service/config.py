@@ -56,7 +56,7 @@ class ProducerSettings:
     bind_host: str = "0.0.0.0"
     port: int = 8000
     workers: int = 2
-    worker_class: str = "gthread"
+    worker_class: str = "gevent"
     threads: int = 32
     ack_timeout_ms: int = 5000
     flush_timeout_ms: int = 10000

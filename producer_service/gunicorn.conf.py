@@ -2,7 +2,7 @@
 
     gunicorn -c producer_service/gunicorn.conf.py 'producer_service:create_app()'
 
-Worker model: `PRODUCER_WORKER_CLASS`, `gthread` by default. The concurrent requests of a
+Worker model: `PRODUCER_WORKER_CLASS`, `gevent` by default. The concurrent requests of a
 worker (threads, or greenlets under `gevent`) share its one Kafka producer, so they fill
 the same `linger.ms` batches; see docs/producer.md for the measurements behind the
 choice. The app is not preloaded: each worker builds its own

@@ -206,7 +206,7 @@ def _wait_ready(service: Service, url: str, timeout: float) -> None:
 
 
 class ProducerProcess(Service):
-    """`producer-service`: gunicorn, two gthread workers, on the given port."""
+    """`producer-service`: gunicorn, two workers of the default class, on the given port."""
 
     name = "producer"
 

@@ -19,7 +19,7 @@ def test_defaults() -> None:
     assert s.event_types == ("LOGIN", "LOGOUT", "PRODUCT_VIEW")
     assert s.common.kafka_topic == "user-activity-events"
     assert s.compression == "lz4"
-    assert s.worker_class == "gthread"
+    assert s.worker_class == "gevent"
     assert s.log_events is False
     assert s.max_batch_bytes == s.max_batch_body_bytes == 4 * 1024 * 1024
 
