@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,14 +327,30 @@ class Fill:
     duplicates: int
     seconds: float
     bytes_per_record: float
+    # A held fill's: makes its records readable (commits its transaction). None when the
+    # records were readable as they came.
+    release: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
 
-def fill_topic(bootstrap: str, topic: str, n: int, duplicate_share: float) -> Fill:
+def fill_topic(
+    bootstrap: str, topic: str, n: int, duplicate_share: float, *, held: bool = False
+) -> Fill:
     """Publish `n` records of which `duplicate_share` are copies of an earlier record (the
     same eventId and body, re-published: new offsets, so the consumer sees a duplicate
     event, not a redelivery). A copy has its original's key, so it lands on the same
-    partition, a few records later."""
-    producer = bench_producer(bootstrap, **{"linger.ms": 20, "batch.size": 1_000_000})
+    partition, a few records later.
+
+    `held`: the records go in one Kafka transaction left open, so a read_committed reader
+    (librdkafka's default, and so the worker's) sees none of them until `Fill.release()`
+    commits it, and then all at once: consumers can join their group first and find the
+    whole topic waiting. Release it within 5 minutes (the transaction's timeout)."""
+    settings: dict[str, Any] = {"linger.ms": 20, "batch.size": 1_000_000}
+    if held:
+        settings |= {"transactional.id": f"bench-fill-{topic}", "transaction.timeout.ms": 300_000}
+    producer = bench_producer(bootstrap, **settings)
+    if held:
+        producer.init_transactions(30)
+        producer.begin_transaction()
     every = round(1 / duplicate_share) if duplicate_share > 0 else 0
     recent: list[dict[str, Any]] = []
     duplicates = 0
@@ -357,7 +373,14 @@ def fill_topic(bootstrap: str, topic: str, n: int, duplicate_share: float) -> Fi
             progress(f"  filled {i:,} of {n:,}")
     if producer.flush(120) != 0:
         raise SystemExit(f"filling {topic}: not every record was acknowledged")
-    return Fill(n, n - duplicates, duplicates, time.monotonic() - started, size / max(n, 1))
+    seconds = time.monotonic() - started
+    if not held:
+        return Fill(n, n - duplicates, duplicates, seconds, size / max(n, 1))
+
+    def release() -> None:
+        producer.commit_transaction(60)
+
+    return Fill(n, n - duplicates, duplicates, seconds, size / max(n, 1), release)
 
 
 # -- figures ---------------------------------------------------------------------------

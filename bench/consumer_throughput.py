@@ -4,11 +4,13 @@
    of an earlier record (same eventId, re-published): duplicates the worker must skip.
 2. Baselines read the same topic: Kafka's ConsumerPerformance and a bare confluent-kafka
    consume loop. A raw pipelined Redis loop makes the store step's writes.
-3. For each replica count, that many `consumer-service` processes (read API off; their
-   per-event log lines written to /dev/null) start on a new group and Redis prefix. The
-   clock starts once every replica holds partitions and the first record is stored, and
-   stops when Redis counts every record as stored or skipped as a duplicate. The stored
-   and duplicate counts must then be exactly the topic's.
+3. For each replica count, a topic filled the same way but in one Kafka transaction left
+   open, and that many `consumer-service` processes (read API off; their per-event log
+   lines written to /dev/null) on a new group and Redis prefix. Once every replica holds
+   partitions the transaction is committed and the clock starts: the whole topic becomes
+   readable at once to the settled group. It stops when Redis counts every record as
+   stored or skipped as a duplicate. The stored and duplicate counts must then be
+   exactly the topic's.
 """
 
 from __future__ import annotations
@@ -71,7 +73,13 @@ class Drained:
             "replicas": self.replicas,
             "events": self.total,
             "events_measured": self.measured,
-            "clock_from": "first stored record" if self.from_first_record else "group stable",
+            "clock_from": (
+                "first stored record"
+                if self.from_first_record
+                else "topic released to the settled group"
+                if fill.release is not None
+                else "group stable"
+            ),
             "seconds": round(self.seconds, 3),
             "events_per_second": round(eps),
             "events_per_second_per_replica": round(eps / self.replicas),
@@ -99,6 +107,7 @@ def timed_drain(
     poll_seconds: float,
     on_clock_start: Callable[[], None] = lambda: None,
     on_clock_stop: Callable[[], None] = lambda: None,
+    release: Callable[[], None] | None = None,
 ) -> Drained:
     """Start `replicas` consumer-service processes (`name`-0, -1, ...; read API off, `env`
     on top) on `group`, and stop them once `counts()` (processed, duplicates) covers
@@ -106,7 +115,13 @@ def timed_drain(
     stored; `on_clock_start` is called each time that start is (re)set and `on_clock_stop`
     when the clock stops (before the replicas are stopped), so that a caller can take its
     own readings at the same instants. Raises SystemExit when a replica exits
-    or `timeout` seconds pass (`what` names the drain in that message)."""
+    or `timeout` seconds pass (`what` names the drain in that message).
+
+    `release` (a held fill's, see `fill_topic`): called once every replica holds
+    partitions, and the clock starts then, so that every record is drained by the whole
+    group. Without it the records are readable from the start, and the clock starts at
+    the first record stored after the group settled: with several replicas, what was
+    drained before is not counted."""
     base_env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "KAFKA_TOPIC": topic,
@@ -136,9 +151,13 @@ def timed_drain(
             if not ready and now >= next_group_check:
                 ready = group_ready(admin, group, replicas)
                 next_group_check = now + 0.1
+            if release is not None and ready and started_at is None:
+                release()
+                started_at, done_at_start = time.monotonic(), done
+                on_clock_start()
             # A group that settles in the poll that sees the last record would start the
             # clock with nothing left to count: the first stored record is the start then.
-            if started_at is None and ready and done and done < total:
+            if release is None and started_at is None and ready and done and done < total:
                 started_at, done_at_start = now, done
                 on_clock_start()
             if done >= total:
@@ -196,6 +215,7 @@ def drain(
         what=f"{replicas} replica(s)",
         timeout=120 + fill.records / 500,
         poll_seconds=0.01,
+        release=fill.release,
     )
     return drained.figures(fill)
 
@@ -227,23 +247,32 @@ def run(
             store.delete_prefix(loop_prefix)
         workers = []
         for replicas in replica_counts:
-            progress(f"consumer-service x{replicas}: {events:,} records to Redis")
+            # Its own topic, filled the same way in a transaction held open until every
+            # replica holds partitions: with the broker's group.initial.rebalance.delay.ms
+            # at 0, the first replica would otherwise drain much of a shared, readable
+            # topic alone while the others join.
+            own = f"{topic}-x{replicas}"
+            create_topics(bootstrap, [own, f"{own}.dlq"])
             prefix = f"bench:{run_id}:c{replicas}"
             try:
+                progress(f"filling {own} with {events:,} records, held until the group settled")
+                held = fill_topic(bootstrap, own, events, duplicate_share, held=True)
+                progress(f"consumer-service x{replicas}: {events:,} records to Redis")
                 workers.append(
                     drain(
                         bootstrap,
-                        topic,
+                        own,
                         f"bench-{run_id}-c{replicas}",
                         prefix,
                         store,
-                        fill,
+                        held,
                         replicas,
                         log_dir,
                     )
                 )
             finally:
                 store.delete_prefix(prefix)
+                delete_topics(bootstrap, [own, f"{own}.dlq"])
     finally:
         delete_topics(bootstrap, [topic, f"{topic}.dlq"])
     return {
