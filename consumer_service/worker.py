@@ -260,12 +260,16 @@ class Worker:
                     done = self._finish_store()
                     if done is None:
                         break  # stopping while Redis/DLQ were down: nothing committed
-                    if batch is not None and s.pipeline:
-                        # Redis gets the next script before the answered batch's
-                        # bookkeeping: it waits for us as little as possible.
-                        self._start_store(batch)
-                        batch = None
-                    self._complete(*done)
+                    try:
+                        self._resend_fenced()
+                        if batch is not None and s.pipeline:
+                            # Redis gets the next script before the answered batch's
+                            # bookkeeping: it waits for us as little as possible.
+                            self._start_store(batch)
+                            batch = None
+                    finally:
+                        # Stored, so reported and committed whatever the next start did.
+                        self._complete(*done)
                 elif not messages and self._uncommitted:
                     # An async commit refused meanwhile (ILLEGAL_GENERATION during a
                     # rebalance, say) is otherwise retried only with the next batch: on a
@@ -418,6 +422,21 @@ class Worker:
         batch.number = self._numbered
         self._flight.append(batch)
         batch.attempt = self._attempt(batch)
+
+    def _resend_fenced(self) -> None:
+        """The oldest batch in flight, if it already came back FENCED (it reached Redis
+        before the batch before it was stored, which now is): send it again, and wait
+        until Redis answered. Chained after the attempt that is over, the next batch
+        would be fenced in turn, and the one after it, as long as batches keep coming;
+        sent while the new attempt is on its way, it could overtake it on its own
+        connection. A failure of the new attempt is left to `_finish_store`."""
+        head = self._flight[0] if self._flight else None
+        if head is None or head.attempt is None or not head.attempt.done():
+            return
+        if isinstance(head.attempt.exception(), StoreFenced):
+            self._drop_revoked(head)
+            head.attempt = self._attempt(head)
+            head.attempt.exception()  # waits
 
     def _chain(self, batch: Batch) -> Chain | None:
         """The batch's place in the chain: after the batch before it while that one is

@@ -58,11 +58,16 @@ class SlowRecordingStore(RedisEventStore):
     # The first attempt of this chained batch waits `fail_delay`, then fails unwritten.
     fail_batch = 0
     fail_delay = 0.0
+    # The first attempt of this chained batch waits `slow_delay` more before its script.
+    slow_batch = 0
+    slow_delay = 0.0
 
     def setup(self, delay: float) -> SlowRecordingStore:
         self.delay = delay
         self.fenced = 0
         self.failed = 0
+        self.slowed = 0
+        self.fenced_batches: list[int] = []
         self.calls: list[Call] = []
         self.active = 0
         self.most_active = 0
@@ -84,16 +89,19 @@ class SlowRecordingStore(RedisEventStore):
             self.most_active = max(self.most_active, self.active)
             failing = chain is not None and chain.number == self.fail_batch and not self.failed
             self.failed += failing
+            slow = chain is not None and chain.number == self.slow_batch and not self.slowed
+            self.slowed += slow
         try:
             if failing:
                 time.sleep(self.fail_delay)
                 raise Unavailable("this attempt fails before it reaches Redis")
-            time.sleep(self.delay)
+            time.sleep(self.delay + (self.slow_delay if slow else 0.0))
             try:
                 result = super().store_batch(events, processed_at, dead_lettered, chain)
             except StoreFenced:
                 with self._lock:
                     self.fenced += 1
+                    self.fenced_batches.append(chain.number if chain else 0)
                 raise
         finally:
             with self._lock:
@@ -330,3 +338,24 @@ def test_a_batch_sent_while_the_one_before_fails_waits_for_it_and_order_holds(
     assert store.fenced >= 1, "no batch was sent while the failing one was in flight"
     assert store.stats()["duplicatesSkipped"] == 0
     assert {store.get(i) is not None for i in ids} == {True}
+
+
+def test_a_fenced_batch_is_sent_again_before_the_next_one_is_chained_after_it(
+    settings: ConsumerSettings, start_worker: StartWorker, redis_url: str
+) -> None:
+    # Batch 2's script is slow, so batch 3 reaches Redis first and is fenced. Batch 4 must
+    # then be chained after a new attempt of 3, not after the one that is over: chained
+    # after that, it is fenced for certain, and so is every batch after it.
+    settings = with_(settings, batch_size=20, stores_in_flight=2)
+    ids = feed(settings, rounds=40, pause=0.0)  # 12 batches, all waiting
+    store = slow_store(settings, redis_url, delay=0.0)
+    store.slow_batch = 2
+    store.slow_delay = 0.4
+    worker = start_worker(settings, store)
+    store.owner = worker.worker
+    wait_until(lambda: store.stats()["processed"] == len(ids), 60, "every event stored")
+    wait_until(lambda: committed_total(settings) == len(ids), 20, "every offset committed")
+    assert worker.stop() == 0
+    assert 3 in store.fenced_batches
+    assert 4 not in store.fenced_batches, store.fenced_batches
+    assert_stored_in_offset_order(store)
