@@ -131,6 +131,7 @@ def drain(
         poll_seconds=0.02,
         on_clock_start=read_cpu_at_start,
         on_clock_stop=read_cpu_used,
+        release=fill.release,
     )
     eps = drained.events_per_second
     busy = {k: round(cpu / drained.seconds, 3) for k, cpu in cpu_used.items()}
@@ -224,13 +225,18 @@ def one_and_two_replicas(
     fill: Fill,
     log_dir: Path | None,
 ) -> list[dict[str, Any]]:
-    """The variants `label x1` and `label x2`, in that order."""
-    return [
-        on_cluster(
-            bootstrap, run_id, cluster, f"{label} x{replicas}", topic, fill, replicas, log_dir
-        )
-        for replicas in (1, 2)
-    ]
+    """The variants `label x1` and `label x2`, in that order. `x2` drains its own copy of
+    the topic, held until both replicas hold partitions (see consumer_throughput.run)."""
+    one = on_cluster(bootstrap, run_id, cluster, f"{label} x1", topic, fill, 1, log_dir)
+    own = f"{topic}-{label.replace(' ', '')}-x2"
+    ensure_topics(bootstrap, [own, f"{own}.dlq"], 6)
+    try:
+        share = fill.duplicates / fill.records if fill.records else 0.0
+        held = fill_topic(bootstrap, own, fill.records, share, held=True)
+        two = on_cluster(bootstrap, run_id, cluster, f"{label} x2", own, held, 2, log_dir)
+    finally:
+        delete_topics(bootstrap, [own, f"{own}.dlq"])
+    return [one, two]
 
 
 def run(
