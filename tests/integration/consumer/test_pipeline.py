@@ -10,6 +10,7 @@ polls Kafka (which is where rebalances are served)."""
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,12 +28,12 @@ from consumer_service.store import (
     RedisEventStore,
     StoreFenced,
 )
-from consumer_service.worker import Worker
+from consumer_service.worker import EXIT_FATAL, Worker
 from shared.errors import Unavailable
 from shared.events import compact_json, record_headers
 
-from .conftest import WorkerThread, make_record, wait_until, with_
-from .test_worker import committed_total
+from .conftest import Raw, WorkerThread, make_record, produce, wait_until, with_
+from .test_worker import committed_total, refuse_dead_letters_over
 
 StartWorker = Callable[..., WorkerThread]
 PARTITIONS = 6
@@ -359,3 +360,27 @@ def test_a_fenced_batch_is_sent_again_before_the_next_one_is_chained_after_it(
     assert 3 in store.fenced_batches
     assert 4 not in store.fenced_batches, store.fenced_batches
     assert_stored_in_offset_order(store)
+
+
+def test_a_stored_batch_is_reported_and_committed_when_starting_the_next_one_fails(
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    redis_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Batches A and B (5 events each) are in flight when C, a poison record the DLQ
+    # refuses for good, is started: the worker stops. A was stored before C's start
+    # failed, so it must still be reported and committed, as B is on the way out.
+    caplog.set_level(logging.INFO, logger="consumer_service.worker")
+    refuse_dead_letters_over(settings, 1000)
+    bootstrap, topic = settings.common.kafka_bootstrap_servers, settings.common.kafka_topic
+    valid = [make_record("user-c") for _ in range(10)]
+    produce(bootstrap, topic, [*valid, Raw(b"user-c", b"not json " + b"x" * 5000)])
+    settings = with_(settings, batch_size=5, stores_in_flight=2, log_events=True)
+    store = slow_store(settings, redis_url, delay=0.3)
+    worker = start_worker(settings, store)
+    assert worker.join(30) == EXIT_FATAL
+    assert len(store.calls) == 2  # A and B; C never reached the store
+    logged = [r.__dict__["event_id"] for r in caplog.records if r.getMessage() == "event processed"]
+    assert logged == [r["eventId"] for r in valid]
+    assert committed_total(settings) == 10

@@ -437,6 +437,17 @@ def test_an_unexpected_exception_stops_the_worker_as_failed_with_a_traceback(
     assert committed_total(settings) == 0
 
 
+def refuse_dead_letters_over(settings: ConsumerSettings, max_bytes: int) -> None:
+    """Make the DLQ topic refuse, for good, any dead letter over `max_bytes`."""
+    admin = AdminClient({"bootstrap.servers": settings.common.kafka_bootstrap_servers})
+    entry = ConfigEntry(
+        "max.message.bytes", str(max_bytes), incremental_operation=AlterConfigOpType.SET
+    )
+    resource = ConfigResource(ResourceType.TOPIC, settings.dlq_topic, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(10)
+
+
 def test_a_dead_letter_the_dlq_topic_refuses_for_good_stops_the_worker(
     settings: ConsumerSettings,
     start_worker: StartWorker,
@@ -444,16 +455,7 @@ def test_a_dead_letter_the_dlq_topic_refuses_for_good_stops_the_worker(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Finding 6: a broker-side permanent refusal used to be retried forever, silently.
-    admin = AdminClient({"bootstrap.servers": settings.common.kafka_bootstrap_servers})
-    resource = ConfigResource(
-        ResourceType.TOPIC,
-        settings.dlq_topic,
-        incremental_configs=[
-            ConfigEntry("max.message.bytes", "1000", incremental_operation=AlterConfigOpType.SET)
-        ],
-    )
-    for future in admin.incremental_alter_configs([resource]).values():
-        future.result(10)
+    refuse_dead_letters_over(settings, 1000)
     store = make_store(settings)
     produce(
         settings.common.kafka_bootstrap_servers,
