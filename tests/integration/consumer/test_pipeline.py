@@ -251,8 +251,6 @@ def test_offsets_are_committed_only_after_their_store_answered_and_stores_run_in
     assert samples > 20
     assert not ahead, f"committed before the store answered: {ahead[:3]}"
     assert_stores_in_order(store, in_flight)
-    # Two stores really were on their way at once when allowed.
-    assert store.most_active == in_flight
     assert sum(c.redelivered for c in store.calls) == 0
     assert {store.get(i) is not None for i in ids} == {True}
 
@@ -357,6 +355,9 @@ def test_a_fenced_batch_is_sent_again_before_the_next_one_is_chained_after_it(
     wait_until(lambda: store.stats()["processed"] == len(ids), 60, "every event stored")
     wait_until(lambda: committed_total(settings) == len(ids), 20, "every offset committed")
     assert worker.stop() == 0
+    # Two stores really were on their way at once (records waiting, as under load; a
+    # trickle is stored one batch at a time, the worker waiting rather than fetching).
+    assert store.most_active == 2
     assert 3 in store.fenced_batches
     assert 4 not in store.fenced_batches, store.fenced_batches
     assert_stored_in_offset_order(store)
