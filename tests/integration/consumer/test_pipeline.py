@@ -314,6 +314,17 @@ def test_a_stop_waits_for_the_store_in_flight_and_commits_it(
     assert committed_total(settings) == processed
 
 
+def store_all(
+    settings: ConsumerSettings, start_worker: StartWorker, store: SlowRecordingStore, ids: list[str]
+) -> None:
+    """Run a worker on `store` until every one of `ids` is stored and committed; stop it."""
+    worker = start_worker(settings, store)
+    store.owner = worker.worker
+    wait_until(lambda: store.stats()["processed"] == len(ids), 60, "every event stored")
+    wait_until(lambda: committed_total(settings) == len(ids), 20, "every offset committed")
+    assert worker.stop() == 0
+
+
 def test_a_batch_sent_while_the_one_before_fails_waits_for_it_and_order_holds(
     settings: ConsumerSettings, start_worker: StartWorker, redis_url: str
 ) -> None:
@@ -327,11 +338,7 @@ def test_a_batch_sent_while_the_one_before_fails_waits_for_it_and_order_holds(
     store = slow_store(settings, redis_url, delay=0.05)
     store.fail_batch = 3
     store.fail_delay = 0.6
-    worker = start_worker(settings, store)
-    store.owner = worker.worker
-    wait_until(lambda: store.stats()["processed"] == len(ids), 60, "every event stored")
-    wait_until(lambda: committed_total(settings) == len(ids), 20, "every offset committed")
-    assert worker.stop() == 0
+    store_all(settings, start_worker, store, ids)
     assert store.failed == 1
     assert_stored_in_offset_order(store)
     assert store.fenced >= 1, "no batch was sent while the failing one was in flight"
@@ -350,11 +357,7 @@ def test_a_fenced_batch_is_sent_again_before_the_next_one_is_chained_after_it(
     store = slow_store(settings, redis_url, delay=0.0)
     store.slow_batch = 2
     store.slow_delay = 0.4
-    worker = start_worker(settings, store)
-    store.owner = worker.worker
-    wait_until(lambda: store.stats()["processed"] == len(ids), 60, "every event stored")
-    wait_until(lambda: committed_total(settings) == len(ids), 20, "every offset committed")
-    assert worker.stop() == 0
+    store_all(settings, start_worker, store, ids)
     # Two stores really were on their way at once (records waiting, as under load; a
     # trickle is stored one batch at a time, the worker waiting rather than fetching).
     assert store.most_active == 2
