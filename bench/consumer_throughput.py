@@ -147,7 +147,8 @@ def timed_drain(
             done = processed + duplicates
             if done and first_record_at is None:
                 first_record_at = now
-                on_clock_start()
+                if release is None:  # a released topic's clock started at the release
+                    on_clock_start()
             if not ready and now >= next_group_check:
                 ready = group_ready(admin, group, replicas)
                 next_group_check = now + 0.1
