@@ -38,7 +38,7 @@ from bench.common import (
     progress,
 )
 from bench.consumer_throughput import timed_drain
-from consumer_service.cluster_store import RedisClusterEventStore
+from consumer_service.storage.cluster import RedisClusterEventStore
 from infra.topics import ensure_topics
 from tests.clusterharness import LocalRedisCluster, Node, free_cluster_ports
 

@@ -145,7 +145,7 @@ class BenchRedis:
 
 def pipeline_counts(client: redis.Redis, prefix: str) -> tuple[int, int]:
     """(processed, duplicates) the consumer counted under `prefix`: the `P:stats` hash of
-    consumer_service/store.py's key layout, read directly so it works with the read API
+    consumer_service/storage/store.py's key layout, read directly so it works with the read API
     off and costs the replicas nothing."""
     raw = client.hmget(f"{prefix}:stats", ["processed", "duplicates"])
     return int(raw[0] or 0), int(raw[1] or 0)

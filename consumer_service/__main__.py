@@ -36,7 +36,7 @@ from shared.errors import ConfigError, Unavailable
 from shared.logs import configure_logging
 
 if TYPE_CHECKING:
-    from consumer_service.worker import Worker
+    from consumer_service.pipeline.worker import Worker
 
 log = logging.getLogger("consumer_service")
 
@@ -86,7 +86,7 @@ def ensure_dlq(settings: ConsumerSettings, worker: Worker) -> bool:
     with backoff while Kafka does not answer (the worker reports "backing_off"). False
     when a stop was requested first. Raises KafkaAuthenticationFailed when the broker
     refuses the credentials: no retry can fix that."""
-    from consumer_service.processing import backoff_delay
+    from consumer_service.pipeline.processing import backoff_delay
     from consumer_service.topics import ensure_dlq_topic
 
     common = settings.common
@@ -134,11 +134,11 @@ def main() -> int:
     os.environ["CONSUMER_STATUS_FILE"] = str(status_path)
 
     # Imported only now: prometheus_client picks its multiprocess mode at import.
-    from consumer_service.cluster_store import open_store
-    from consumer_service.dlq import KafkaDeadLetterQueue
-    from consumer_service.status import StatusFile
-    from consumer_service.store import check_durability
-    from consumer_service.worker import EXIT_FATAL, EXIT_OK, Worker
+    from consumer_service.pipeline.dlq import KafkaDeadLetterQueue
+    from consumer_service.pipeline.status import StatusFile
+    from consumer_service.pipeline.worker import EXIT_FATAL, EXIT_OK, Worker
+    from consumer_service.storage.cluster import open_store
+    from consumer_service.storage.store import check_durability
 
     log.info("consumer starting", extra={"settings": redacted(settings), "pid": os.getpid()})
     store = open_store(settings, timeout_seconds=settings.redis_timeout_seconds, writer=True)

@@ -13,7 +13,7 @@ _settings = ConsumerSettings.from_env()
 # the API makes one so that /metrics adds up its workers.
 _hooks = GunicornHooks.start("consumer-api", _settings.common.log_level)
 
-wsgi_app = "consumer_service.app:create_app()"
+wsgi_app = "consumer_service.api.app:create_app()"
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.api_workers
 worker_class = "gthread"

@@ -11,9 +11,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from consumer_service.admin import main
+from consumer_service.admin.cli import main
 from consumer_service.config import ConsumerSettings
-from consumer_service.dlq import DeadLetter, dlq_headers
+from consumer_service.pipeline.dlq import DeadLetter, dlq_headers
 
 HOUR_MS = 3_600_000
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from consumer_service.admin import (
+from consumer_service.admin.cli import (
     EXIT_KAFKA,
     EXIT_OK,
     EXIT_STILL_FAILING,
@@ -23,7 +23,7 @@ from consumer_service.admin import (
     DlqScan,
 )
 from consumer_service.config import ConsumerSettings
-from consumer_service.store import RedisEventStore
+from consumer_service.storage.store import RedisEventStore
 from shared.events import compact_json, record_headers
 
 from ..consumer.conftest import Raw, WorkerThread, make_record, produce, wait_until, with_

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import redis
 
-from consumer_service.cluster_store import RedisClusterEventStore
-from consumer_service.store import EventStore, RedisEventStore
+from consumer_service.storage.cluster import RedisClusterEventStore
+from consumer_service.storage.store import EventStore, RedisEventStore
 from tests.clusterharness import LocalRedisCluster
 
 

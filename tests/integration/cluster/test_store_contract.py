@@ -11,9 +11,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from consumer_service.cluster_store import RedisClusterEventStore, decode_cursor, encode_cursor
-from consumer_service.processing import Accepted
-from consumer_service.store import EventStore, PageQuery
+from consumer_service.pipeline.processing import Accepted
+from consumer_service.storage.cluster import RedisClusterEventStore, decode_cursor, encode_cursor
+from consumer_service.storage.store import EventStore, PageQuery
 from shared.errors import Unavailable
 from tests.clusterharness import LocalRedisCluster, Node
 from tests.integration.consumer.conftest import make_record

@@ -20,15 +20,15 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from consumer_service.config import ConsumerSettings
-from consumer_service.processing import Accepted
-from consumer_service.store import (
+from consumer_service.pipeline.processing import Accepted
+from consumer_service.pipeline.worker import EXIT_FATAL, Worker
+from consumer_service.storage.store import (
     BatchResult,
     Chain,
     PageQuery,
     RedisEventStore,
     StoreFenced,
 )
-from consumer_service.worker import EXIT_FATAL, Worker
 from shared.errors import Unavailable
 from shared.events import compact_json, record_headers
 
@@ -375,7 +375,7 @@ def test_a_stored_batch_is_reported_and_committed_when_starting_the_next_one_fai
     # Batches A and B (5 events each) are in flight when C, a poison record the DLQ
     # refuses for good, is started: the worker stops. A was stored before C's start
     # failed, so it must still be reported and committed, as B is on the way out.
-    caplog.set_level(logging.INFO, logger="consumer_service.worker")
+    caplog.set_level(logging.INFO, logger="consumer_service.pipeline.worker")
     refuse_dead_letters_over(settings, 1000)
     bootstrap, topic = settings.common.kafka_bootstrap_servers, settings.common.kafka_topic
     valid = [make_record("user-c") for _ in range(10)]

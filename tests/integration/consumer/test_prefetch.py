@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from consumer_service.config import ConsumerSettings
-from consumer_service.worker import consumer_config
+from consumer_service.pipeline.worker import consumer_config
 from shared.events import compact_json, record_headers
 
 from .conftest import make_record

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from consumer_service.config import ConsumerSettings
-from consumer_service.processing import Accepted
-from consumer_service.store import (
+from consumer_service.pipeline.processing import Accepted
+from consumer_service.storage.store import (
     EVICT_BASE,
     EVICT_PER_STORED,
     Chain,

@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from consumer_service.config import ConsumerSettings
-from consumer_service.processing import Accepted
-from consumer_service.status import StatusFile
-from consumer_service.store import RedisEventStore
+from consumer_service.pipeline.processing import Accepted
+from consumer_service.pipeline.status import StatusFile
+from consumer_service.storage.store import RedisEventStore
 from shared.errors import Unavailable
 
 from .conftest import WorkerThread, make_record, produce, wait_until

@@ -25,11 +25,11 @@ from confluent_kafka.admin import (
 )
 from prometheus_client import REGISTRY
 
-from consumer_service import worker as worker_module
 from consumer_service.config import ConsumerSettings
-from consumer_service.status import StatusFile
-from consumer_service.store import PageQuery, RedisEventStore
-from consumer_service.worker import EXIT_FATAL
+from consumer_service.pipeline import worker as worker_module
+from consumer_service.pipeline.status import StatusFile
+from consumer_service.pipeline.worker import EXIT_FATAL
+from consumer_service.storage.store import PageQuery, RedisEventStore
 from shared.errors import Unavailable
 from shared.events import compact_json
 
@@ -418,7 +418,7 @@ def test_an_unexpected_exception_stops_the_worker_as_failed_with_a_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Finding 5: it used to close with exit code 0 and status "stopped".
-    caplog.set_level(logging.INFO, logger="consumer_service.worker")
+    caplog.set_level(logging.INFO, logger="consumer_service.pipeline.worker")
     store = FailingStore.from_url(redis_url, settings.redis_prefix, 60)
     status = StatusFile(tmp_path / "status.json")
     produce(settings.common.kafka_bootstrap_servers, settings.common.kafka_topic, [make_record()])
@@ -476,7 +476,7 @@ def test_the_per_event_log_line_is_written_only_when_asked_for(
     make_store: Callable[..., RedisEventStore],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="consumer_service.worker")
+    caplog.set_level(logging.INFO, logger="consumer_service.pipeline.worker")
     store = make_store(settings)
     bootstrap, topic = settings.common.kafka_bootstrap_servers, settings.common.kafka_topic
     quiet = [make_record("user-l") for _ in range(5)]

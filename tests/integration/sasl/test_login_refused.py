@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, ScramMechanism, UserScramCredentialDeletion
 
-import consumer_service.worker as worker_module
+import consumer_service.pipeline.worker as worker_module
 from consumer_service.config import ConsumerSettings
-from consumer_service.dlq import KafkaDeadLetterQueue
-from consumer_service.status import StatusFile, WorkerStatus
-from consumer_service.store import RedisEventStore
-from consumer_service.worker import EXIT_OK, Worker
+from consumer_service.pipeline.dlq import KafkaDeadLetterQueue
+from consumer_service.pipeline.status import StatusFile, WorkerStatus
+from consumer_service.pipeline.worker import EXIT_OK, Worker
+from consumer_service.storage.store import RedisEventStore
 from infra.topics import ensure_topics, upsert_scram_user
 from shared.config import CommonSettings
 
@@ -160,7 +160,7 @@ def test_a_refused_login_mid_run_is_backing_off_until_the_credential_is_back(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="consumer_service.worker")
+    caplog.set_level(logging.INFO, logger="consumer_service.pipeline.worker")
     with running_worker(
         sasl_common, sasl_topic, scram_user, kafka_bootstrap, redis_url, redis_prefix,
         tmp_path, session_timeout_ms=6000,

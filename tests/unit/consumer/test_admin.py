@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consumer_service.admin import (
+from consumer_service.admin.cli import (
     REPLAY_ATTEMPT,
     DeadLetterRecord,
     Progress,

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from consumer_service.api import build_spec
-from consumer_service.schemas import ProcessedQuerySchema, format_instant, parse_instant
-from consumer_service.status import StatusFile, WorkerStatus
-from consumer_service.store import PageQuery, _matches
+from consumer_service.api.schemas import ProcessedQuerySchema, format_instant, parse_instant
+from consumer_service.pipeline.status import StatusFile, WorkerStatus
+from consumer_service.storage.store import PageQuery, _matches
 from shared.events import utc_timestamp
 
 

@@ -193,7 +193,7 @@ def test_a_batch_must_fit_one_redis_call() -> None:
 
 
 def test_fetch_queue_cap_reaches_librdkafka() -> None:
-    from consumer_service.worker import consumer_config
+    from consumer_service.pipeline.worker import consumer_config
 
     assert ConsumerSettings.from_env({}).fetch_queue_kb == 65536
     config = consumer_config(ConsumerSettings.from_env({"CONSUMER_FETCH_QUEUE_KB": "2048"}))

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from consumer_service.processing import (
+from consumer_service.pipeline.processing import (
     InvalidRecord,
     checked_record,
     decode_record,

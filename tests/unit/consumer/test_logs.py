@@ -13,7 +13,9 @@ from shared.logs import JsonLineFormatter
 
 
 def record(msg: str = "event processed", **extra: object) -> logging.LogRecord:
-    rec = logging.LogRecord("consumer_service.worker", logging.INFO, __file__, 1, msg, (), None)
+    rec = logging.LogRecord(
+        "consumer_service.pipeline.worker", logging.INFO, __file__, 1, msg, (), None
+    )
     rec.__dict__.update(extra)
     return rec
 
@@ -35,7 +37,7 @@ def test_a_line_has_the_fixed_fields_then_the_extra_ones() -> None:
         "partition",
         "offset",
     ]
-    assert parsed["level"] == "INFO" and parsed["logger"] == "consumer_service.worker"
+    assert parsed["level"] == "INFO" and parsed["logger"] == "consumer_service.pipeline.worker"
     assert parsed["service"] == "consumer" and parsed["user_id"] == "ü"
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}", parsed["time"])
     assert "\n" not in line

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from consumer_service.dlq import DeadLetter, dlq_headers
-from consumer_service.processing import (
+from consumer_service.pipeline.dlq import DeadLetter, dlq_headers
+from consumer_service.pipeline.processing import (
     MAX_NESTING,
     Accepted,
     InvalidRecord,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from consumer_service.config import ConsumerSettings
-from consumer_service.worker import consumer_config
+from consumer_service.pipeline.worker import consumer_config
 from producer_service.config import ProducerSettings
 from producer_service.publisher import KafkaEventPublisher
 from shared.config import CommonSettings, redact_url, redacted

@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, example, given, settings
 from marshmallow import ValidationError
 
-from consumer_service.processing import Accepted, decide
+from consumer_service.pipeline.processing import Accepted, decide
 from shared.events import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     SCHEMA_VERSION,

@@ -8,10 +8,10 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import ValidationError
 
-from consumer_service.cluster_store import RedisClusterEventStore, decode_cursor
+from consumer_service.api.schemas import ProcessedQuerySchema
 from consumer_service.config import ConsumerSettings
-from consumer_service.schemas import ProcessedQuerySchema
-from consumer_service.store import EventStore, PageQuery
+from consumer_service.storage.cluster import RedisClusterEventStore, decode_cursor
+from consumer_service.storage.store import EventStore, PageQuery
 from shared.web import error_response
 
 bp = Blueprint("events", __name__)

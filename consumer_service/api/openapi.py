@@ -11,14 +11,14 @@ import re
 from apispec import APISpec
 from marshmallow import fields
 
-from consumer_service import dashboard
-from consumer_service.cluster_store import CURSOR_PREFIX
-from consumer_service.schemas import (
+from consumer_service.api import dashboard
+from consumer_service.api.schemas import (
     EventPageSchema,
     HealthSchema,
     ProcessedQuerySchema,
     StatsSchema,
 )
+from consumer_service.storage.cluster import CURSOR_PREFIX
 from shared import web
 from shared.events import FullRegexp, StoredEventSchema
 from shared.web import json_response

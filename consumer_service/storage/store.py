@@ -26,7 +26,7 @@ from typing import Any, Protocol, cast
 
 import redis
 
-from consumer_service.processing import Accepted
+from consumer_service.pipeline.processing import Accepted
 from shared.errors import PipelineError, Unavailable
 
 log = logging.getLogger(__name__)

@@ -39,8 +39,8 @@ from redis.exceptions import (
 )
 
 from consumer_service.config import ConsumerSettings
-from consumer_service.processing import Accepted
-from consumer_service.store import (
+from consumer_service.pipeline.processing import Accepted
+from consumer_service.storage.store import (
     DUPLICATE,
     EVICT_BASE,
     EVICT_PER_STORED,

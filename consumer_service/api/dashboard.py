@@ -8,7 +8,7 @@ Where each figure comes from (the page turns the two totals into per-second rate
     members         describe_consumer_groups: each member's client id, host, partitions
     counters        duplicates skipped, dead-lettered by reason (the store's stats)
     Redis memory    INFO memory
-    recent events   the newest stored events (consumer_service.dashboard_reads)
+    recent events   the newest stored events (consumer_service.api.dashboard_reads)
 
 The Kafka figures cost five broker round trips, so each API process keeps them for
 KAFKA_CACHE_SECONDS and fetches them for one request at a time: any number of open pages
@@ -16,7 +16,7 @@ and refreshes cost the broker at most one fetch per process per interval. Kafka'
 carry the time they were taken (`kafka.sampledAt`), so a page differences high
 watermarks over the right interval whichever process and cache answered.
 
-Everything the page needs is package data in `consumer_service/static/`, served by this
+Everything the page needs is package data in `consumer_service/api/static/`, served by this
 blueprint: no CDN, no other origin (the Content-Security-Policy says so to the browser too).
 """
 
@@ -37,15 +37,15 @@ from confluent_kafka.admin import AdminClient
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from marshmallow import Schema, fields
 
+from consumer_service.api.dashboard_reads import RedisDashboardReads
+from consumer_service.api.schemas import StatsSchema
 from consumer_service.config import ConsumerSettings
-from consumer_service.dashboard_reads import RedisDashboardReads
-from consumer_service.schemas import StatsSchema
-from consumer_service.store import EventStore
+from consumer_service.storage.store import EventStore
 from consumer_service.topics import metadata
 from shared.errors import Unavailable
 from shared.kafka import AuthenticationWatch, KafkaAuthenticationFailed, client_config
 
-EXT = "consumer_service.dashboard"
+EXT = "consumer_service.api.dashboard"
 
 KAFKA_TIMEOUT_SECONDS = 1.5
 KAFKA_CACHE_SECONDS = 2.0
@@ -250,7 +250,7 @@ def state_of(app: Flask) -> DashboardState:
 def _static(name: str) -> bytes:
     # Read once per process: a few KiB, and a file handle per request would be handed to
     # whatever WSGI server to close.
-    return (resources.files("consumer_service") / "static" / name).read_bytes()
+    return (resources.files("consumer_service.api") / "static" / name).read_bytes()
 
 
 def _serve(name: str, mimetype: str) -> Response:

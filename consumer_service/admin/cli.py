@@ -54,7 +54,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient
 
 from consumer_service.config import ConsumerSettings
-from consumer_service.processing import Decision, Rejected, decide, safe_text
+from consumer_service.pipeline.processing import Decision, Rejected, decide, safe_text
 from consumer_service.topics import metadata
 from shared.config import CommonSettings
 from shared.errors import ConfigError, PipelineError, Unavailable

@@ -1,7 +1,7 @@
 """Read-only views of the store's Redis for the dashboard: the newest events, and how much
 memory Redis uses.
 
-Reads the key layout that `consumer_service.store` documents (`<prefix>:index`, a zset of
+Reads the key layout that `consumer_service.storage.store` documents (`<prefix>:index`, a zset of
 eventId by sequence number, and `<prefix>:event:<eventId>`) and writes nothing. It lives
 apart from `RedisEventStore` so the store's write path and its contract stay as they are;
 "newest first" is a need of the dashboard alone.
@@ -21,8 +21,8 @@ import orjson
 import redis
 from redis.cluster import RedisCluster
 
-from consumer_service.cluster_store import RedisClusterEventStore, redis_mode
 from consumer_service.config import ConsumerSettings
+from consumer_service.storage.cluster import RedisClusterEventStore, redis_mode
 from shared.errors import Unavailable
 
 # The fields of a stored event the dashboard lists. Not the payload: the page refreshes

@@ -1,6 +1,6 @@
 """The read API's application factory: `create_app()` builds one WSGI app per process.
 
-    gunicorn 'consumer_service.app:create_app()'
+    gunicorn 'consumer_service.api.app:create_app()'
 
 (`consumer-service` starts it next to its worker, with consumer_service/gunicorn.conf.py.)
 """
@@ -15,15 +15,15 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from flask import Flask, Response, current_app, jsonify
 
-from consumer_service import dashboard
 from consumer_service import metrics as _worker_metrics  # noqa: F401  (names on /metrics)
-from consumer_service.cluster_store import RedisClusterEventStore, open_store
+from consumer_service.api import dashboard
+from consumer_service.api.events import EXTENSION, ReadState
+from consumer_service.api.events import bp as events_bp
+from consumer_service.api.openapi import build_spec
 from consumer_service.config import ConsumerSettings
-from consumer_service.events import EXTENSION, ReadState
-from consumer_service.events import bp as events_bp
-from consumer_service.openapi import build_spec
-from consumer_service.status import StatusFile
-from consumer_service.store import EventStore
+from consumer_service.pipeline.status import StatusFile
+from consumer_service.storage.cluster import RedisClusterEventStore, open_store
+from consumer_service.storage.store import EventStore
 from consumer_service.topics import metadata
 from shared import web
 from shared.errors import Unavailable

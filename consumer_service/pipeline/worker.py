@@ -5,7 +5,7 @@ The batch path, one small step per guarantee, in this order:
 1. `_fetch`: wait for the first record only, then take what librdkafka has already
    fetched, up to `batch_size`. An event never waits for company.
 2. `_owned`: drop records of partitions revoked meanwhile; a fatal consumer error stops.
-3. `_decide_all`: each record is Accepted or a DeadLetter (consumer_service.processing);
+3. `_decide_all`: each record is Accepted or a DeadLetter (consumer_service.pipeline.processing);
    the poison guard stops the worker before a flood is drained into the DLQ.
 4. `_start_store`: dead letters acknowledged by the broker, then the accepted events
    handed to the store thread, which runs ONE Lua script in Redis.
@@ -50,8 +50,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from consumer_service import metrics
 from consumer_service.config import ConsumerSettings
-from consumer_service.dlq import DeadLetter, DeadLetterQueue, DeadLetterRejected
-from consumer_service.processing import (
+from consumer_service.pipeline.dlq import DeadLetter, DeadLetterQueue, DeadLetterRejected
+from consumer_service.pipeline.processing import (
     Accepted,
     PoisonWindow,
     Rejected,
@@ -59,8 +59,8 @@ from consumer_service.processing import (
     decide,
     safe_text,
 )
-from consumer_service.status import StatusFile, WorkerState, WorkerStatus
-from consumer_service.store import BatchResult, Chain, EventStore, StoreFenced, StoreRefused
+from consumer_service.pipeline.status import StatusFile, WorkerState, WorkerStatus
+from consumer_service.storage.store import BatchResult, Chain, EventStore, StoreFenced, StoreRefused
 from shared.errors import PipelineError, Unavailable
 from shared.events import utc_timestamp
 from shared.kafka import AUTHENTICATION_ERRORS, client_config, describe

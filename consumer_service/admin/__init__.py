@@ -1,0 +1,1 @@
+"""`pipeline-admin`: operator commands over the dead-letter topic (list, show, replay)."""

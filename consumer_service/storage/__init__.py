@@ -1,0 +1,2 @@
+"""Where processed events live: the `EventStore` protocol and its Redis backends (one node
+in `store`, a Redis Cluster in `cluster`)."""
