@@ -69,7 +69,7 @@ bench: venv
 # Not part of `make bench` (about 5 minutes): the consumer into private local Redis
 # Clusters (3 masters; one shard; WAIT 1) beside a single node, for docs/scaling.md.
 bench-cluster: venv
-	@bench/run.sh --only cluster --no-readme $(BENCH_ARGS)
+	@bench/run.sh --only cluster --no-docs $(BENCH_ARGS)
 
 # The fault scenarios of tests/reliability/ (make test runs them small) at full size, on one
 # Redis and on a Redis Cluster; the tables in docs/reliability.md are written from this run.

@@ -341,7 +341,7 @@ def run(
         if delta < 0:
             before_201 += 1
         latencies.append(max(0.0, delta))
-    # The services' own wall clocks, the measure issue 8's first figures used.
+    # The services' own wall clocks, the measure the first end-to-end figures used.
     stamped = [
         _iso_ms(seen[r.event_id][2]) - _iso_ms(seen[r.event_id][1])
         for r in ok

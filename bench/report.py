@@ -1,10 +1,10 @@
-"""`make bench`: every figure of issue 8, each beside a baseline measured in the same run,
-printed as one table.
+"""`make bench`: every speed and memory figure, each beside a baseline measured in the same
+run, printed as one table.
 
     .venv/bin/python -m bench.report                  # the default run, 10-15 minutes here
     .venv/bin/python -m bench.report --smoke          # tiny sizes, under a minute (make test)
     .venv/bin/python -m bench.report --only consumer --consumer-events 1000000
-    .venv/bin/python -m bench.report --readme-from bench/results/latest.json
+    .venv/bin/python -m bench.report --docs-from bench/results/latest.json
 
 Parts, in order (`--only` picks some):
   intake    producer-service under wrk: /events/generate at 1, 16, 64 connections and
@@ -20,7 +20,7 @@ Kafka must answer (bench/run.sh starts it). The consumer side stores into a priv
 redis-server (AOF, appendfsync always) unless --redis-url names one. Every topic, group
 and key prefix is this run's own, and is deleted at the end. Results go to
 <results-dir>/<UTC time>.json and latest.json; a full run (not --smoke, not --only)
-also rewrites README.md's Performance section from that file.
+also rewrites docs/benchmarks.md from that file (the README links it).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -59,9 +58,7 @@ from infra.topics import wait_for_broker
 
 PARTS = ("intake", "consumer", "e2e", "memory")
 OPTIONAL_PARTS = ("cluster",)  # several minutes: only when named with --only
-README = ROOT / "README.md"
-START_MARK = "<!-- bench:performance:start -->"
-END_MARK = "<!-- bench:performance:end -->"
+BENCH_DOC = ROOT / "docs" / "benchmarks.md"
 
 # (default, smoke) per size option
 SIZES: dict[str, tuple[Any, Any]] = {
@@ -237,9 +234,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--redis-url", help="use this Redis (default: a private one)")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
     parser.add_argument("--service-logs", type=Path, help="keep the services' logs here")
-    parser.add_argument("--readme-from", type=Path, help="only rewrite README from this file")
+    parser.add_argument(
+        "--docs-from", type=Path, help="only rewrite docs/benchmarks.md from this file"
+    )
     args = parser.parse_args(argv)
     for name, (default, smoke) in SIZES.items():
         if getattr(args, name) is None:
@@ -256,8 +255,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.readme_from:
-        write_readme(json.loads(args.readme_from.read_text()), args.readme_from)
+    if args.docs_from:
+        write_bench_doc(json.loads(args.docs_from.read_text()), args.docs_from)
         return 0
     if not wait_for_broker(args.bootstrap, 10):
         raise SystemExit(f"no Kafka broker answers at {args.bootstrap} (bench/run.sh starts one)")
@@ -328,8 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     path.write_text(text)
     (args.results_dir / "latest.json").write_text(text)
     progress(f"results: {path}")
-    if not (args.smoke or args.no_readme or set(args.parts) != set(PARTS)):
-        write_readme(json.loads(path.read_text()), path)
+    if not (args.smoke or args.no_docs or set(args.parts) != set(PARTS)):
+        write_bench_doc(json.loads(path.read_text()), path)
     for problem in results["problems"]:
         print(f"[bench] NOT VALID: {problem}", file=sys.stderr)
     return 1 if results["problems"] else 0
@@ -671,9 +670,8 @@ def render_markdown(r: dict[str, Any], source: str) -> str:
     m, z = r["machine"], r["sizes"]
     when = datetime.fromisoformat(r["started_at"]).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        START_MARK,
         f"<!-- Written by `make bench` from {source}; edit bench/report.py, not this. -->",
-        "### Performance (`make bench`)",
+        "# Benchmarks (`make bench`)",
         "",
         f"Run of {when}, {r['seconds'] / 60:.0f} minutes, on {m['nproc']} vCPUs "
         f"({m['cpu_model']}) and {m['memory_bytes'] / 2**30:.1f} GiB, with Kafka "
@@ -683,7 +681,8 @@ def render_markdown(r: dict[str, Any], source: str) -> str:
         f"records, consumer topic {z['consumer_events']:,} records "
         f"({z['duplicates']:.0%} duplicates), end to end {z['e2e_rate']:,.0f}/s for "
         f"{z['e2e_seconds']:g} s, memory {z['memory_events']:,} events.",
-        "Each ratio divides a figure by its baseline from the same run; the goals are issue 8's.",
+        "Each ratio divides a figure by its baseline from the same run. The goals and where the "
+        "time goes: [performance.md](performance.md).",
         "",
         "| what | figure | same-run baseline | ratio | goal | met |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -698,32 +697,18 @@ def render_markdown(r: dict[str, Any], source: str) -> str:
         "runs on it. Every run writes its figures and the commands behind them to "
         "`bench/results/` (`latest.json` is the newest); `make bench BENCH_ARGS=--help` "
         "lists the sizes.",
-        END_MARK,
     ]
     return "\n".join(lines)
 
 
-def write_readme(r: dict[str, Any], path: Path) -> None:
-    """Replace the Performance section between the markers (or, the first time, the
-    `### Throughput` subsection) with one rendered from the results `r`."""
+def write_bench_doc(r: dict[str, Any], path: Path) -> None:
+    """Rewrite docs/benchmarks.md whole from the results `r` (read from `path`)."""
     try:
         source = str(path.resolve().relative_to(ROOT))
     except ValueError:
         source = str(path)
-    section = render_markdown({**r, "rows": rows(r)}, source)
-    text = README.read_text()
-    if START_MARK in text and END_MARK in text:
-        before, rest = text.split(START_MARK, 1)
-        after = rest.split(END_MARK, 1)[1]
-        text = before + section + after
-    else:
-        match = re.search(r"^### Throughput.*?(?=^#{1,3} |\Z)", text, re.M | re.S)
-        if match is None:
-            raise SystemExit("README.md has neither the Performance markers nor ### Throughput")
-        tail = text[match.end() :]
-        text = text[: match.start()] + section + "\n" + ("\n" + tail if tail.strip() else "")
-    README.write_text(text)
-    progress("README.md: Performance section rewritten")
+    BENCH_DOC.write_text(render_markdown({**r, "rows": rows(r)}, source) + "\n")
+    progress("docs/benchmarks.md rewritten")
 
 
 if __name__ == "__main__":

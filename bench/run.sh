@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench`: every figure of issue 8 beside a baseline measured in the same run (see
+# `make bench`: every speed and memory figure beside a baseline measured in the same run (see
 # bench/report.py, or `make bench BENCH_ARGS=--help`). Starts (or reuses) Kafka and Redis;
 # stops what it started. The consumer side stores into a private redis-server of its own.
 set -euo pipefail

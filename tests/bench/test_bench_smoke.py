@@ -1,7 +1,7 @@
 """`make bench` in smoke mode: tiny sizes against the suite's Kafka and Redis, so the
 harness is exercised on every `make test` and cannot rot unnoticed. The figures are
 meaningless at these sizes; what is checked is that every one of them is there, that the
-run's own topics and keys are gone afterwards, and that README.md was left alone."""
+run's own topics and keys are gone afterwards, and that docs/benchmarks.md was left alone."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def positive(value: Any) -> bool:
 def test_smoke_run_reports_every_figure(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
-    readme_before = (ROOT / "README.md").read_text()
+    bench_doc_before = (ROOT / "docs" / "benchmarks.md").read_text()
     done = subprocess.run(
         [sys.executable, "-m", "bench.report", "--smoke", "--bootstrap", kafka_bootstrap,
          "--redis-url", redis_url, "--results-dir", str(tmp_path)],
@@ -94,5 +94,5 @@ def test_smoke_run_reports_every_figure(
     assert "Redis bytes per stored event" in done.stdout
     assert results["problems"] == []
 
-    assert (ROOT / "README.md").read_text() == readme_before
+    assert (ROOT / "docs" / "benchmarks.md").read_text() == bench_doc_before
     assert_run_left_nothing(results, kafka_bootstrap, redis_url)

@@ -147,7 +147,7 @@ def render(results: Sequence[Result], events: int, cluster_events: int) -> str:
         "- **duplicated**: events stored more than once, under one `eventId` or several "
         "(each event carries a unique marker in its payload).",
         "- **order breaks**: per user, an event stored before one that was acknowledged "
-        "before it was even sent (the README's per-user order promise).",
+        "before it was even sent (the per-user order promise of docs/guarantees.md).",
         "- **recovery time**: the worst, over the scenario's faults, of the time from the "
         "fault to the moment an event sent after it was readable on every partition (one "
         "probe event per partition, sent once the previous probe was stored). It includes "

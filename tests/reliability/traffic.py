@@ -5,7 +5,7 @@ events go out one after another. Every event carries a unique marker in its payl
 (`{"m": "<client>:<n>"}`), so the same client event can be recognised in the store under
 any eventId.
 
-Order is judged with the README's promise ("Per-user order, exactly"): event A must be
+Order is judged with the promise of docs/guarantees.md ("Per-user order"): event A must be
 stored before event B of the same user when A was answered 201 before B was first sent,
 or when both went out in the same request (and were acknowledged there) with A first.
 That is encoded as request-sequence keys `(request number, index in the request)`:

@@ -1,4 +1,4 @@
-"""The per-user order promise of the README, end to end: producer app -> Kafka -> worker
+"""The per-user order promise of docs/guarantees.md, end to end: producer app -> Kafka -> worker
 -> Redis. Among one user's acknowledged events, each sent after the previous answer, and
 among the acknowledged items of one batch, the stored order is the send order."""
 
