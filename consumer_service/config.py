@@ -122,7 +122,7 @@ class ConsumerSettings:
         "the window in which a duplicate `eventId` is recognised",
         lo=1,
         hi=MAX_TTL_SECONDS,
-        shown_default="604800 (7 days)",
+        default_note="7 days",
     )
     retention_max_events: int = setting(
         1_000_000,

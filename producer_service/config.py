@@ -125,7 +125,7 @@ class ProducerSettings:
         "largest `/events/batch` body; at least 2 x `PRODUCER_MAX_PAYLOAD_BYTES` + 4096",
         lo=1,
         hi=1 << 30,
-        shown_default="4194304 (4 MiB)",
+        default_note="4 MiB",
     )
     max_payload_bytes: int = setting(
         DEFAULT_MAX_PAYLOAD_BYTES,
@@ -158,8 +158,8 @@ class ProducerSettings:
     rate_limit_redis_url: str | None = setting(
         None,
         "REDIS_URL",
-        "when set, the quota's counters live in Redis, shared by every producer process; "
-        "unset keeps them in each process's memory",
+        "the producer uses it only when set (not its default): the quota's counters then "
+        "live in Redis, shared by every producer process; unset, each process keeps its own",
         repr=False,
     )
     rate_limit_prefix: str = setting(

@@ -37,10 +37,13 @@ class Setting:
 
     Unset variables keep the field's default; so do blank ones, except for a plain `str`
     field that is `required` (blank is then an error). `str | None` fields are None when
-    unset or blank. `case` folds a text value before `choices` are checked; `strip=False`
-    keeps blanks around a value (a password may have them). `check` sees a set value and
-    raises ConfigError for one it refuses. `old_env` is a former name still read: when
-    both are set they must agree.
+    unset or blank. A number outside `lo`..`hi` (inclusive) is refused as it is read;
+    `choices` are checked when the object is built (`check_choices`, from the class's
+    `__post_init__`), after `case` folded the text. `strip=False` keeps blanks around a
+    value (a password may have them). `check` sees a set value and raises ConfigError for
+    one it refuses. `old_env` is a former name still read: when both are set they must
+    agree. `doc` (one line) and `default_note` (e.g. "7 days") are for the configuration
+    reference.
     """
 
     env: str
@@ -53,7 +56,7 @@ class Setting:
     strip: bool = True
     check: Callable[[str, str], None] | None = None
     old_env: str | None = None
-    shown_default: str | None = None
+    default_note: str | None = None
 
     def read(self, env: Environ, kind: object, default: Any) -> Any:
         """The value of this setting in `env`, parsed as `kind`; ConfigError if refused."""
@@ -147,11 +150,23 @@ def setting(
     strip: bool = True,
     check: Callable[[str, str], None] | None = None,
     old_env: str | None = None,
-    shown_default: str | None = None,
+    default_note: str | None = None,
     repr: bool = True,
 ) -> T:
     """A dataclass field read from the variable `env` (see `Setting` for the rest)."""
-    spec = Setting(env, doc, lo, hi, choices, case, required, strip, check, old_env, shown_default)
+    spec = Setting(
+        env=env,
+        doc=doc,
+        lo=lo,
+        hi=hi,
+        choices=choices,
+        case=case,
+        required=required,
+        strip=strip,
+        check=check,
+        old_env=old_env,
+        default_note=default_note,
+    )
     return field(default=default, repr=repr, metadata={SETTING: spec})
 
 
@@ -222,7 +237,8 @@ class CommonSettings:
     kafka_topic_partitions: int = setting(
         6,
         "KAFKA_TOPIC_PARTITIONS",
-        "partitions of the event and dead-letter topics when they are created",
+        "partitions of the topics `infra/topics.py` creates; the consumer gives a missing "
+        "dead-letter topic the event topic's count, or this one",
         lo=1,
         hi=10_000,
     )
@@ -230,7 +246,8 @@ class CommonSettings:
         "redis://127.0.0.1:6379/0",
         "REDIS_URL",
         "Redis: `redis://`, `rediss://` (TLS) or `unix://`, with an optional "
-        "`user:password@`; its password is shown as `***` in logs",
+        "`user:password@` (shown as `***` in logs); for the consumer, run it with "
+        "`appendfsync always` and `maxmemory-policy noeviction`",
     )
     log_level: str = setting(
         "INFO",
