@@ -196,9 +196,9 @@ def check_choices(settings: Any, *names: str) -> None:
     `names`, when given) whose value is not one of its choices; None (an unset optional)
     passes."""
     for f, spec in declared(settings):
-        value = getattr(settings, f.name)
         if names and f.name not in names:
             continue
+        value = getattr(settings, f.name)
         if spec.choices and value is not None and value not in spec.choices:
             raise ConfigError(f"{spec.env} must be one of {', '.join(spec.choices)}, got {value!r}")
 
