@@ -1,12 +1,12 @@
 """The producer's settings, read from the environment once and validated at start.
 
-Every variable is documented with its default in docs/producer.md. A bad value raises
+Each field is declared once with its variable, default, bounds and doc (`setting`);
+docs/configuration.md is generated from these declarations. A bad value raises
 `ConfigError` naming the variable, so the process stops before it serves a request.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 
@@ -17,11 +17,9 @@ from shared.config import (
     REDIS_SCHEMES,
     CommonSettings,
     Environ,
-    env_bool,
-    env_int,
-    env_list,
-    env_optional,
-    env_str,
+    check_choices,
+    read_settings,
+    setting,
 )
 from shared.errors import ConfigError
 from shared.events import DEFAULT_MAX_PAYLOAD_BYTES, EVENT_TYPE_MAX
@@ -53,49 +51,123 @@ class ProducerSettings:
     """Everything the producer service reads from its environment."""
 
     common: CommonSettings = field(default_factory=CommonSettings)
-    bind_host: str = "0.0.0.0"
-    port: int = 8000
-    workers: int = 2
-    worker_class: str = "gevent"
-    threads: int = 32
-    ack_timeout_ms: int = 5000
-    flush_timeout_ms: int = 10000
-    linger_ms: int = 5
-    compression: str = "lz4"
-    # One INFO line per event published through /events/generate (event_id, user_id,
-    # event_type, partition, offset), as the replaced service wrote. Off by default: it
-    # was ~5 % of a worker's CPU per request (docs/performance.md); failures are always
-    # logged.
-    log_events: bool = False
-    max_batch_events: int = 1000
-    # 4 MiB: a full batch of 1,000 events averaging 4 KiB each (typical events are
-    # 100-200 bytes). It bounds what one request can make a worker parse and validate to
-    # ~0.1 s of CPU; the previous bound, 1,000 x the single-event limit (37 MB), let one
-    # request hold a worker's CPU for a minute.
-    max_batch_bytes: int = 4 * 1024 * 1024
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-    api_keys: tuple[str, ...] = field(default=(), repr=False)  # secrets: never printed
-    event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
-    # PRODUCER_RATE_LIMIT in Flask-Limiter's syntax ("1000/second", "100/second;5000/hour"),
-    # charged per API key, or per client address when no keys are set; empty is no limit.
-    rate_limit: str = ""
-    # REDIS_URL when it is set in the environment (CommonSettings.redis_url always has a
-    # value): the limit's counters then live in Redis, shared by every producer process.
-    # None keeps them in each process's memory. Holds a password, so never printed.
-    rate_limit_redis_url: str | None = field(default=None, repr=False)
-    rate_limit_prefix: str = "producer-quota"
+    bind_host: str = setting("0.0.0.0", "PRODUCER_BIND_HOST", "listen address")
+    port: int = setting(8000, "PRODUCER_PORT", "listen port", lo=0, hi=65535)
+    workers: int = setting(
+        2, "PRODUCER_WORKERS", "gunicorn worker processes (one Kafka producer each)", lo=1, hi=64
+    )
+    worker_class: str = setting(
+        "gevent",
+        "PRODUCER_WORKER_CLASS",
+        "gunicorn worker class: `gevent` (requests as greenlets), `gthread` (request "
+        "threads; about 15 % more CPU per request) or `sync` (docs/producer.md, worker model)",
+        choices=WORKER_CLASSES,
+        case="lower",
+    )
+    threads: int = setting(
+        32,
+        "PRODUCER_THREADS",
+        "request threads per worker (`gthread` only; a `gevent` worker takes up to "
+        "gunicorn's 1,000 connections)",
+        lo=1,
+        hi=1024,
+    )
+    ack_timeout_ms: int = setting(
+        5000,
+        "PRODUCER_ACK_TIMEOUT_MS",
+        "how long a request waits for Kafka's acknowledgement before a 503",
+        lo=100,
+        hi=300_000,
+    )
+    flush_timeout_ms: int = setting(
+        10000,
+        "PRODUCER_FLUSH_TIMEOUT_MS",
+        "how long a stopping worker waits for outstanding deliveries",
+        lo=0,
+        hi=300_000,
+    )
+    linger_ms: int = setting(
+        5,
+        "PRODUCER_LINGER_MS",
+        "librdkafka `linger.ms`: how long records wait to share a batch; less than "
+        "`PRODUCER_ACK_TIMEOUT_MS`",
+        lo=0,
+        hi=1000,
+    )
+    compression: str = setting(
+        "lz4",
+        "PRODUCER_COMPRESSION",
+        "compression of Kafka batches",
+        choices=COMPRESSION_TYPES,
+        case="lower",
+    )
+    # Off by default: it was ~5 % of a worker's CPU per request (docs/performance.md).
+    log_events: bool = setting(
+        False,
+        "PRODUCER_LOG_EVENTS",
+        "one INFO line per event published through `/events/generate` (`event_id`, "
+        "`user_id`, `event_type`, `partition`, `offset`); failures are always logged",
+    )
+    max_batch_events: int = setting(
+        1000,
+        "PRODUCER_MAX_BATCH_EVENTS",
+        "most events per `/events/batch` request",
+        lo=1,
+        hi=100_000,
+    )
+    # A full batch of 1,000 events averaging 4 KiB each (typical events are 100-200
+    # bytes). It bounds what one request can make a worker parse and validate to ~0.1 s
+    # of CPU; the previous bound, 1,000 x the single-event limit (37 MB), let one request
+    # hold a worker's CPU for a minute.
+    max_batch_bytes: int = setting(
+        4 * 1024 * 1024,
+        "PRODUCER_MAX_BATCH_BYTES",
+        "largest `/events/batch` body; at least 2 x `PRODUCER_MAX_PAYLOAD_BYTES` + 4096",
+        lo=1,
+        hi=1 << 30,
+        default_note="4 MiB",
+    )
+    max_payload_bytes: int = setting(
+        DEFAULT_MAX_PAYLOAD_BYTES,
+        "PRODUCER_MAX_PAYLOAD_BYTES",
+        "largest `payload`, as compact JSON",
+        lo=2,
+        hi=900_000,
+    )
+    api_keys: tuple[str, ...] = setting(
+        (),
+        "PRODUCER_API_KEYS",
+        "keys accepted in `X-API-Key`, comma-separated; empty: no authentication",
+        repr=False,  # secrets: never printed
+    )
+    event_types: tuple[str, ...] = setting(
+        DEFAULT_EVENT_TYPES,
+        "EVENT_TYPES",
+        f"allowed `eventType` values, comma-separated; each 1-{EVENT_TYPE_MAX} letters, "
+        "digits, `_`, `.`, `:` or `-`",
+    )
+    rate_limit: str = setting(
+        "",
+        "PRODUCER_RATE_LIMIT",
+        "quota of events per API key (per client address without keys) in Flask-Limiter's "
+        "syntax, e.g. `1000/second` or `100/second;5000/hour`; empty: no limit",
+        required=False,
+    )
+    # CommonSettings.redis_url always has a value; this one is REDIS_URL only when it is
+    # set. Holds a password, so never printed.
+    rate_limit_redis_url: str | None = setting(
+        None,
+        "REDIS_URL",
+        "the producer uses it only when set (not its default): the quota's counters then "
+        "live in Redis, shared by every producer process; unset, each process keeps its own",
+        repr=False,
+    )
+    rate_limit_prefix: str = setting(
+        "producer-quota", "PRODUCER_RATE_LIMIT_PREFIX", "prefix of the quota's Redis keys"
+    )
 
     def __post_init__(self) -> None:
-        if self.compression not in COMPRESSION_TYPES:
-            raise ConfigError(
-                f"PRODUCER_COMPRESSION must be one of {', '.join(COMPRESSION_TYPES)}, "
-                f"got {self.compression!r}"
-            )
-        if self.worker_class not in WORKER_CLASSES:
-            raise ConfigError(
-                f"PRODUCER_WORKER_CLASS must be one of {', '.join(WORKER_CLASSES)}, "
-                f"got {self.worker_class!r}"
-            )
+        check_choices(self)
         if not self.event_types:
             raise ConfigError("EVENT_TYPES must name at least one event type")
         for name in self.event_types:
@@ -150,35 +222,4 @@ class ProducerSettings:
 
     @classmethod
     def from_env(cls, env: Environ | None = None) -> ProducerSettings:
-        env = os.environ if env is None else env
-        return cls(
-            common=CommonSettings.from_env(env),
-            bind_host=env_str(env, "PRODUCER_BIND_HOST", cls.bind_host),
-            port=env_int(env, "PRODUCER_PORT", cls.port, minimum=0, maximum=65535),
-            workers=env_int(env, "PRODUCER_WORKERS", cls.workers, minimum=1, maximum=64),
-            worker_class=env_str(env, "PRODUCER_WORKER_CLASS", cls.worker_class).lower(),
-            threads=env_int(env, "PRODUCER_THREADS", cls.threads, minimum=1, maximum=1024),
-            ack_timeout_ms=env_int(
-                env, "PRODUCER_ACK_TIMEOUT_MS", cls.ack_timeout_ms, minimum=100, maximum=300_000
-            ),
-            flush_timeout_ms=env_int(
-                env, "PRODUCER_FLUSH_TIMEOUT_MS", cls.flush_timeout_ms, minimum=0, maximum=300_000
-            ),
-            linger_ms=env_int(env, "PRODUCER_LINGER_MS", cls.linger_ms, minimum=0, maximum=1000),
-            compression=env_str(env, "PRODUCER_COMPRESSION", cls.compression).lower(),
-            log_events=env_bool(env, "PRODUCER_LOG_EVENTS", cls.log_events),
-            max_batch_events=env_int(
-                env, "PRODUCER_MAX_BATCH_EVENTS", cls.max_batch_events, minimum=1, maximum=100_000
-            ),
-            max_batch_bytes=env_int(
-                env, "PRODUCER_MAX_BATCH_BYTES", cls.max_batch_bytes, minimum=1, maximum=1 << 30
-            ),
-            max_payload_bytes=env_int(
-                env, "PRODUCER_MAX_PAYLOAD_BYTES", cls.max_payload_bytes, minimum=2, maximum=900_000
-            ),
-            api_keys=env_list(env, "PRODUCER_API_KEYS", ()),
-            event_types=env_list(env, "EVENT_TYPES", DEFAULT_EVENT_TYPES),
-            rate_limit=env.get("PRODUCER_RATE_LIMIT", "").strip(),
-            rate_limit_redis_url=env_optional(env, "REDIS_URL"),
-            rate_limit_prefix=env_str(env, "PRODUCER_RATE_LIMIT_PREFIX", cls.rate_limit_prefix),
-        )
+        return read_settings(cls, env)

@@ -1,8 +1,11 @@
-"""Reading settings from the environment.
+"""Settings read from the environment, each declared once.
 
-Each service parses its settings once at start into a frozen dataclass, using the
-helpers below, so a bad value stops the process with a message naming the variable
-instead of failing later on a request.
+A settings class is a frozen dataclass whose fields are made by `setting(...)`: a field's
+default, its variable name, its bounds or choices and a one-line doc sit together.
+`read_settings` parses every declared field by its annotated type, so a bad value stops
+the process at start with a message naming the variable instead of failing later on a
+request; docs/configuration.md is generated from the same declarations
+(infra/configuration_doc.py), so the reference cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -10,88 +13,106 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_type_hints
 
 from shared.errors import ConfigError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 Environ = Mapping[str, str]
-
-
-def env_str(env: Environ, name: str, default: str) -> str:
-    value = env.get(name, default).strip()
-    if not value:
-        raise ConfigError(f"{name} must not be empty")
-    return value
-
-
-def env_optional(env: Environ, name: str) -> str | None:
-    """The value with blanks around it removed; unset or blank is None."""
-    value = env.get(name, "").strip()
-    return value or None
-
-
-def env_int(
-    env: Environ, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
-) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
-    return value
-
-
-def env_float(
-    env: Environ,
-    name: str,
-    default: float,
-    *,
-    minimum: float = 0.0,
-    maximum: float | None = None,
-) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    # float() takes "nan" and "inf"; NaN passes every comparison below.
-    if not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
-    return value
-
-
-def env_list(env: Environ, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    """A comma-separated list; blanks around items are ignored, empty items dropped."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
-
+T = TypeVar("T")
+S = TypeVar("S", bound="DataclassInstance")
+SETTING = "setting"  # the key of a field's `Setting` in its dataclass metadata
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
 
-def env_bool(env: Environ, name: str, default: bool) -> bool:
-    """true/false, 1/0, yes/no (any case); unset or blank is `default`. Anything else is
-    a ConfigError: a switch whose typo silently means "on" (or "off") is worse than none."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+@dataclass(frozen=True)
+class Setting:
+    """How one field is read from its variable `env` and how the docs describe it.
+
+    Unset variables keep the field's default; so do blank ones, except for a plain `str`
+    field that is `required` (blank is then an error). `str | None` fields are None when
+    unset or blank. A number outside `lo`..`hi` (inclusive) is refused as it is read;
+    `choices` are checked when the object is built (`check_choices`, from the class's
+    `__post_init__`), after `case` folded the text. `strip=False` keeps blanks around a
+    value (a password may have them). `check` sees a set value and raises ConfigError for
+    one it refuses. `old_env` is a former name still read: when both are set they must
+    agree. `doc` (one line) and `default_note` (e.g. "7 days") are for the configuration
+    reference.
+    """
+
+    env: str
+    doc: str
+    lo: int | float | None = None
+    hi: int | float | None = None
+    choices: tuple[str, ...] = ()
+    case: Literal["upper", "lower"] | None = None
+    required: bool = True
+    strip: bool = True
+    check: Callable[[str, str], None] | None = None
+    old_env: str | None = None
+    default_note: str | None = None
+
+    def read(self, env: Environ, kind: object, default: Any) -> Any:
+        """The value of this setting in `env`, parsed as `kind`; ConfigError if refused."""
+        value = self._parse(self.env, env.get(self.env), kind, default)
+        if self.old_env is None:
+            return value
+        old = self._parse(self.old_env, env.get(self.old_env), kind, default)
+        # A base file setting one name and an override the other must not be ambiguous.
+        if _is_set(env, self.env) and _is_set(env, self.old_env) and value != old:
+            raise ConfigError(
+                f"{self.env} and {self.old_env} (its old name) disagree; set only the first"
+            )
+        return value if _is_set(env, self.env) else old
+
+    def _parse(self, name: str, raw: str | None, kind: object, default: Any) -> Any:
+        if kind == str | None:
+            text = raw or ""
+            text = self._fold(text.strip() if self.strip else text)
+            if text and self.check is not None:
+                self.check(name, text)
+            return text or None
+        if kind is str:
+            text = "" if raw is None else raw.strip()
+            if raw is not None and not text and self.required:
+                raise ConfigError(f"{name} must not be empty")
+            return self._fold(text or default)
+        if raw is None or not raw.strip():
+            return default
+        if kind is bool:
+            return _parse_bool(name, raw)
+        if kind == tuple[str, ...]:
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
+        if kind is int or kind is float:
+            return self._bounded(name, _parse_number(name, raw, kind))
+        raise TypeError(f"{name}: no parser for a setting of type {kind!r}")
+
+    def _fold(self, text: str) -> str:
+        if self.case == "upper":
+            return text.upper()
+        return text.lower() if self.case == "lower" else text
+
+    def _bounded(self, name: str, value: float) -> float:
+        if self.lo is not None and value < self.lo:
+            raise ConfigError(f"{name} must be >= {self.lo}, got {value}")
+        if self.hi is not None and value > self.hi:
+            raise ConfigError(f"{name} must be <= {self.hi}, got {value}")
+        return value
+
+
+def _is_set(env: Environ, name: str) -> bool:
+    return env.get(name, "").strip() != ""
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    """true/false, 1/0, yes/no (any case). Anything else is a ConfigError: a switch whose
+    typo silently means "on" (or "off") is worse than none."""
     value = raw.strip().lower()
     if value in _TRUE:
         return True
@@ -100,18 +121,99 @@ def env_bool(env: Environ, name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be one of true/false, 1/0, yes/no, got {raw!r}")
 
 
-def env_log_level(env: Environ, name: str = "LOG_LEVEL", default: str = "INFO") -> str:
-    level = env.get(name, default).strip().upper() or default
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        raise ConfigError(f"{name} must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
-    return level
+def _parse_number(name: str, raw: str, kind: object) -> float:
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    # float() takes "nan" and "inf"; NaN passes every bound.
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    return value
+
+
+def setting(
+    default: T,
+    env: str,
+    doc: str,
+    *,
+    lo: int | float | None = None,
+    hi: int | float | None = None,
+    choices: tuple[str, ...] = (),
+    case: Literal["upper", "lower"] | None = None,
+    required: bool = True,
+    strip: bool = True,
+    check: Callable[[str, str], None] | None = None,
+    old_env: str | None = None,
+    default_note: str | None = None,
+    repr: bool = True,
+) -> T:
+    """A dataclass field read from the variable `env` (see `Setting` for the rest)."""
+    spec = Setting(
+        env=env,
+        doc=doc,
+        lo=lo,
+        hi=hi,
+        choices=choices,
+        case=case,
+        required=required,
+        strip=strip,
+        check=check,
+        old_env=old_env,
+        default_note=default_note,
+    )
+    return field(default=default, repr=repr, metadata={SETTING: spec})
+
+
+def declared(cls: Any) -> list[tuple[dataclasses.Field[Any], Setting]]:
+    """The fields of settings class (or object) `cls` read from a variable, in order."""
+    return [(f, f.metadata[SETTING]) for f in fields(cls) if SETTING in f.metadata]
+
+
+def read_settings(cls: type[S], env: Environ | None = None) -> S:
+    """`cls` built from `env` (`os.environ` by default): every field declared with
+    `setting` read from its variable, a nested settings dataclass read likewise. Raises
+    ConfigError naming the variable of the first value it refuses."""
+    env = os.environ if env is None else env
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        kind = hints[f.name]
+        if SETTING in f.metadata:
+            values[f.name] = f.metadata[SETTING].read(env, kind, f.default)
+        elif isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            values[f.name] = read_settings(kind, env)
+    return cls(**values)
+
+
+def check_choices(settings: Any, *names: str) -> None:
+    """ConfigError naming the variable of the first declared field of `settings` (of those
+    `names`, when given) whose value is not one of its choices; None (an unset optional)
+    passes."""
+    for f, spec in declared(settings):
+        if names and f.name not in names:
+            continue
+        value = getattr(settings, f.name)
+        if spec.choices and value is not None and value not in spec.choices:
+            raise ConfigError(f"{spec.env} must be one of {', '.join(spec.choices)}, got {value!r}")
 
 
 DEFAULT_EVENT_TYPES = ("LOGIN", "LOGOUT", "PRODUCT_VIEW")
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _readable_file(name: str, path: str) -> None:
+    if not os.path.isfile(path):
+        raise ConfigError(f"{name} {path!r} is not a readable file")
 
 
 @dataclass(frozen=True)
@@ -124,24 +226,88 @@ class CommonSettings:
     ignored. `repr()` hides the password and the password of REDIS_URL.
     """
 
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_topic: str = "user-activity-events"
-    kafka_topic_partitions: int = 6
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    log_level: str = "INFO"
-    kafka_security_protocol: str = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = None
-    kafka_ssl_ca_location: str | None = None
+    kafka_bootstrap_servers: str = setting(
+        "127.0.0.1:9092", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap servers, comma-separated"
+    )
+    kafka_topic: str = setting(
+        "user-activity-events",
+        "KAFKA_TOPIC",
+        "the event topic; the dead-letter topic is `<topic>.dlq`",
+    )
+    kafka_topic_partitions: int = setting(
+        6,
+        "KAFKA_TOPIC_PARTITIONS",
+        "partitions of the topics `infra/topics.py` creates; the consumer gives a missing "
+        "dead-letter topic the event topic's count, or this one",
+        lo=1,
+        hi=10_000,
+    )
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0",
+        "REDIS_URL",
+        "Redis: `redis://`, `rediss://` (TLS) or `unix://`, with an optional "
+        "`user:password@` (shown as `***` in logs); for the consumer, run it with "
+        "`appendfsync always` and `maxmemory-policy noeviction`",
+    )
+    log_level: str = setting(
+        "INFO",
+        "LOG_LEVEL",
+        "level of the JSON log lines",
+        choices=LOG_LEVELS,
+        case="upper",
+        required=False,
+    )
+    kafka_security_protocol: str = setting(
+        "PLAINTEXT",
+        "KAFKA_SECURITY_PROTOCOL",
+        "how clients reach the brokers; a `SASL_*` protocol needs the three SASL settings",
+        choices=KAFKA_SECURITY_PROTOCOLS,
+        case="upper",
+    )
+    kafka_sasl_mechanism: str | None = setting(
+        None,
+        "KAFKA_SASL_MECHANISM",
+        "required with a `SASL_*` protocol, refused without one",
+        choices=KAFKA_SASL_MECHANISMS,
+        case="upper",
+    )
+    kafka_sasl_username: str | None = setting(
+        None, "KAFKA_SASL_USERNAME", "the SASL user; required with a `SASL_*` protocol"
+    )
+    kafka_sasl_password: str | None = setting(
+        None,
+        "KAFKA_SASL_PASSWORD",
+        "the SASL password, taken as is (not stripped); required with a `SASL_*` protocol; "
+        "shown as `***` in logs",
+        strip=False,
+    )
+    kafka_ssl_ca_location: str | None = setting(
+        None,
+        "KAFKA_SSL_CA_LOCATION",
+        "a PEM file of the CA that signed the brokers' certificates (unset: the system's "
+        "CAs); only with `SSL` / `SASL_SSL`, and the file must exist",
+        check=_readable_file,
+    )
 
     def __post_init__(self) -> None:
-        protocol = self.kafka_security_protocol
-        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        check_choices(self, "log_level", "kafka_security_protocol")
+        # A mechanism without a SASL protocol is reported as such before its spelling.
+        self._check_sasl()
+        check_choices(self)
+        if self.kafka_ssl_ca_location and not self.kafka_security_protocol.endswith("SSL"):
             raise ConfigError(
-                f"KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}, "
-                f"got {protocol!r}"
+                f"KAFKA_SSL_CA_LOCATION set, but KAFKA_SECURITY_PROTOCOL="
+                f"{self.kafka_security_protocol} does not use TLS: set it to SSL or SASL_SSL"
             )
+        scheme = self.redis_url.split("://", 1)[0].lower() if "://" in self.redis_url else ""
+        if scheme not in REDIS_SCHEMES:
+            raise ConfigError(
+                "REDIS_URL must start with redis://, rediss:// (TLS) or unix://, got "
+                f"{redact_url(self.redis_url)!r}"
+            )
+
+    def _check_sasl(self) -> None:
+        protocol = self.kafka_security_protocol
         sasl = {
             "KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
             "KAFKA_SASL_USERNAME": self.kafka_sasl_username,
@@ -151,30 +317,14 @@ class CommonSettings:
             missing = [name for name, value in sasl.items() if not value]
             if missing:
                 raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}")
-            if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
-                raise ConfigError(
-                    f"KAFKA_SASL_MECHANISM must be one of {', '.join(KAFKA_SASL_MECHANISMS)}, "
-                    f"got {self.kafka_sasl_mechanism!r}"
-                )
-        else:
-            # Credentials that would be silently ignored usually mean a forgotten protocol,
-            # and the symptom (a broker that drops the connection) would say nothing of it.
-            given = [name for name, value in sasl.items() if value]
-            if given:
-                raise ConfigError(
-                    f"{', '.join(given)} set, but KAFKA_SECURITY_PROTOCOL={protocol} does not "
-                    "use SASL: set it to SASL_SSL or SASL_PLAINTEXT"
-                )
-        if self.kafka_ssl_ca_location and not protocol.endswith("SSL"):
+            return
+        # Credentials that would be silently ignored usually mean a forgotten protocol, and
+        # the symptom (a broker that drops the connection) would say nothing of it.
+        given = [name for name, value in sasl.items() if value]
+        if given:
             raise ConfigError(
-                f"KAFKA_SSL_CA_LOCATION set, but KAFKA_SECURITY_PROTOCOL={protocol} does not "
-                "use TLS: set it to SSL or SASL_SSL"
-            )
-        scheme = self.redis_url.split("://", 1)[0].lower() if "://" in self.redis_url else ""
-        if scheme not in REDIS_SCHEMES:
-            raise ConfigError(
-                "REDIS_URL must start with redis://, rediss:// (TLS) or unix://, got "
-                f"{redact_url(self.redis_url)!r}"
+                f"{', '.join(given)} set, but KAFKA_SECURITY_PROTOCOL={protocol} does not "
+                "use SASL: set it to SASL_SSL or SASL_PLAINTEXT"
             )
 
     def __repr__(self) -> str:
@@ -187,30 +337,7 @@ class CommonSettings:
 
     @classmethod
     def from_env(cls, env: Environ | None = None) -> CommonSettings:
-        env = os.environ if env is None else env
-        ca = env_optional(env, "KAFKA_SSL_CA_LOCATION")
-        if ca is not None and not os.path.isfile(ca):
-            raise ConfigError(f"KAFKA_SSL_CA_LOCATION {ca!r} is not a readable file")
-        mechanism = env_optional(env, "KAFKA_SASL_MECHANISM")
-        return cls(
-            kafka_bootstrap_servers=env_str(
-                env, "KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers
-            ),
-            kafka_topic=env_str(env, "KAFKA_TOPIC", cls.kafka_topic),
-            kafka_topic_partitions=env_int(
-                env, "KAFKA_TOPIC_PARTITIONS", cls.kafka_topic_partitions, minimum=1, maximum=10_000
-            ),
-            redis_url=env_str(env, "REDIS_URL", cls.redis_url),
-            log_level=env_log_level(env),
-            kafka_security_protocol=env_str(
-                env, "KAFKA_SECURITY_PROTOCOL", cls.kafka_security_protocol
-            ).upper(),
-            kafka_sasl_mechanism=mechanism.upper() if mechanism else None,
-            kafka_sasl_username=env_optional(env, "KAFKA_SASL_USERNAME"),
-            # Not stripped: a password may begin or end with a blank.
-            kafka_sasl_password=env.get("KAFKA_SASL_PASSWORD") or None,
-            kafka_ssl_ca_location=ca,
-        )
+        return read_settings(cls, env)
 
 
 SECRET_MARKERS = ("password", "secret", "api_keys", "token")
