@@ -34,6 +34,14 @@ Generated from the declarations in `shared/config.py`, `producer_service/config.
 `consumer_service/config.py`; regenerate after changing one:
 
     .venv/bin/python infra/configuration_doc.py
+
+`PRODUCER_MAX_PAYLOAD_BYTES` and `CONSUMER_MAX_MESSAGE_BYTES` go together: a record is
+about 300 bytes plus its payload, and the consumer dead-letters any record over its limit.
+Keep `CONSUMER_MAX_MESSAGE_BYTES` at least `PRODUCER_MAX_PAYLOAD_BYTES` + 1 KiB (the
+defaults do), and raise the consumer's limit before the producer's.
+
+The local stack's own variables (`LOCAL_*`, read by `make run` and the tests) are in
+[development.md](development.md#the-local-stack).
 """
 
 # CommonSettings, split for the reader: (title, variable prefixes).
