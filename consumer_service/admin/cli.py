@@ -51,11 +51,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, TopicMetadata  # type: ignore[attr-defined]
 
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.processing import Decision, Rejected, decide, safe_text
-from consumer_service.topics import metadata
+from consumer_service.topics import TopicMissing, topic_metadata
 from shared.config import CommonSettings
 from shared.errors import ConfigError, PipelineError, Unavailable
 from shared.kafka import AuthenticationWatch, client_config, describe
@@ -162,6 +162,26 @@ def _kafka_config(
     )
 
 
+def existing_topic(
+    client: Any,
+    connection: CommonSettings | str,
+    watch: AuthenticationWatch,
+    timeout: float,
+    topic: str,
+    *,
+    missing: str,
+) -> TopicMetadata:
+    """`topic_metadata` in the tool's terms: raises AdminError(`missing`) when the topic
+    is not there, Unavailable when Kafka does not answer in time, and
+    KafkaAuthenticationFailed (at once) when it refuses the credentials."""
+    try:
+        return topic_metadata(client, connection, watch, timeout, topic)
+    except TopicMissing:
+        raise AdminError(missing) from None
+    except KafkaException as exc:
+        raise Unavailable(f"Kafka at {describe(connection)} did not answer: {exc}") from exc
+
+
 class DlqScan:
     """The DLQ's records as they are at the moment of `open()`, partition by partition in
     offset order. A context manager; `total` is how many records lie ahead (an upper
@@ -218,10 +238,14 @@ class DlqScan:
         )
         self._consumer = consumer
         try:
-            cluster = metadata(consumer, self._connection, watch, self._timeout, self._topic)
-            meta = cluster.topics.get(self._topic)
-            if meta is None or meta.error is not None or not meta.partitions:
-                raise AdminError(f"the dead-letter topic {self._topic} does not exist")
+            meta = existing_topic(
+                consumer,
+                self._connection,
+                watch,
+                self._timeout,
+                self._topic,
+                missing=f"the dead-letter topic {self._topic} does not exist",
+            )
             partitions = sorted(meta.partitions)
             ranges: dict[int, tuple[int, int]] = {}
             for p in partitions:
@@ -764,13 +788,14 @@ def _require_topic(connection: CommonSettings | str, topic: str, timeout: float)
     does not auto-create topics); say so once, before anything is published."""
     watch = AuthenticationWatch()
     admin = AdminClient(_kafka_config(connection, {"error_cb": watch}))
-    try:
-        cluster = metadata(admin, connection, watch, timeout, topic)
-    except KafkaException as exc:
-        raise Unavailable(f"Kafka at {describe(connection)} did not answer: {exc}") from exc
-    meta = cluster.topics.get(topic)
-    if meta is None or meta.error is not None:
-        raise AdminError(f"the topic {topic} does not exist; nothing was replayed")
+    existing_topic(
+        admin,
+        connection,
+        watch,
+        timeout,
+        topic,
+        missing=f"the topic {topic} does not exist; nothing was replayed",
+    )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from consumer_service.api.dashboard_reads import RedisDashboardReads
 from consumer_service.api.schemas import StatsSchema
 from consumer_service.config import ConsumerSettings
 from consumer_service.storage.store import EventStore
-from consumer_service.topics import metadata
+from consumer_service.topics import TopicMissing, topic_metadata
 from shared.errors import Unavailable
 from shared.kafka import AuthenticationWatch, KafkaAuthenticationFailed, client_config
 
@@ -156,10 +156,10 @@ class KafkaGroupView:
         topic = self._settings.common.kafka_topic
         group = self._settings.consumer_group
         t = self._timeout
-        meta = metadata(admin, self._settings.common, self._auth, t, topic)
-        found = meta.topics.get(topic)
-        if found is None or found.error is not None:
-            return KafkaSnapshot(sampled_at, error=f"topic {topic} is not available")
+        try:
+            found = topic_metadata(admin, self._settings.common, self._auth, t, topic)
+        except TopicMissing as exc:
+            return KafkaSnapshot(sampled_at, error=str(exc))
         tps = [TopicPartition(topic, p) for p in sorted(found.partitions)]
         # All four requested before any is awaited: they run side by side.
         latest = admin.list_offsets({tp: LATEST for tp in tps}, request_timeout=t)
