@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 from flask import Flask, Response, current_app, jsonify
 
 from consumer_service import metrics as _worker_metrics  # noqa: F401  (names on /metrics)
-from consumer_service.api import dashboard
+from consumer_service.api.dashboard.views import init_app as init_dashboard
 from consumer_service.api.events import EXTENSION, ReadState
 from consumer_service.api.events import bp as events_bp
 from consumer_service.api.openapi import build_spec
@@ -138,5 +138,5 @@ def create_app(
     app.register_error_handler(Unavailable, handle_unavailable)
     app.register_blueprint(events_bp)
     app.register_blueprint(web.ops_blueprint(ready))
-    dashboard.init_app(app, settings, store)
+    init_dashboard(app, settings, store)
     return app
