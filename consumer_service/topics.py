@@ -1,5 +1,6 @@
 """Making sure the dead-letter topic exists before the first poison record needs it, and
-asking the broker for metadata in a way that tells a refused login from a broker away.
+asking the broker for metadata in a way that tells a refused login from a broker away
+(`metadata`), or from a topic that is not there (`topic_metadata`).
 
 The broker does not auto-create topics, and a DLQ that appears only when the first
 poison record shows up would turn that record into a retry loop. The event topic itself
@@ -13,11 +14,15 @@ import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ClusterMetadata  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ClusterMetadata,
+    TopicMetadata,
+)
 from confluent_kafka.cimpl import NewTopic
 
 from shared.config import CommonSettings
-from shared.errors import Unavailable
+from shared.errors import PipelineError, Unavailable
 from shared.kafka import AuthenticationWatch, client_config, describe
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,33 @@ def metadata(
         watch.clear()
         cluster: ClusterMetadata = found
         return cluster
+
+
+class TopicMissing(PipelineError):
+    """The broker answered, but holds no usable topic of that name (none at all, one it
+    reports an error for, or one without partitions yet). Its message says which."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"topic {topic} is not available")
+        self.topic = topic
+
+
+def topic_metadata(
+    client: Any,
+    connection: CommonSettings | str,
+    watch: AuthenticationWatch,
+    timeout: float,
+    topic: str,
+) -> TopicMetadata:
+    """The metadata of `topic`, asked for as `metadata` does (same arguments, same
+    KafkaAuthenticationFailed and KafkaException). Raises TopicMissing when the broker
+    answered without a usable `topic`: the broker does not auto-create topics, so every
+    caller must say so instead of working on nothing."""
+    cluster = metadata(client, connection, watch, timeout, topic)
+    found: TopicMetadata | None = cluster.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise TopicMissing(topic)
+    return found
 
 
 def ensure_dlq_topic(

@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 from flask import Flask, Response, current_app, jsonify
 
 from consumer_service import metrics as _worker_metrics  # noqa: F401  (names on /metrics)
-from consumer_service.api import dashboard
+from consumer_service.api.dashboard.views import init_app as init_dashboard
 from consumer_service.api.events import EXTENSION, ReadState
 from consumer_service.api.events import bp as events_bp
 from consumer_service.api.openapi import build_spec
@@ -24,7 +24,7 @@ from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.status import StatusFile
 from consumer_service.storage.cluster import RedisClusterEventStore, open_store
 from consumer_service.storage.store import EventStore
-from consumer_service.topics import metadata
+from consumer_service.topics import TopicMissing, topic_metadata
 from shared import web
 from shared.errors import Unavailable
 from shared.kafka import AuthenticationWatch, KafkaAuthenticationFailed, client_config
@@ -55,16 +55,12 @@ class Readiness:
         if self._admin is None:
             # Created lazily: gunicorn forks workers after importing the app.
             self._admin = AdminClient(client_config(common, {"error_cb": self._kafka_auth}))
-        topic = common.kafka_topic
         try:
-            meta = metadata(self._admin, common, self._kafka_auth, 1.5, topic)
-        except KafkaAuthenticationFailed as exc:
+            topic_metadata(self._admin, common, self._kafka_auth, 1.5, common.kafka_topic)
+        except (KafkaAuthenticationFailed, TopicMissing) as exc:
             return str(exc)
         except KafkaException as exc:
             return f"Kafka did not answer: {exc}"
-        found = meta.topics.get(topic)
-        if found is None or found.error is not None:
-            return f"topic {topic} is not available"
         return None
 
     def worker_problem(self) -> str | None:
@@ -142,5 +138,5 @@ def create_app(
     app.register_error_handler(Unavailable, handle_unavailable)
     app.register_blueprint(events_bp)
     app.register_blueprint(web.ops_blueprint(ready))
-    dashboard.init_app(app, settings, store)
+    init_dashboard(app, settings, store)
     return app

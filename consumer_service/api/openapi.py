@@ -1,18 +1,21 @@
 """The read API's OpenAPI 3 document, generated from the marshmallow schemas with apispec.
 
 Component shapes come from the schemas the code validates and answers with; the paths
-below only say which schema each answer uses.
+below only say which schema each answer uses: the reads, the operations endpoints, then
+the dashboard.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from apispec import APISpec
 from marshmallow import fields
 
-from consumer_service.api import dashboard
+from consumer_service.api.dashboard.views import ASSETS
 from consumer_service.api.schemas import (
+    DashboardDataSchema,
     EventPageSchema,
     HealthSchema,
     ProcessedQuerySchema,
@@ -21,7 +24,7 @@ from consumer_service.api.schemas import (
 from consumer_service.storage.cluster import CURSOR_PREFIX
 from shared import web
 from shared.events import FullRegexp, StoredEventSchema
-from shared.web import json_response
+from shared.web import json_response, text_response
 
 # The cluster store's cursor: its prefix, then base64url (cluster_store.decode_cursor
 # checks the rest; an empty body is the start).
@@ -40,9 +43,9 @@ class ClusterProcessedQuerySchema(ProcessedQuerySchema):
 
 
 def build_spec(*, cluster: bool = False) -> APISpec:
-    """The document /openapi.json serves (the dashboard adds its own routes). `cluster`:
-    the API reads a Redis Cluster, whose `cursor` is the `v1.` form; otherwise the
-    single-node digits. Both forms are described either way."""
+    """The document /openapi.json serves. `cluster`: the API reads a Redis Cluster, whose
+    `cursor` is the `v1.` form; otherwise the single-node digits. Both forms are described
+    either way."""
     spec = web.new_spec(
         "User-activity consumer: read API",
         "Events processed from Kafka and stored in Redis, in processing order.",
@@ -51,8 +54,23 @@ def build_spec(*, cluster: bool = False) -> APISpec:
     spec.components.schema("StoredEvent", schema=StoredEventSchema)
     spec.components.schema("EventPage", schema=EventPageSchema)
     spec.components.schema("Stats", schema=StatsSchema)
+    _document_processed(spec, ClusterProcessedQuerySchema if cluster else ProcessedQuerySchema)
+    _document_event_and_stats(spec)
+    web.document_ops(
+        spec,
+        ready={
+            "summary": "Readiness: Redis, Kafka and the worker",
+            "responses": {
+                "200": json_response("Health", "Ready"),
+                "503": json_response("Health", "Not ready"),
+            },
+        },
+    )
+    _document_dashboard(spec)
+    return spec
 
-    err503 = json_response("Error", "Redis unavailable")
+
+def _document_processed(spec: APISpec, query: type[ProcessedQuerySchema]) -> None:
     spec.path(
         path="/events/processed",
         operations={
@@ -64,20 +82,18 @@ def build_spec(*, cluster: bool = False) -> APISpec:
                     "`since` and `until` select `since <= timestamp < until`; a window "
                     "that can hold no event (`until` not after `since`) is an empty page."
                 ),
-                "parameters": [
-                    {
-                        "in": "query",
-                        "schema": ClusterProcessedQuerySchema if cluster else ProcessedQuerySchema,
-                    }
-                ],
+                "parameters": [{"in": "query", "schema": query}],
                 "responses": {
                     "200": json_response("EventPage", "A page"),
                     "400": json_response("Error", "Invalid query"),
-                    "503": err503,
+                    "503": json_response("Error", "Redis unavailable"),
                 },
             }
         },
     )
+
+
+def _document_event_and_stats(spec: APISpec) -> None:
     spec.path(
         path="/events/processed/{eventId}",
         operations={
@@ -94,7 +110,7 @@ def build_spec(*, cluster: bool = False) -> APISpec:
                 "responses": {
                     "200": json_response("StoredEvent", "The event"),
                     "404": json_response("Error", "Not processed (or past retention)"),
-                    "503": err503,
+                    "503": json_response("Error", "Redis unavailable"),
                 },
             }
         },
@@ -104,19 +120,41 @@ def build_spec(*, cluster: bool = False) -> APISpec:
         operations={
             "get": {
                 "summary": "Totals",
-                "responses": {"200": json_response("Stats", "Totals"), "503": err503},
+                "responses": {
+                    "200": json_response("Stats", "Totals"),
+                    "503": json_response("Error", "Redis unavailable"),
+                },
             }
         },
     )
-    web.document_ops(
+
+
+def _document_dashboard(spec: APISpec) -> None:
+    spec.components.schema("DashboardData", schema=DashboardDataSchema)
+    _document_text_get(
         spec,
-        ready={
-            "summary": "Readiness: Redis, Kafka and the worker",
-            "responses": {
-                "200": json_response("Health", "Ready"),
-                "503": json_response("Health", "Not ready"),
-            },
+        "/dashboard",
+        "The live dashboard: an HTML page that polls /dashboard/data",
+        text_response("The page", "text/html"),
+    )
+    for name, mimetype in ASSETS.items():
+        _document_text_get(
+            spec, f"/dashboard/{name}", f"The dashboard's {name}", text_response(name, mimetype)
+        )
+    spec.path(
+        path="/dashboard/data",
+        operations={
+            "get": {
+                "summary": "What the dashboard shows, now",
+                "description": (
+                    "Always 200: a part whose source does not answer carries an `error` "
+                    "(Redis: `stats` null and `recent` empty; Kafka: no partitions)."
+                ),
+                "responses": {"200": json_response("DashboardData", "Figures")},
+            }
         },
     )
-    dashboard.document(spec)
-    return spec
+
+
+def _document_text_get(spec: APISpec, path: str, summary: str, response: dict[str, Any]) -> None:
+    spec.path(path=path, operations={"get": {"summary": summary, "responses": {"200": response}}})

@@ -13,6 +13,8 @@ from shared.events import EVENT_TYPE_MAX, USER_ID_MAX, FullRegexp, StoredEventSc
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
+# How many of the newest stored events the dashboard lists.
+RECENT_EVENTS = 20
 
 
 # RFC 3339 `date-time` (what OpenAPI's `format: date-time` means) with the field ranges a
@@ -223,3 +225,81 @@ class HealthSchema(web.HealthSchema):
     """/health, and /ready with what it checked (a 503 adds the shared `error`)."""
 
     checks = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+# -- the dashboard's figures -------------------------------------------------------------
+# `attribute` names the field of the value a schema dumps (consumer_service.api.dashboard:
+# its KafkaSnapshot and the Redis figures); the field's own name is the JSON key.
+
+
+class RecentEventSchema(Schema):
+    eventId = fields.String(required=True)
+    userId = fields.String(required=True)
+    eventType = fields.String(required=True)
+    timestamp = fields.String(required=True)
+    processedAt = fields.String(required=True)
+    partition = fields.Integer(required=True)
+    offset = fields.Integer(required=True)
+
+
+class RedisFiguresSchema(Schema):
+    error = fields.String(required=True, allow_none=True)
+    usedMemory = fields.Integer(
+        attribute="used_bytes",
+        required=True,
+        allow_none=True,
+        metadata={"description": "INFO memory used_memory"},
+    )
+    maxMemory = fields.Integer(
+        attribute="max_bytes",
+        required=True,
+        allow_none=True,
+        metadata={"description": "0 when Redis has no limit"},
+    )
+
+
+class PartitionLagSchema(Schema):
+    partition = fields.Integer(required=True)
+    highWatermark = fields.Integer(attribute="high_watermark", required=True)
+    committed = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "null: nothing committed yet"}
+    )
+    lag = fields.Integer(required=True)
+
+
+class GroupMemberSchema(Schema):
+    clientId = fields.String(attribute="client_id", required=True)
+    host = fields.String(required=True)
+    partitions = fields.List(fields.Integer(), required=True)
+
+
+class KafkaFiguresSchema(Schema):
+    sampledAt = fields.Float(
+        attribute="sampled_at",
+        required=True,
+        metadata={"description": "Unix seconds when Kafka was asked"},
+    )
+    error = fields.String(required=True, allow_none=True)
+    produced = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Sum of the topic's high watermarks: records ever produced"},
+    )
+    groupState = fields.String(attribute="group_state", required=True, allow_none=True)
+    partitions = fields.List(fields.Nested(PartitionLagSchema), required=True)
+    members = fields.List(fields.Nested(GroupMemberSchema), required=True)
+
+
+class DashboardDataSchema(Schema):
+    generatedAt = fields.Float(required=True, metadata={"description": "Unix seconds"})
+    topic = fields.String(required=True)
+    group = fields.String(required=True)
+    pollSeconds = fields.Float(required=True)
+    stats = fields.Nested(StatsSchema, required=True, allow_none=True)
+    redis = fields.Nested(RedisFiguresSchema, required=True)
+    recent = fields.List(
+        fields.Nested(RecentEventSchema),
+        required=True,
+        metadata={"description": f"The newest {RECENT_EVENTS} stored events, newest first"},
+    )
+    kafka = fields.Nested(KafkaFiguresSchema, required=True)

@@ -9,7 +9,7 @@ import pytest
 from selenium import webdriver
 
 from consumer_service.api import create_app
-from consumer_service.api.dashboard import state_of
+from consumer_service.api.dashboard.views import state_of
 from consumer_service.config import ConsumerSettings
 from consumer_service.storage.store import RedisEventStore
 from tests.integration.consumer.conftest import (  # noqa: F401

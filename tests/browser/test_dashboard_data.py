@@ -13,7 +13,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from consumer_service.api import create_app
-from consumer_service.api.dashboard import KAFKA_CACHE_SECONDS, state_of
+from consumer_service.api.dashboard.kafka import KAFKA_CACHE_SECONDS
+from consumer_service.api.dashboard.views import state_of
 from consumer_service.config import ConsumerSettings
 from consumer_service.storage.store import RedisEventStore
 from shared.config import CommonSettings

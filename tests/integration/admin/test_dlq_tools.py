@@ -14,14 +14,9 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from consumer_service.admin.cli import (
-    EXIT_KAFKA,
-    EXIT_OK,
-    EXIT_STILL_FAILING,
-    EXIT_USAGE,
-    REPLAY_ATTEMPT,
-    DlqScan,
-)
+from consumer_service.admin.cli import EXIT_KAFKA, EXIT_OK, EXIT_STILL_FAILING, EXIT_USAGE
+from consumer_service.admin.record import REPLAY_ATTEMPT
+from consumer_service.admin.scan import DlqScan
 from consumer_service.config import ConsumerSettings
 from consumer_service.storage.store import RedisEventStore
 from shared.events import compact_json, record_headers

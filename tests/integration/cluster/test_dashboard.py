@@ -10,7 +10,8 @@ import redis
 from flask.testing import FlaskClient
 
 from consumer_service.api import create_app
-from consumer_service.api.dashboard import RECENT_EVENTS, state_of
+from consumer_service.api.dashboard.views import state_of
+from consumer_service.api.schemas import RECENT_EVENTS
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.storage.cluster import RedisClusterEventStore

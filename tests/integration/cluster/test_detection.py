@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from consumer_service.api import create_app
-from consumer_service.api.dashboard import state_of
+from consumer_service.api.dashboard.views import state_of
 from consumer_service.api.dashboard_reads import ClusterDashboardReads, RedisDashboardReads
 from consumer_service.config import ConsumerSettings
 from consumer_service.storage.cluster import RedisClusterEventStore, open_store

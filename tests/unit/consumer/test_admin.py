@@ -8,13 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consumer_service.admin.cli import (
-    REPLAY_ATTEMPT,
-    DeadLetterRecord,
-    Progress,
-    parse_since,
-    terminal_safe,
-)
+from consumer_service.admin.cli import parse_since
+from consumer_service.admin.record import REPLAY_ATTEMPT, DeadLetterRecord
+from consumer_service.admin.render import Progress, terminal_safe
 
 
 def test_terminal_safe_escapes_controls_format_characters_and_invalid_utf8() -> None:
