@@ -24,6 +24,11 @@ PROGRESS_EVERY=3
 
 log() { echo "[redis] $*" >&2; }
 
+if ! [[ $LOAD_TIMEOUT =~ ^[0-9]+$ ]]; then
+  log "LOCAL_REDIS_LOAD_TIMEOUT must be a whole number of seconds, got '$LOAD_TIMEOUT'"
+  exit 2
+fi
+
 reply() { redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null || true; }
 answers() { [ "$(reply)" = PONG ]; }
 

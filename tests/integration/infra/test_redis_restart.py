@@ -116,3 +116,11 @@ def test_past_the_load_limit_start_fails_and_a_second_start_waits_on(
     assert again.returncode == 0, again.stderr
     with redis.Redis(port=port) as client:
         assert client.dbsize() == KEYS
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "1.5"])
+def test_a_bad_load_limit_is_refused_naming_the_variable(tmp_path: Path, value: str) -> None:
+    result = redis_sh_runner(tmp_path, free_port())("start", LOCAL_REDIS_LOAD_TIMEOUT=value)
+    assert result.returncode == 2
+    assert "LOCAL_REDIS_LOAD_TIMEOUT must be a whole number" in result.stderr
+    assert not (tmp_path / "redis").exists()  # nothing was started
