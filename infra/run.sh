@@ -74,6 +74,8 @@ else
 fi
 if local_redis; then
   if ! infra/redis.sh status 2>/dev/null; then infra/redis.sh start; started+=(redis); fi
+elif ! command -v redis-cli >/dev/null; then
+  echo "[run] Redis: REDIS_URL, not checked (no redis-cli here); no local Redis" >&2
 elif redis-cli -u "$REDIS_URL" ping 2>/dev/null | grep -q PONG; then
   infra/redis.sh start # uses it, and warns when its settings can lose events
 else
