@@ -146,12 +146,23 @@ start() {
   wait_ready
 }
 
+# Waits up to 5 s for process $1 to end; fails when it still lives.
+exited() {
+  for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  return 1
+}
+
 stop() {
   if [ ! -f "$PIDFILE" ]; then log "not started by this script"; return 0; fi
   local pid; pid=$(cat "$PIDFILE")
   if kill -0 "$pid" 2>/dev/null; then
-    redis-cli -h 127.0.0.1 -p "$PORT" shutdown >/dev/null 2>&1 || kill -TERM "$pid"
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    # SHUTDOWN can be refused (a long script holds the server, say): then SIGTERM. The pid
+    # file stays while the server lives, so a later `stop` can try again.
+    redis-cli -h 127.0.0.1 -p "$PORT" shutdown >/dev/null 2>&1 || true
+    if ! exited "$pid"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      exited "$pid" || { log "did not stop in 10 s (pid $pid)"; exit 1; }
+    fi
     log "stopped"
   fi
   rm -f "$PIDFILE"
