@@ -33,6 +33,13 @@ run: venv
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The system packages the suite needs beyond the venv (redis-server, java, wrk, chromium,
+# ...), checked before it runs: a missing one is named, with its apt-get line.
+.PHONY: needs
+test: needs
+needs:
+	@infra/needs.sh
+
 test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 

@@ -6,6 +6,10 @@
 #   infra/redis.sh status   exit 0 when Redis answers
 #
 # Data (AOF) lives under $LOCAL_STATE_DIR/redis (default <repo>/.local/redis), git-ignored.
+# A restart reads the whole AOF back before Redis serves: with the default retention's
+# worth of events (about 1.2 GiB) that takes seconds, more on a busy machine. While the
+# server lives and answers LOADING, `start` waits, with a progress line every few seconds,
+# for up to LOCAL_REDIS_LOAD_TIMEOUT seconds (default 300).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,10 +17,63 @@ STATE=${LOCAL_STATE_DIR:-$ROOT/.local}
 DIR=$STATE/redis
 PORT=${LOCAL_REDIS_PORT:-6379}
 PIDFILE=$DIR/redis.pid
+LOAD_TIMEOUT=${LOCAL_REDIS_LOAD_TIMEOUT:-300}
+# A server that neither answers nor loads has failed to start (a busy port, a bad AOF).
+ANSWER_TIMEOUT=5
+PROGRESS_EVERY=3
 
 log() { echo "[redis] $*" >&2; }
 
-answers() { redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null | grep -q PONG; }
+if ! [[ $LOAD_TIMEOUT =~ ^[0-9]+$ ]]; then
+  log "LOCAL_REDIS_LOAD_TIMEOUT must be a whole number of seconds, got '$LOAD_TIMEOUT'"
+  exit 2
+fi
+
+reply() { redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null || true; }
+answers() { [ "$(reply)" = PONG ]; }
+
+load_progress() {
+  local info perc eta
+  info=$(redis-cli -h 127.0.0.1 -p "$PORT" info persistence 2>/dev/null | tr -d '\r')
+  perc=$(sed -n 's/^loading_loaded_perc://p' <<<"$info")
+  eta=$(sed -n 's/^loading_eta_seconds://p' <<<"$info")
+  echo "${perc:-?}% of the current AOF file, about ${eta:-?} s left"
+}
+
+# Returns once the Redis on $PORT answers PONG. Exits 1 when the process in $PIDFILE dies,
+# when nothing answers within ANSWER_TIMEOUT s, or when loading outlasts LOAD_TIMEOUT s.
+wait_ready() {
+  local started=$SECONDS deadline=$((SECONDS + ANSWER_TIMEOUT)) next=$SECONDS pid loading=
+  while :; do
+    case $(reply) in
+      PONG) break ;;
+      LOADING*)
+        [ -n "$loading" ] || { loading=1; deadline=$((started + LOAD_TIMEOUT)); }
+        if [ "$SECONDS" -ge "$next" ]; then
+          log "loading its data: $(load_progress); waited $((SECONDS - started)) s of LOCAL_REDIS_LOAD_TIMEOUT=$LOAD_TIMEOUT"
+          next=$((SECONDS + PROGRESS_EVERY))
+        fi
+        ;;
+    esac
+    pid=$(cat "$PIDFILE" 2>/dev/null || true)
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+      log "exited during start-up; last lines of $DIR/redis.log:"
+      tail -n 20 "$DIR/redis.log" >&2 2>/dev/null || true
+      exit 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      if [ -n "$loading" ]; then
+        log "still loading after $LOAD_TIMEOUT s; it goes on in the background (pid ${pid:-?})."
+        log "Raise LOCAL_REDIS_LOAD_TIMEOUT, or start again to wait longer; see $DIR/redis.log"
+      else
+        log "did not answer in $ANSWER_TIMEOUT s; see $DIR/redis.log"
+      fi
+      exit 1
+    fi
+    sleep 0.1
+  done
+  log "ready on 127.0.0.1:$PORT"
+}
 
 # A Redis we did not start (Debian's system service, say) may run without an AOF, or
 # evict keys when its memory is full. The consumer commits Kafka offsets once Redis
@@ -61,12 +118,23 @@ start() {
     return 0
   fi
   install
-  if answers; then
-    log "already running on 127.0.0.1:$PORT"
-    check_durability redis-cli -h 127.0.0.1 -p "$PORT"
-    return 0
-  fi
+  case $(reply) in
+    PONG)
+      log "already running on 127.0.0.1:$PORT"
+      check_durability redis-cli -h 127.0.0.1 -p "$PORT"
+      return 0
+      ;;
+    LOADING*)
+      # Started before (by an earlier `start` that gave up waiting, say): wait for it.
+      wait_ready
+      check_durability redis-cli -h 127.0.0.1 -p "$PORT"
+      return 0
+      ;;
+  esac
   mkdir -p "$DIR"
+  # A pid file left by a server that died would read as "exited" before the new one
+  # writes its own.
+  rm -f "$PIDFILE"
   # The Debian package starts a system service on install; ours is separate and
   # persists with an AOF fsynced before each reply, and never evicts (the same policy as
   # docker-compose): the consumer commits Kafka offsets only after Redis answered, so an
@@ -75,16 +143,26 @@ start() {
   redis-server --bind 127.0.0.1 --port "$PORT" --dir "$DIR" \
     --appendonly yes --appendfsync always --save "" --maxmemory-policy noeviction \
     --daemonize yes --pidfile "$PIDFILE" --logfile "$DIR/redis.log"
-  for _ in $(seq 1 50); do answers && { log "ready on 127.0.0.1:$PORT"; return 0; }; sleep 0.1; done
-  log "did not answer in 5 s; see $DIR/redis.log"; exit 1
+  wait_ready
+}
+
+# Waits up to 5 s for process $1 to end; fails when it still lives.
+exited() {
+  for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  return 1
 }
 
 stop() {
   if [ ! -f "$PIDFILE" ]; then log "not started by this script"; return 0; fi
   local pid; pid=$(cat "$PIDFILE")
   if kill -0 "$pid" 2>/dev/null; then
-    redis-cli -h 127.0.0.1 -p "$PORT" shutdown >/dev/null 2>&1 || kill -TERM "$pid"
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    # SHUTDOWN can be refused (a long script holds the server, say): then SIGTERM. The pid
+    # file stays while the server lives, so a later `stop` can try again.
+    redis-cli -h 127.0.0.1 -p "$PORT" shutdown >/dev/null 2>&1 || true
+    if ! exited "$pid"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      exited "$pid" || { log "did not stop in 10 s (pid $pid)"; exit 1; }
+    fi
     log "stopped"
   fi
   rm -f "$PIDFILE"

@@ -4,6 +4,11 @@
 # Starts (or reuses) Kafka and Redis, creates the topics, then runs one producer (gunicorn,
 # :8000) and one consumer replica (worker + read API, :8001) with their log lines prefixed.
 # Ctrl-C stops what this script started; Kafka or Redis that were already running stay up.
+#
+# The services use KAFKA_BOOTSTRAP_SERVERS and REDIS_URL when they are set, else the local
+# stack's ports (LOCAL_KAFKA_PORT, default 9092; LOCAL_REDIS_PORT, default 6379). A local
+# broker or Redis is started only for a local address (127.0.0.1 or localhost on those
+# ports, or on the broker's SASL port); any other address must already answer.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -11,6 +16,11 @@ cd "$ROOT"
 BIN=$(dirname "${PYTHON:?run through make, which sets PYTHON to the venv interpreter}")
 PRODUCER_PORT=${PRODUCER_PORT:-8000}
 CONSUMER_PORT=${CONSUMER_PORT:-8001}
+KAFKA_PORT=${LOCAL_KAFKA_PORT:-9092}
+KAFKA_SASL_PORT=${LOCAL_KAFKA_SASL_PORT-$((KAFKA_PORT + 2))}
+REDIS_PORT=${LOCAL_REDIS_PORT:-6379}
+export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
 t0=$SECONDS
 
 started=()
@@ -40,8 +50,40 @@ for port in "$PRODUCER_PORT" "$CONSUMER_PORT"; do
   fi
 done
 
-if ! infra/kafka.sh status 2>/dev/null; then infra/kafka.sh start; started+=(kafka); fi
-if ! infra/redis.sh status 2>/dev/null; then infra/redis.sh start; started+=(redis); fi
+local_kafka() {
+  local port
+  for port in "$KAFKA_PORT" $KAFKA_SASL_PORT; do
+    case $KAFKA_BOOTSTRAP_SERVERS in "127.0.0.1:$port" | "localhost:$port") return 0 ;; esac
+  done
+  return 1
+}
+
+local_redis() {
+  local host
+  for host in 127.0.0.1 localhost; do
+    case $REDIS_URL in "redis://$host:$REDIS_PORT" | "redis://$host:$REDIS_PORT/"*) return 0 ;; esac
+  done
+  return 1
+}
+
+if local_kafka; then
+  if ! infra/kafka.sh status 2>/dev/null; then infra/kafka.sh start; started+=(kafka); fi
+else
+  # topics.py below waits for it, and says so when it does not answer.
+  echo "[run] Kafka: KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS (no local broker)" >&2
+fi
+if local_redis; then
+  if ! infra/redis.sh status 2>/dev/null; then infra/redis.sh start; started+=(redis); fi
+elif ! command -v redis-cli >/dev/null; then
+  echo "[run] Redis: REDIS_URL, not checked (no redis-cli here); no local Redis" >&2
+elif redis-cli -u "$REDIS_URL" ping 2>/dev/null | grep -q PONG; then
+  infra/redis.sh start # uses it, and warns when its settings can lose events
+else
+  # The URL may hold a password: it is not printed.
+  echo "[run] nothing answers at REDIS_URL, which is not the local Redis's address" >&2
+  echo "[run] (127.0.0.1:$REDIS_PORT), so none is started: fix it, or unset it" >&2
+  exit 1
+fi
 "$PYTHON" infra/topics.py ensure
 
 # The services run in sessions of their own, so the terminal's Ctrl-C reaches only this

@@ -32,7 +32,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from shared.config import CommonSettings
+from shared.config import CommonSettings, env_int
 from shared.errors import ConfigError
 from shared.kafka import AuthenticationWatch, client_config
 
@@ -121,23 +121,33 @@ def upsert_scram_user(
         future.result()
 
 
+def _partitions(raw: str) -> int:
+    """argparse type of --partitions: the bounds of KAFKA_TOPIC_PARTITIONS."""
+    try:
+        return env_int({"--partitions": raw}, "--partitions", 0, minimum=1, maximum=10_000)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the exit status is 0 on success, 1 when the broker does not answer
+    in time, 2 on a bad argument or environment variable (its name in the message)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["wait", "ensure", "scram-user"])
-    parser.add_argument(
-        "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    )
+    parser.add_argument("--bootstrap", help="default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092")
     parser.add_argument("--timeout", type=float, default=30.0)
-    parser.add_argument("--topic", default=os.environ.get("KAFKA_TOPIC", "user-activity-events"))
+    parser.add_argument("--topic", help="default: KAFKA_TOPIC, else user-activity-events")
     parser.add_argument(
-        "--partitions", type=int, default=int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "6"))
+        "--partitions", type=_partitions, help="default: KAFKA_TOPIC_PARTITIONS, else 6"
     )
     parser.add_argument("--username", help="scram-user: the user to create or update")
     args = parser.parse_args(argv)
     try:
-        common = dataclasses.replace(
-            CommonSettings.from_env(), kafka_bootstrap_servers=args.bootstrap
-        )
+        # The environment is read (and checked) here, so a bad value of any variable the
+        # services read ends in one line naming it, not a traceback.
+        common = CommonSettings.from_env()
+        if args.bootstrap is not None:
+            common = dataclasses.replace(common, kafka_bootstrap_servers=args.bootstrap)
         if args.command == "scram-user":
             password = os.environ.get("LOCAL_KAFKA_SASL_PASSWORD", "")
             if not args.username or not password:
@@ -147,14 +157,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "wait":
             return 0 if wait_for_broker(common, args.timeout) else 1
         if not wait_for_broker(common, args.timeout):
-            print(f"[topics] no Kafka broker answers at {args.bootstrap}", file=sys.stderr)
+            print(
+                f"[topics] no Kafka broker answers at {common.kafka_bootstrap_servers}",
+                file=sys.stderr,
+            )
             return 1
     except ConfigError as exc:
         print(f"[topics] {exc}", file=sys.stderr)
         return 2
-    created = ensure_topics(common, [args.topic, f"{args.topic}.dlq"], args.partitions)
+    topic = args.topic or common.kafka_topic
+    partitions = args.partitions or common.kafka_topic_partitions
+    created = ensure_topics(common, [topic, f"{topic}.dlq"], partitions)
     for name in created:
-        print(f"[topics] created {name} ({args.partitions} partitions)", file=sys.stderr)
+        print(f"[topics] created {name} ({partitions} partitions)", file=sys.stderr)
     return 0
 
 
