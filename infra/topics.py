@@ -32,7 +32,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from shared.config import CommonSettings, env_int
+from shared.config import CommonSettings, declared
 from shared.errors import ConfigError
 from shared.kafka import AuthenticationWatch, client_config
 
@@ -122,9 +122,13 @@ def upsert_scram_user(
 
 
 def _partitions(raw: str) -> int:
-    """argparse type of --partitions: the bounds of KAFKA_TOPIC_PARTITIONS."""
+    """argparse type of --partitions: the bounds of KAFKA_TOPIC_PARTITIONS, read by its own
+    declaration (argparse names the option in front of the message)."""
+    spec = next(s for f, s in declared(CommonSettings) if f.name == "kafka_topic_partitions")
+    option = dataclasses.replace(spec, env="--partitions")
     try:
-        return env_int({"--partitions": raw}, "--partitions", 0, minimum=1, maximum=10_000)
+        value: int = option.read({option.env: raw}, int, 0)
+        return value
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
