@@ -40,7 +40,7 @@ from marshmallow import Schema, fields
 from consumer_service.api.dashboard_reads import RedisDashboardReads
 from consumer_service.api.schemas import StatsSchema
 from consumer_service.config import ConsumerSettings
-from consumer_service.storage.store import EventStore
+from consumer_service.storage import EventStore
 from consumer_service.topics import metadata
 from shared.errors import Unavailable
 from shared.kafka import AuthenticationWatch, KafkaAuthenticationFailed, client_config

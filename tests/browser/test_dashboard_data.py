@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from consumer_service.api import create_app
 from consumer_service.api.dashboard import KAFKA_CACHE_SECONDS, state_of
 from consumer_service.config import ConsumerSettings
-from consumer_service.storage.store import RedisEventStore
+from consumer_service.storage import RedisEventStore
 from shared.config import CommonSettings
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from consumer_service.admin.cli import (
     DlqScan,
 )
 from consumer_service.config import ConsumerSettings
-from consumer_service.storage.store import RedisEventStore
+from consumer_service.storage import RedisEventStore
 from shared.events import compact_json, record_headers
 
 from ..consumer.conftest import Raw, WorkerThread, make_record, produce, wait_until, with_

@@ -13,7 +13,7 @@ from consumer_service.api import create_app
 from consumer_service.api.dashboard import RECENT_EVENTS, state_of
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.processing import Accepted
-from consumer_service.storage.cluster import RedisClusterEventStore
+from consumer_service.storage import RedisClusterEventStore
 from shared.config import CommonSettings
 from tests.clusterharness import LocalRedisCluster
 from tests.integration.consumer.conftest import make_record
