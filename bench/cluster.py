@@ -38,7 +38,8 @@ from bench.common import (
     progress,
 )
 from bench.consumer_throughput import timed_drain
-from consumer_service.storage.cluster import RedisClusterEventStore
+from consumer_service.storage import RedisClusterEventStore
+from consumer_service.storage.keys import ClusterKeyLayout
 from infra.topics import ensure_topics
 from tests.clusterharness import LocalRedisCluster, Node, free_cluster_ports
 
@@ -164,7 +165,7 @@ def delete_cluster_prefix(cluster: LocalRedisCluster, prefix: str) -> None:
     for node in masters(cluster):
         client = node.client(10.0)
         try:
-            for pattern in (f"{{{prefix}:*", f"{prefix}:*"):
+            for pattern in ClusterKeyLayout(prefix).patterns:
                 keys = list(client.scan_iter(match=pattern, count=10_000))
                 # One key per command: a node refuses a multi-key UNLINK across slots.
                 for i in range(0, len(keys), 10_000):

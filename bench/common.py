@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from consumer_service.storage.keys import KeyLayout  # noqa: E402
 from infra.topics import ensure_topics  # noqa: E402
 from shared.events import compact_json, enrich, record_headers  # noqa: E402
 
@@ -126,7 +127,7 @@ class BenchRedis:
 
     def delete_prefix(self, prefix: str) -> None:
         batch: list[bytes] = []
-        for key in self.client.scan_iter(match=f"{prefix}:*", count=10_000):
+        for key in self.client.scan_iter(match=KeyLayout(prefix).pattern, count=10_000):
             batch.append(key)
             if len(batch) == 10_000:
                 self.client.unlink(*batch)
@@ -144,10 +145,10 @@ class BenchRedis:
 
 
 def pipeline_counts(client: redis.Redis, prefix: str) -> tuple[int, int]:
-    """(processed, duplicates) the consumer counted under `prefix`: the `P:stats` hash of
-    consumer_service/storage/store.py's key layout, read directly so it works with the read API
-    off and costs the replicas nothing."""
-    raw = client.hmget(f"{prefix}:stats", ["processed", "duplicates"])
+    """(processed, duplicates) the consumer counted under `prefix`: the stats hash of the
+    store's key layout (consumer_service/storage/keys.py), read directly so it works with
+    the read API off and costs the replicas nothing."""
+    raw = client.hmget(KeyLayout(prefix).stats, ["processed", "duplicates"])
     return int(raw[0] or 0), int(raw[1] or 0)
 
 

@@ -137,8 +137,7 @@ def main() -> int:
     from consumer_service.pipeline.dlq import KafkaDeadLetterQueue
     from consumer_service.pipeline.status import StatusFile
     from consumer_service.pipeline.worker import EXIT_FATAL, EXIT_OK, Worker
-    from consumer_service.storage.cluster import open_store
-    from consumer_service.storage.store import check_durability
+    from consumer_service.storage import check_durability, open_store
 
     log.info("consumer starting", extra={"settings": redacted(settings), "pid": os.getpid()})
     store = open_store(settings, timeout_seconds=settings.redis_timeout_seconds, writer=True)

@@ -22,8 +22,7 @@ from consumer_service.api.events import bp as events_bp
 from consumer_service.api.openapi import build_spec
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.status import StatusFile
-from consumer_service.storage.cluster import RedisClusterEventStore, open_store
-from consumer_service.storage.store import EventStore
+from consumer_service.storage import EventStore, open_store
 from consumer_service.topics import TopicMissing, topic_metadata
 from shared import web
 from shared.errors import Unavailable
@@ -132,8 +131,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = ReadState(settings, store)
     app.extensions[READINESS] = Readiness(settings, store, status_file)
-    cluster = isinstance(store, RedisClusterEventStore)
-    web.set_openapi(app, build_spec(cluster=cluster).to_dict())
+    web.set_openapi(app, build_spec(cluster=store.opaque_cursor).to_dict())
     web.register_error_handlers(app)
     app.register_error_handler(Unavailable, handle_unavailable)
     app.register_blueprint(events_bp)

@@ -1,13 +1,13 @@
 """Read-only views of the store's Redis for the dashboard: the newest events, and how much
 memory Redis uses.
 
-Reads the key layout that `consumer_service.storage.store` documents (`<prefix>:index`, a zset of
-eventId by sequence number, and `<prefix>:event:<eventId>`) and writes nothing. It lives
-apart from `RedisEventStore` so the store's write path and its contract stay as they are;
-"newest first" is a need of the dashboard alone.
+Reads the store's key layout, with the names `consumer_service.storage.keys` gives (the
+index, a zset of eventId by sequence number, and each event's body), and writes nothing.
+It lives apart from `RedisEventStore` so the store's write path and its contract stay as
+they are; "newest first" is a need of the dashboard alone.
 
 On a Redis Cluster (`ClusterDashboardReads`, chosen by `RedisDashboardReads.open` with
-the read API's rule, `cluster_store.redis_mode`) the same layout exists once per Kafka
+the read API's rule, `storage.redis_mode`) the same layout exists once per Kafka
 partition, under the cluster store's partition tags: the newest events are the newest of
 every registered partition, merged, and the memory is the sum over the masters.
 """
@@ -22,7 +22,8 @@ import redis
 from redis.cluster import RedisCluster
 
 from consumer_service.config import ConsumerSettings
-from consumer_service.storage.cluster import RedisClusterEventStore, redis_mode
+from consumer_service.storage import RedisClusterEventStore, redis_mode
+from consumer_service.storage.keys import KeyLayout
 from shared.errors import Unavailable
 
 # The fields of a stored event the dashboard lists. Not the payload: the page refreshes
@@ -52,7 +53,7 @@ class RedisDashboardReads:
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._redis = client
-        self._prefix = prefix
+        self._keys = KeyLayout(prefix)
 
     @classmethod
     def open(cls, settings: ConsumerSettings, timeout_seconds: float) -> RedisDashboardReads:
@@ -75,12 +76,12 @@ class RedisDashboardReads:
         RECENT_FIELDS. An index entry whose event retention has already deleted is skipped,
         so the list may be shorter than `limit` for a moment."""
         try:
-            ids = cast("list[bytes]", self._redis.zrevrange(f"{self._prefix}:index", 0, limit - 1))
+            ids = cast("list[bytes]", self._redis.zrevrange(self._keys.index, 0, limit - 1))
             if not ids:
                 return []
             bodies = cast(
                 "list[bytes | None]",
-                self._redis.mget([f"{self._prefix}:event:{i.decode()}" for i in ids]),
+                self._redis.mget([self._keys.event(i.decode()) for i in ids]),
             )
         except redis.RedisError as exc:
             raise Unavailable(f"Redis did not answer: {exc}") from exc
@@ -116,18 +117,19 @@ class ClusterDashboardReads(RedisDashboardReads):
         parts = store.partitions()
         if not parts:
             return []
+        keys = [store.keys.partition(p) for p in parts]
 
         def read(rc: RedisCluster) -> list[tuple[int, list[tuple[bytes, float]], list[Any]]]:
             with cast(Any, rc).pipeline() as pipe:
-                for p in parts:
-                    pipe.zrevrange(store.partition_key(p, "index"), 0, limit - 1, withscores=True)
+                for layout in keys:
+                    pipe.zrevrange(layout.index, 0, limit - 1, withscores=True)
                 heads = cast("list[list[tuple[bytes, float]]]", pipe.execute())
             with cast(Any, rc).pipeline() as pipe:
                 # redis-py's cluster pipeline refuses MGET: one GET per event, still one
                 # round trip per node.
-                for p, rows in zip(parts, heads, strict=True):
+                for layout, rows in zip(keys, heads, strict=True):
                     for i, _ in rows:
-                        pipe.get(store.partition_key(p, f"event:{i.decode()}"))
+                        pipe.get(layout.event(i.decode()))
                 bodies = iter(cast("list[bytes | None]", pipe.execute()))
             return [
                 (p, rows, [next(bodies) for _ in rows])

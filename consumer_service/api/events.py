@@ -10,8 +10,7 @@ from marshmallow import ValidationError
 
 from consumer_service.api.schemas import ProcessedQuerySchema
 from consumer_service.config import ConsumerSettings
-from consumer_service.storage.cluster import RedisClusterEventStore, decode_cursor
-from consumer_service.storage.store import EventStore, PageQuery
+from consumer_service.storage import EventStore, PageQuery
 from shared.web import error_response
 
 bp = Blueprint("events", __name__)
@@ -44,15 +43,14 @@ def _format_errors(messages: Any) -> str:
 def list_processed() -> Response:
     st = state()
     args = request.args.to_dict()
-    # The cluster store's cursor is an opaque vector of per-partition positions
-    # (docs/scaling.md), not the single node's number: it checks its own.
-    token = args.pop("cursor", None) if isinstance(st.store, RedisClusterEventStore) else None
+    # A store whose cursor is opaque (the cluster store's vector of per-partition
+    # positions, docs/scaling.md), not the single node's number, checks its own.
+    token = args.pop("cursor", None) if st.store.opaque_cursor else None
     try:
         q = ProcessedQuerySchema().load(args)
         cursor: int | str = int(q.get("cursor", 0))
         if token is not None:
-            decode_cursor(token)
-            cursor = token
+            cursor = st.store.parse_cursor(token)
     except ValidationError as exc:
         return error_response(400, "invalid_query", _format_errors(exc.messages))
     except ValueError as exc:

@@ -21,12 +21,12 @@ from consumer_service.api.schemas import (
     ProcessedQuerySchema,
     StatsSchema,
 )
-from consumer_service.storage.cluster import CURSOR_PREFIX
+from consumer_service.storage.cluster_page import CURSOR_PREFIX
 from shared import web
 from shared.events import FullRegexp, StoredEventSchema
 from shared.web import json_response, text_response
 
-# The cluster store's cursor: its prefix, then base64url (cluster_store.decode_cursor
+# The cluster store's cursor: its prefix, then base64url (storage.cluster_page.decode_cursor
 # checks the rest; an empty body is the start).
 CLUSTER_CURSOR_PATTERN = "^" + re.escape(CURSOR_PREFIX) + "[A-Za-z0-9_-]{0,8000}$"
 

@@ -60,7 +60,7 @@ from consumer_service.pipeline.processing import (
     safe_text,
 )
 from consumer_service.pipeline.status import StatusFile, WorkerState, WorkerStatus
-from consumer_service.storage.store import BatchResult, Chain, EventStore, StoreFenced, StoreRefused
+from consumer_service.storage import BatchResult, Chain, EventStore, StoreFenced, StoreRefused
 from shared.errors import PipelineError, Unavailable
 from shared.events import utc_timestamp
 from shared.kafka import AUTHENTICATION_ERRORS, client_config, describe

@@ -11,7 +11,7 @@ from selenium import webdriver
 from consumer_service.api import create_app
 from consumer_service.api.dashboard.views import state_of
 from consumer_service.config import ConsumerSettings
-from consumer_service.storage.store import RedisEventStore
+from consumer_service.storage import RedisEventStore
 from tests.integration.consumer.conftest import (  # noqa: F401
     make_store,
     settings,

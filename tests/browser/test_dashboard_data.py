@@ -16,7 +16,7 @@ from consumer_service.api import create_app
 from consumer_service.api.dashboard.kafka import KAFKA_CACHE_SECONDS
 from consumer_service.api.dashboard.views import state_of
 from consumer_service.config import ConsumerSettings
-from consumer_service.storage.store import RedisEventStore
+from consumer_service.storage import RedisEventStore
 from shared.config import CommonSettings
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from consumer_service.api.dashboard.kafka import KafkaGroupView
 from consumer_service.api.dashboard_reads import RedisDashboardReads
 from consumer_service.api.schemas import RECENT_EVENTS, DashboardDataSchema
 from consumer_service.config import ConsumerSettings
-from consumer_service.storage.store import EventStore
+from consumer_service.storage import EventStore
 from shared.errors import Unavailable
 
 EXT = "consumer_service.api.dashboard"

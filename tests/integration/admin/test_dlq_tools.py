@@ -18,7 +18,7 @@ from consumer_service.admin.cli import EXIT_KAFKA, EXIT_OK, EXIT_STILL_FAILING, 
 from consumer_service.admin.record import REPLAY_ATTEMPT
 from consumer_service.admin.scan import DlqScan
 from consumer_service.config import ConsumerSettings
-from consumer_service.storage.store import RedisEventStore
+from consumer_service.storage import RedisEventStore
 from shared.events import compact_json, record_headers
 
 from ..consumer.conftest import Raw, WorkerThread, make_record, produce, wait_until, with_

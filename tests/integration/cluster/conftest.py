@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from consumer_service.storage.cluster import RedisClusterEventStore
-from consumer_service.storage.store import EventStore, RedisEventStore
+from consumer_service.storage import EventStore, RedisClusterEventStore, RedisEventStore
 from tests.clusterharness import LocalRedisCluster
 
 

@@ -14,7 +14,7 @@ from consumer_service.api.dashboard.views import state_of
 from consumer_service.api.schemas import RECENT_EVENTS
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.processing import Accepted
-from consumer_service.storage.cluster import RedisClusterEventStore
+from consumer_service.storage import RedisClusterEventStore
 from shared.config import CommonSettings
 from tests.clusterharness import LocalRedisCluster
 from tests.integration.consumer.conftest import make_record

@@ -11,8 +11,7 @@ from consumer_service.api import create_app
 from consumer_service.api.dashboard.views import state_of
 from consumer_service.api.dashboard_reads import ClusterDashboardReads, RedisDashboardReads
 from consumer_service.config import ConsumerSettings
-from consumer_service.storage.cluster import RedisClusterEventStore, open_store
-from consumer_service.storage.store import RedisEventStore
+from consumer_service.storage import RedisClusterEventStore, RedisEventStore, open_store
 from shared.config import CommonSettings
 from tests.clusterharness import LocalRedisCluster, free_cluster_ports
 

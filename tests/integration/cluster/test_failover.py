@@ -21,8 +21,7 @@ from typing import TypeVar
 import pytest
 
 from consumer_service.pipeline.processing import Accepted
-from consumer_service.storage.cluster import RedisClusterEventStore
-from consumer_service.storage.store import BatchResult
+from consumer_service.storage import BatchResult, RedisClusterEventStore
 from shared.errors import Unavailable
 from tests.clusterharness import LocalRedisCluster, Node
 from tests.integration.consumer.conftest import make_record

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from consumer_service.api import build_spec, create_app
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.processing import Accepted
-from consumer_service.storage.cluster import RedisClusterEventStore
+from consumer_service.storage import RedisClusterEventStore
 from shared.config import CommonSettings
 from tests.clusterharness import LocalRedisCluster
 from tests.integration.consumer.conftest import make_record

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 import pytest
 
 from consumer_service.pipeline.processing import Accepted
-from consumer_service.storage.cluster import RedisClusterEventStore, decode_cursor, encode_cursor
-from consumer_service.storage.store import EventStore, PageQuery
+from consumer_service.storage import EventStore, PageQuery, RedisClusterEventStore
+from consumer_service.storage.cluster_page import decode_cursor, encode_cursor
 from shared.errors import Unavailable
 from tests.clusterharness import LocalRedisCluster, Node
 from tests.integration.consumer.conftest import make_record

@@ -16,7 +16,7 @@ from confluent_kafka import Producer
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.dlq import KafkaDeadLetterQueue
 from consumer_service.pipeline.worker import Worker
-from consumer_service.storage.store import RedisEventStore
+from consumer_service.storage import RedisEventStore
 from shared.config import CommonSettings
 from shared.events import compact_json, record_headers, utc_timestamp
 

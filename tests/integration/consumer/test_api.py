@@ -15,7 +15,7 @@ from consumer_service.api import create_app
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.pipeline.status import StatusFile, WorkerStatus
-from consumer_service.storage.store import RedisEventStore
+from consumer_service.storage import RedisEventStore
 
 from .conftest import Raw, WorkerThread, make_record, produce, wait_until
 

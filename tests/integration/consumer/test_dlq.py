@@ -20,7 +20,7 @@ from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.dlq import DeadLetter, KafkaDeadLetterQueue
 from consumer_service.pipeline.status import StatusFile
 from consumer_service.pipeline.worker import EXIT_OK, EXIT_POISON
-from consumer_service.storage.store import PageQuery, RedisEventStore
+from consumer_service.storage import PageQuery, RedisEventStore
 from shared.errors import Unavailable
 
 from .conftest import Raw, WorkerThread, make_record, produce, wait_until, with_

@@ -12,7 +12,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from consumer_service.config import ConsumerSettings
-from consumer_service.storage.store import PageQuery, RedisEventStore
+from consumer_service.storage import PageQuery, RedisEventStore
 from producer_service import create_app
 from producer_service.app import publisher_of
 from producer_service.config import ProducerSettings

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.pipeline.worker import EXIT_FATAL, Worker
-from consumer_service.storage.store import (
+from consumer_service.storage import (
     BatchResult,
     Chain,
     PageQuery,

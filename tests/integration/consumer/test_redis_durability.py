@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from consumer_service.config import ConsumerSettings
-from consumer_service.storage.store import Durability, RedisEventStore, check_durability
+from consumer_service.storage import Durability, RedisEventStore, check_durability
 
 from .test_redis_outage import PrivateRedis
 from .test_service import ROOT, free_port, service_env

@@ -15,7 +15,7 @@ import pytest
 from consumer_service.api import create_app
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.status import StatusFile
-from consumer_service.storage.store import RedisEventStore
+from consumer_service.storage import RedisEventStore
 from tests.clusterharness import redis_answers, redis_server_command
 
 from .conftest import WorkerThread, make_record, produce, wait_until, with_

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from consumer_service.config import ConsumerSettings
-from consumer_service.storage.store import RedisEventStore
+from consumer_service.storage import RedisEventStore
 
 from .conftest import WorkerThread, make_record, produce, wait_until
 from .test_worker import committed_total

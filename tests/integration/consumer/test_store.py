@@ -12,14 +12,8 @@ import redis
 
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.processing import Accepted
-from consumer_service.storage.store import (
-    EVICT_BASE,
-    EVICT_PER_STORED,
-    Chain,
-    PageQuery,
-    RedisEventStore,
-    StoreFenced,
-)
+from consumer_service.storage import Chain, PageQuery, RedisEventStore, StoreFenced
+from consumer_service.storage.script import EVICT_BASE, EVICT_PER_STORED
 
 from .conftest import make_record, with_
 

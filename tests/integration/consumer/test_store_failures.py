@@ -15,7 +15,7 @@ import redis
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.pipeline.status import StatusFile
-from consumer_service.storage.store import RedisEventStore
+from consumer_service.storage import RedisEventStore
 from shared.errors import Unavailable
 
 from .conftest import WorkerThread, make_record, produce, wait_until

@@ -29,7 +29,7 @@ from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline import worker as worker_module
 from consumer_service.pipeline.status import StatusFile
 from consumer_service.pipeline.worker import EXIT_FATAL
-from consumer_service.storage.store import PageQuery, RedisEventStore
+from consumer_service.storage import PageQuery, RedisEventStore
 from shared.errors import Unavailable
 from shared.events import compact_json
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, settings
 from consumer_service.api import create_app as create_consumer_app
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.processing import Accepted, decide
-from consumer_service.storage.store import RedisEventStore
+from consumer_service.storage import RedisEventStore
 from producer_service import create_app as create_producer_app
 from producer_service.app import publisher_of
 from producer_service.config import ProducerSettings

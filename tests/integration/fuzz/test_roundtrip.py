@@ -15,7 +15,7 @@ from marshmallow import ValidationError
 
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.processing import Accepted, decide
-from consumer_service.storage.store import RedisEventStore
+from consumer_service.storage import RedisEventStore
 from shared.events import EventInputSchema
 from tests.integration.producer.conftest import read_topic
 from tests.strategies import EVENT_TYPES, identical, inputs

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.worker import Worker
-from consumer_service.storage.store import PageQuery, RedisEventStore
+from consumer_service.storage import PageQuery, RedisEventStore
 from shared.config import CommonSettings
 from tests.integration.consumer.conftest import WorkerThread, kafka_dlq, wait_until
 from tests.integration.producer.conftest import read_topic

@@ -23,7 +23,7 @@ from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.dlq import KafkaDeadLetterQueue
 from consumer_service.pipeline.status import StatusFile, WorkerStatus
 from consumer_service.pipeline.worker import EXIT_OK, Worker
-from consumer_service.storage.store import RedisEventStore
+from consumer_service.storage import RedisEventStore
 from infra.topics import ensure_topics, upsert_scram_user
 from shared.config import CommonSettings
 

@@ -16,7 +16,7 @@ from confluent_kafka import Producer
 from consumer_service.admin.cli import main as admin_main
 from consumer_service.api import create_app
 from consumer_service.config import ConsumerSettings
-from consumer_service.storage.store import RedisEventStore
+from consumer_service.storage import RedisEventStore
 from infra.topics import wait_for_broker
 from shared.config import CommonSettings
 from shared.kafka import KafkaAuthenticationFailed, client_config

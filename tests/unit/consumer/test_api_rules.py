@@ -15,7 +15,7 @@ from marshmallow import ValidationError
 from consumer_service.api import build_spec
 from consumer_service.api.schemas import ProcessedQuerySchema, format_instant, parse_instant
 from consumer_service.pipeline.status import StatusFile, WorkerStatus
-from consumer_service.storage.store import PageQuery, _matches
+from consumer_service.storage import PageQuery
 from shared.events import utc_timestamp
 
 
@@ -92,7 +92,7 @@ def test_a_bound_below_a_millisecond_selects_exactly_the_events_it_names() -> No
 
     def selected(**args: str) -> bool:
         q = load(**args)
-        return _matches(event, PageQuery(since=q.get("since"), until=q.get("until")))
+        return PageQuery(since=q.get("since"), until=q.get("until")).matches(event)
 
     assert not selected(since="2026-11-24T04:49:09.2249Z")  # .224 is before .2249
     assert selected(since="2026-11-24T04:49:09.2239Z")
@@ -194,11 +194,11 @@ def test_the_openapi_document_declares_an_empty_value_invalid_for_every_paramete
 
 def test_filters_match_on_user_type_and_half_open_time_window() -> None:
     event = {"userId": "u", "eventType": "LOGIN", "timestamp": "2026-11-24T04:00:00.000Z"}
-    assert _matches(event, PageQuery(user_id="u", event_type="LOGIN"))
-    assert not _matches(event, PageQuery(user_id="v"))
-    assert not _matches(event, PageQuery(event_type="LOGOUT"))
-    assert _matches(event, PageQuery(since="2026-11-24T04:00:00.000Z"))
-    assert not _matches(event, PageQuery(until="2026-11-24T04:00:00.000Z"))
+    assert PageQuery(user_id="u", event_type="LOGIN").matches(event)
+    assert not PageQuery(user_id="v").matches(event)
+    assert not PageQuery(event_type="LOGOUT").matches(event)
+    assert PageQuery(since="2026-11-24T04:00:00.000Z").matches(event)
+    assert not PageQuery(until="2026-11-24T04:00:00.000Z").matches(event)
 
 
 def test_worker_status_verdicts(tmp_path: Path) -> None:

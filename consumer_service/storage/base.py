@@ -1,0 +1,240 @@
+"""What every store shares: the `EventStore` contract, its values and errors, and
+`RedisStore`, the base both Redis backends build on (the store script's arguments, the
+stats view, decoding). The backends (`single`, `cluster`) subclass it; neither knows the
+other."""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from consumer_service.pipeline.processing import Accepted
+from consumer_service.storage.durability import Durability
+from consumer_service.storage.script import (
+    DUPLICATE,
+    EVICT_BASE,
+    EVICT_PER_STORED,
+    REDELIVERED,
+    event_blobs,
+)
+from shared.errors import PipelineError, Unavailable
+
+
+class StoreFenced(PipelineError):
+    """The store wrote nothing because the batch before it (`Chain.after`) is not
+    stored yet: send it again once that one is."""
+
+
+class StoreRefused(Unavailable):
+    """Redis answered but refused the store script: a key of the wrong type under the
+    prefix (the message names it), out of memory, a read-only replica. Transient as far
+    as the caller is concerned (retry, commit nothing), but it lasts until an operator
+    acts, so it deserves an error in the log, not a warning."""
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Where a batch stands in its writer's sequence, for a store that accepts a batch
+    while the one before it is still in flight (`max_in_flight` > 1).
+
+    `writer` names one worker run (unique, never reused), `number` counts its batches
+    from 1, and `after` is the number of the batch that must be stored before this one
+    may write anything, or 0 when none is outstanding. Redis may run two calls sent on
+    two connections in either order; the check makes the order of what is stored the
+    order of the batches anyway."""
+
+    writer: str
+    number: int
+    after: int = 0
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one store_batch did, per accepted event in input order."""
+
+    stored: tuple[Accepted, ...]
+    duplicates: tuple[Accepted, ...]
+    redelivered: tuple[Accepted, ...]
+
+    @classmethod
+    def from_codes(cls, events: Sequence[Accepted], codes: Sequence[int]) -> BatchResult:
+        """The events sorted by the store script's answer for each (script.py's names)."""
+        stored: list[Accepted] = []
+        dupes: list[Accepted] = []
+        again: list[Accepted] = []
+        for ev, code in zip(events, codes, strict=True):
+            if code == DUPLICATE:
+                dupes.append(ev)
+            elif code == REDELIVERED:
+                again.append(ev)
+            else:
+                stored.append(ev)
+        return cls(tuple(stored), tuple(dupes), tuple(again))
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """One page of stored events. `since` (inclusive) and `until` (exclusive) are
+    timestamps in the shared format, so they compare as strings. `cursor` is opaque: 0
+    for the first page, then the `next_cursor` the same kind of store returned (an int
+    from the single-node store, a string from the cluster store)."""
+
+    limit: int = 100
+    cursor: int | str = 0
+    user_id: str | None = None
+    event_type: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        """True when the stored `event` passes every filter of the query."""
+        if self.user_id is not None and event.get("userId") != self.user_id:
+            return False
+        if self.event_type is not None and event.get("eventType") != self.event_type:
+            return False
+        ts = str(event.get("timestamp", ""))
+        if self.since is not None and ts < self.since:
+            return False
+        return not (self.until is not None and ts >= self.until)
+
+
+@dataclass(frozen=True)
+class Page:
+    events: list[dict[str, Any]]
+    total: int
+    next_cursor: int | str | None
+
+
+class EventStore(Protocol):
+    """Storage of processed events. Every method raises `Unavailable` when the backend
+    does not answer, and nothing else for backend trouble."""
+
+    # How many store_batch calls a worker may have running at once: more than one only
+    # where the store honours a `Chain`.
+    max_in_flight: int
+
+    # False: a page cursor is the last sequence number read, digits that the read API's
+    # query schema checks. True: it is a token only `parse_cursor` can check.
+    opaque_cursor: bool
+
+    def store_batch(
+        self,
+        events: Sequence[Accepted],
+        processed_at: str,
+        dead_lettered: Mapping[str, int] | None = None,
+        chain: Chain | None = None,
+    ) -> BatchResult:
+        """For each event in order: store it with its indexes and mark its eventId seen,
+        or count it as a duplicate (another record had the id) or a redelivery (this very
+        record was stored before). Also adds `dead_lettered` counts per reason. One round
+        trip; all of it is durable when this returns. When it raises, a prefix of the
+        batch may be stored, but an event is only ever marked seen once fully stored, so
+        calling again with the same batch completes it: the events stored before come
+        back as redelivered, the rest are stored, nothing twice. Raises `StoreRefused`
+        (an `Unavailable`) when the backend answered but refused.
+
+        With a `chain` (only where `max_in_flight` > 1), the call may run while the
+        batch before it is in flight; it raises `StoreFenced`, having written nothing,
+        when that batch (`chain.after`) is not stored yet."""
+        ...
+
+    def get(self, event_id: str) -> dict[str, Any] | None:
+        """The stored form of one event, or None."""
+        ...
+
+    def parse_cursor(self, token: str) -> int | str:
+        """The `PageQuery.cursor` that `token` (a `next_cursor` of this kind of store, as
+        text) stands for. Raises ValueError when it is not one. Asks nothing of Redis."""
+        ...
+
+    def page(self, query: PageQuery, max_scan: int = 5000) -> Page:
+        """Events after `query.cursor` in processing order, filtered. Examines at most
+        `max_scan` index entries, so a page may be short with `next_cursor` still set."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Totals: processed, duplicatesSkipped, deadLettered (and by reason), stored,
+        byEventType."""
+        ...
+
+    def ping(self) -> bool:
+        """True when the backend answers."""
+        ...
+
+
+class RedisStore(EventStore):
+    """The part of an `EventStore` on Redis that both backends share: the settings of
+    the store script, its arguments, and the totals view of the stats hashes."""
+
+    def __init__(
+        self,
+        prefix: str,
+        dedup_ttl_seconds: int,
+        retention_max_events: int = 0,
+        retention_max_age_seconds: int = 0,
+    ) -> None:
+        self._prefix = prefix
+        self._dedup_ttl = dedup_ttl_seconds
+        self._max_events = retention_max_events
+        self._max_age = retention_max_age_seconds
+
+    @abstractmethod
+    def durability(self) -> Durability:
+        """What Redis says about its persistence and eviction (CONFIG GET); never
+        raises."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the store's connections."""
+
+    def _script_args(
+        self,
+        prefix: str,
+        events: Sequence[Accepted],
+        processed_at: str,
+        dead: Mapping[str, int],
+        chain: Chain | None,
+    ) -> list[str | bytes | int]:
+        """The store script's ARGV for `events` under `prefix` (a partition's tag on a
+        cluster), in the order of the layout at the top of store_batch.lua."""
+        args: list[str | bytes | int] = [
+            prefix,
+            self._dedup_ttl,
+            self._max_events,
+            self._max_age,
+            EVICT_BASE,
+            EVICT_PER_STORED,
+            *((chain.writer, chain.number, chain.after) if chain else ("", 0, 0)),
+            len(dead),
+        ]
+        for reason, n in dead.items():
+            args += [reason, n]
+        return [*args, *event_blobs(events, processed_at)]
+
+    @staticmethod
+    def _totals(fields: Mapping[str, int], stored: int) -> dict[str, Any]:
+        """`stats()` from the counters of the stats hashes (summed when several) and the
+        number of events in the index."""
+        return {
+            "processed": fields.get("processed", 0),
+            "duplicatesSkipped": fields.get("duplicates", 0),
+            "deadLettered": fields.get("deadLettered", 0),
+            "deadLetteredByReason": {
+                k.split(":", 1)[1]: v
+                for k, v in sorted(fields.items())
+                if k.startswith("deadLettered:")
+            },
+            "stored": stored,
+            "byEventType": {
+                k.split(":", 1)[1]: v for k, v in sorted(fields.items()) if k.startswith("type:")
+            },
+        }
+
+
+def decode_event(body: bytes) -> dict[str, Any]:
+    """A stored event from the JSON body the store script wrote."""
+    value: dict[str, Any] = json.loads(body)
+    return value

@@ -1,0 +1,193 @@
+"""The store on one Redis node (not a Cluster: the script builds key names itself): every
+batch is one call of the store script, under one prefix (keys.py's layout)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import redis
+
+from consumer_service.pipeline.processing import Accepted
+from consumer_service.storage.base import (
+    BatchResult,
+    Chain,
+    Page,
+    PageQuery,
+    RedisStore,
+    StoreFenced,
+    StoreRefused,
+    decode_event,
+)
+from consumer_service.storage.durability import Durability, read_durability
+from consumer_service.storage.keys import KeyLayout
+from consumer_service.storage.script import FENCED, STORE_BATCH_LUA
+from shared.errors import Unavailable
+
+# The cursor is the last sequence number read: what the read API's query schema accepts.
+_SEQ_CURSOR = re.compile(r"[0-9]{1,18}")
+
+
+class RedisEventStore(RedisStore):
+    """EventStore on one Redis."""
+
+    # A second batch goes out while Redis runs the first: Redis never waits for the
+    # worker between two scripts, and one fsync may cover both.
+    max_in_flight = 2
+    opaque_cursor = False
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        dedup_ttl_seconds: int,
+        retention_max_events: int = 0,
+        retention_max_age_seconds: int = 0,
+    ) -> None:
+        super().__init__(prefix, dedup_ttl_seconds, retention_max_events, retention_max_age_seconds)
+        self._redis = client
+        self._keys = KeyLayout(prefix)
+        self._script = client.register_script(STORE_BATCH_LUA)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        prefix: str,
+        dedup_ttl_seconds: int,
+        *,
+        retention_max_events: int = 0,
+        retention_max_age_seconds: int = 0,
+        timeout_seconds: float = 5.0,
+    ) -> RedisEventStore:
+        client = redis.Redis.from_url(
+            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
+        )
+        return cls(
+            client, prefix, dedup_ttl_seconds, retention_max_events, retention_max_age_seconds
+        )
+
+    def store_batch(
+        self,
+        events: Sequence[Accepted],
+        processed_at: str,
+        dead_lettered: Mapping[str, int] | None = None,
+        chain: Chain | None = None,
+    ) -> BatchResult:
+        dead = {reason: n for reason, n in (dead_lettered or {}).items() if n}
+        if not events and not dead and chain is None:
+            # A chained batch runs even when empty: its successor waits for its number.
+            return BatchResult((), (), ())
+        args = self._script_args(self._prefix, events, processed_at, dead, chain)
+        try:
+            results = self._script(keys=[], args=args)
+        except redis.ResponseError as exc:
+            raise StoreRefused(
+                f"Redis refused to store the batch, which is retried until an operator "
+                f"fixes Redis: {exc}"
+            ) from exc
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis did not store the batch: {exc}") from exc
+        if results == FENCED:
+            raise StoreFenced(f"batch {chain.number if chain else 0} waits for its predecessor")
+        return BatchResult.from_codes(events, results)
+
+    def get(self, event_id: str) -> dict[str, Any] | None:
+        try:
+            body = cast("bytes | None", self._redis.get(self._keys.event(event_id)))
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis did not answer: {exc}") from exc
+        return None if body is None else decode_event(body)
+
+    def parse_cursor(self, token: str) -> int:
+        if not _SEQ_CURSOR.fullmatch(token):
+            raise ValueError("Not a valid cursor.")
+        return int(token)
+
+    def page(self, query: PageQuery, max_scan: int = 5000) -> Page:
+        key = self._keys.index_for(query.user_id, query.event_type)
+        try:
+            return self._page(key, query, max_scan)
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis did not answer: {exc}") from exc
+
+    def _page(self, key: str, q: PageQuery, max_scan: int) -> Page:
+        events: list[dict[str, Any]] = []
+        stale: list[bytes] = []
+        last = q.cursor
+        scanned = 0
+        exhausted = False
+        while len(events) < q.limit and scanned < max_scan:
+            chunk = min(max(q.limit - len(events), 50), max_scan - scanned)
+            rows = cast(
+                "list[tuple[bytes, float]]",
+                self._redis.zrangebyscore(
+                    key, f"({last}", "+inf", start=0, num=chunk, withscores=True
+                ),
+            )
+            if not rows:
+                exhausted = True
+                break
+            bodies = cast(
+                "list[bytes | None]",
+                self._redis.mget([self._keys.event(m.decode()) for m, _ in rows]),
+            )
+            for (member, score), body in zip(rows, bodies, strict=True):
+                scanned += 1
+                last = int(score)
+                if body is None:
+                    stale.append(member)
+                    continue
+                event = decode_event(body)
+                if q.matches(event):
+                    events.append(event)
+                    if len(events) == q.limit:
+                        break
+            if len(rows) < chunk and len(events) < q.limit:
+                exhausted = True
+                break
+        return self._finish_page(key, events, stale, last, exhausted)
+
+    def _finish_page(
+        self,
+        key: str,
+        events: list[dict[str, Any]],
+        stale: Sequence[bytes],
+        last: int | str,
+        exhausted: bool,
+    ) -> Page:
+        """The page once read: drop the stale entries met, and end it when nothing is left
+        after `last`."""
+        if stale:
+            # Left behind by retention; dropped here so the next reader skips less.
+            self._redis.zrem(key, *stale)
+        if not exhausted and not self._redis.zrangebyscore(key, f"({last}", "+inf", start=0, num=1):
+            exhausted = True
+        total = int(self._redis.zcard(self._keys.index))
+        return Page(events, total, None if exhausted else last)
+
+    def stats(self) -> dict[str, Any]:
+        try:
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self._keys.stats)
+                pipe.zcard(self._keys.index)
+                raw, stored = pipe.execute()
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis did not answer: {exc}") from exc
+        return self._totals({k.decode(): int(v) for k, v in raw.items()}, int(stored))
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except redis.RedisError:
+            return False
+
+    def durability(self) -> Durability:
+        try:
+            return read_durability(self._redis)
+        except redis.RedisError as exc:
+            return Durability(None, None, problem=f"{type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        self._redis.close()
