@@ -1,6 +1,6 @@
 """The consumer's read API: the Flask app (`app`), the read views (`events`), their shapes
-(`schemas`), the OpenAPI document (`openapi`), and the live dashboard (`dashboard/`, with
-its Redis reads in `dashboard_reads`).
+(`schemas`), the OpenAPI document (`openapi`), and the live dashboard (`dashboard/`: views,
+the Kafka view and the Redis reads).
 
 `gunicorn 'consumer_service.api:create_app()'` serves it. The names below are imported on
 first use, so that importing a submodule (the schemas, say) does not build the app.

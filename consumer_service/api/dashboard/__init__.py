@@ -1,6 +1,6 @@
 """The live dashboard of one replica: `views` serves the page and `GET /dashboard/data`,
-`kafka` asks the broker for the topic's and the group's figures, and
-`consumer_service.api.dashboard_reads` reads Redis.
+`kafka` asks the broker for the topic's and the group's figures, and `reads` reads
+Redis.
 
 Where each figure comes from (the page turns the two totals into per-second rates):
 
@@ -10,7 +10,7 @@ Where each figure comes from (the page turns the two totals into per-second rate
     members         describe_consumer_groups: each member's client id, host, partitions
     counters        duplicates skipped, dead-lettered by reason (the store's stats)
     Redis memory    INFO memory
-    recent events   the newest stored events (consumer_service.api.dashboard_reads)
+    recent events   the newest stored events (`reads`)
 
 The answer's shape is DashboardDataSchema in consumer_service.api.schemas.
 """

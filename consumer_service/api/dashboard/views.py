@@ -15,7 +15,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from consumer_service.api.dashboard.kafka import KafkaGroupView
-from consumer_service.api.dashboard_reads import RedisDashboardReads
+from consumer_service.api.dashboard.reads import RedisDashboardReads
 from consumer_service.api.schemas import RECENT_EVENTS, DashboardDataSchema
 from consumer_service.config import ConsumerSettings
 from consumer_service.storage import EventStore

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from consumer_service.api import create_app
+from consumer_service.api.dashboard.reads import ClusterDashboardReads, RedisDashboardReads
 from consumer_service.api.dashboard.views import state_of
-from consumer_service.api.dashboard_reads import ClusterDashboardReads, RedisDashboardReads
 from consumer_service.config import ConsumerSettings
 from consumer_service.storage import RedisClusterEventStore, RedisEventStore, open_store
 from shared.config import CommonSettings
