@@ -11,12 +11,12 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from producer_service import metrics
 from producer_service.config import ProducerSettings
 from producer_service.errors import register_error_handlers
-from producer_service.events import EXTENSION, ProducerState, state
 from producer_service.events import bp as events_bp
 from producer_service.openapi import DOCS_PAGE, build_spec
 from producer_service.publisher import EventPublisher, KafkaEventPublisher
 from producer_service.quotas import Quota
 from producer_service.schemas import BatchInputSchema
+from producer_service.state import ProducerState, install, state, state_of
 from shared import web
 from shared.events import EventInputSchema
 from shared.web import error_response
@@ -89,16 +89,7 @@ def create_app(
     # Werkzeug refuses larger bodies before reading them; the events view narrows it.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_batch_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions[EXTENSION] = ProducerState(
-        settings=settings,
-        publisher=KafkaEventPublisher(settings) if publisher is None else publisher,
-        input_schema=EventInputSchema(settings.event_types, settings.max_payload_bytes),
-        batch_schema=BatchInputSchema(
-            settings.event_types, settings.max_payload_bytes, settings.max_batch_events
-        ),
-        api_keys=tuple(key.encode() for key in settings.api_keys),
-        quota=Quota(app, settings) if settings.rate_limits else None,
-    )
+    install(app, _new_state(app, settings, publisher))
     web.set_openapi(app, build_spec(settings))
     app.wsgi_app = _timed(app.wsgi_app)  # type: ignore[method-assign,assignment]
     app.after_request(_count_request)
@@ -108,7 +99,21 @@ def create_app(
     return app
 
 
+def _new_state(
+    app: Flask, settings: ProducerSettings, publisher: EventPublisher | None
+) -> ProducerState:
+    return ProducerState(
+        settings=settings,
+        publisher=KafkaEventPublisher(settings) if publisher is None else publisher,
+        input_schema=EventInputSchema(settings.event_types, settings.max_payload_bytes),
+        batch_schema=BatchInputSchema(
+            settings.event_types, settings.max_payload_bytes, settings.max_batch_events
+        ),
+        api_keys=tuple(key.encode() for key in settings.api_keys),
+        quota=Quota(app, settings) if settings.rate_limits else None,
+    )
+
+
 def publisher_of(app: Flask) -> EventPublisher:
     """The publisher an app built by `create_app` uses (for shutdown hooks and tests)."""
-    st: ProducerState = app.extensions[EXTENSION]
-    return st.publisher
+    return state_of(app).publisher
