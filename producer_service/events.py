@@ -11,9 +11,9 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from producer_service.auth import require_api_key
+from producer_service.delivery import Delivery
 from producer_service.errors import DuplicateItems, InvalidBatch
 from producer_service.metrics import observe_deliveries
-from producer_service.publisher import Delivery
 from producer_service.schemas import BatchInputSchema
 from producer_service.state import ProducerState, state
 from shared.errors import InvalidEvent, Unavailable
