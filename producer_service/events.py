@@ -17,15 +17,8 @@ from producer_service.metrics import observe_deliveries
 from producer_service.schemas import BatchInputSchema
 from producer_service.state import ProducerState, state
 from shared.errors import InvalidEvent, Unavailable
-from shared.events import (
-    EventInputSchema,
-    compact_json,
-    enrich,
-    enrich_batch,
-    json_problem,
-    parse_json,
-    record_json,
-)
+from shared.events import EventInputSchema, enrich, enrich_batch, record_json
+from shared.json_codec import compact_json, json_problem, parse_json
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from producer_service.delivery import (
     requests_of_this_process,
 )
 from shared.errors import InvalidEvent, Unavailable
-from shared.events import compact_json, json_problem, record_headers
+from shared.events import record_headers
+from shared.json_codec import compact_json, json_problem
 from shared.kafka import AUTHENTICATION_ERRORS, client_config
 
 logger = logging.getLogger(__name__)

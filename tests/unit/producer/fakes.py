@@ -11,7 +11,7 @@ from typing import Any
 from producer_service.delivery import REASON_TIMEOUT, Delivery
 from producer_service.publisher import Readiness, encode_records
 from shared.errors import Unavailable
-from shared.events import compact_json
+from shared.json_codec import compact_json
 
 
 class InMemoryEventPublisher:
