@@ -6,13 +6,14 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, request
 
 from producer_service import metrics
 from producer_service.config import ProducerSettings
+from producer_service.docs import bp as docs_bp
 from producer_service.errors import register_error_handlers
 from producer_service.events import bp as events_bp
-from producer_service.openapi import DOCS_PAGE, build_spec
+from producer_service.openapi import build_spec
 from producer_service.publisher import EventPublisher, KafkaEventPublisher
 from producer_service.quotas import Quota
 from producer_service.schemas import BatchInputSchema
@@ -38,16 +39,6 @@ def ready() -> Response:
         f"{readiness.reason or 'Kafka is not available'}.",
         headers={"Retry-After": "1"},
     )
-
-
-def docs() -> Response:
-    return Response(DOCS_PAGE, mimetype="text/html")
-
-
-def _ops() -> Blueprint:
-    ops = web.ops_blueprint(ready)
-    ops.add_url_rule("/docs", "docs", docs, methods=["GET"])
-    return ops
 
 
 # Where `_timed` leaves the request's start in the WSGI environ.
@@ -95,7 +86,8 @@ def create_app(
     app.after_request(_count_request)
     register_error_handlers(app)
     app.register_blueprint(events_bp)
-    app.register_blueprint(_ops())
+    app.register_blueprint(web.ops_blueprint(ready))
+    app.register_blueprint(docs_bp)
     return app
 
 

@@ -145,18 +145,3 @@ def _batch(settings: ProducerSettings) -> dict[str, Any]:
             **quota_responses(settings),
         },
     }
-
-
-DOCS_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>User-activity producer API</title>
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-</head>
-<body>
-  <redoc spec-url="openapi.json"></redoc>
-  <script src="https://cdn.redoc.ly/redoc/v2.1.5/bundles/redoc.standalone.js"></script>
-</body>
-</html>
-"""
