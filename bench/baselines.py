@@ -45,7 +45,7 @@ from bench.common import (
     produce_or_wait,
     progress,
 )
-from shared.events import compact_json
+from shared.json_codec import compact_json
 
 
 def produce_throughput(bootstrap: str, topic: str, n: int) -> dict[str, Any]:

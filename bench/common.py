@@ -32,7 +32,8 @@ if str(ROOT) not in sys.path:
 
 from consumer_service.storage.keys import KeyLayout  # noqa: E402
 from infra.topics import ensure_topics  # noqa: E402
-from shared.events import compact_json, enrich, record_headers  # noqa: E402
+from shared.events import enrich, record_headers  # noqa: E402
+from shared.json_codec import compact_json  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PARTITIONS = 6  # the services' default (KAFKA_TOPIC_PARTITIONS); every bench topic has it

@@ -26,7 +26,7 @@ from bench.common import (
     progress,
     rss_bytes,
 )
-from shared.events import compact_json
+from shared.json_codec import compact_json
 
 FLAT_WITHIN = 0.10
 

@@ -6,17 +6,18 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, request
 
 from producer_service import metrics
 from producer_service.config import ProducerSettings
+from producer_service.docs import bp as docs_bp
 from producer_service.errors import register_error_handlers
-from producer_service.events import EXTENSION, ProducerState, state
 from producer_service.events import bp as events_bp
-from producer_service.openapi import DOCS_PAGE, build_spec
+from producer_service.openapi import build_spec
 from producer_service.publisher import EventPublisher, KafkaEventPublisher
 from producer_service.quotas import Quota
 from producer_service.schemas import BatchInputSchema
+from producer_service.state import ProducerState, install, state, state_of
 from shared import web
 from shared.events import EventInputSchema
 from shared.web import error_response
@@ -38,16 +39,6 @@ def ready() -> Response:
         f"{readiness.reason or 'Kafka is not available'}.",
         headers={"Retry-After": "1"},
     )
-
-
-def docs() -> Response:
-    return Response(DOCS_PAGE, mimetype="text/html")
-
-
-def _ops() -> Blueprint:
-    ops = web.ops_blueprint(ready)
-    ops.add_url_rule("/docs", "docs", docs, methods=["GET"])
-    return ops
 
 
 # Where `_timed` leaves the request's start in the WSGI environ.
@@ -89,7 +80,21 @@ def create_app(
     # Werkzeug refuses larger bodies before reading them; the events view narrows it.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_batch_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions[EXTENSION] = ProducerState(
+    install(app, _new_state(app, settings, publisher))
+    web.set_openapi(app, build_spec(settings))
+    app.wsgi_app = _timed(app.wsgi_app)  # type: ignore[method-assign,assignment]
+    app.after_request(_count_request)
+    register_error_handlers(app)
+    app.register_blueprint(events_bp)
+    app.register_blueprint(web.ops_blueprint(ready))
+    app.register_blueprint(docs_bp)
+    return app
+
+
+def _new_state(
+    app: Flask, settings: ProducerSettings, publisher: EventPublisher | None
+) -> ProducerState:
+    return ProducerState(
         settings=settings,
         publisher=KafkaEventPublisher(settings) if publisher is None else publisher,
         input_schema=EventInputSchema(settings.event_types, settings.max_payload_bytes),
@@ -99,16 +104,8 @@ def create_app(
         api_keys=tuple(key.encode() for key in settings.api_keys),
         quota=Quota(app, settings) if settings.rate_limits else None,
     )
-    web.set_openapi(app, build_spec(settings))
-    app.wsgi_app = _timed(app.wsgi_app)  # type: ignore[method-assign,assignment]
-    app.after_request(_count_request)
-    register_error_handlers(app)
-    app.register_blueprint(events_bp)
-    app.register_blueprint(_ops())
-    return app
 
 
 def publisher_of(app: Flask) -> EventPublisher:
     """The publisher an app built by `create_app` uses (for shutdown hooks and tests)."""
-    st: ProducerState = app.extensions[EXTENSION]
-    return st.publisher
+    return state_of(app).publisher

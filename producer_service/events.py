@@ -2,87 +2,33 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from marshmallow import ValidationError
-from werkzeug.exceptions import BadRequest, Unauthorized, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
-from producer_service.config import ProducerSettings
+from producer_service.auth import require_api_key
+from producer_service.delivery import Delivery
 from producer_service.errors import DuplicateItems, InvalidBatch
 from producer_service.metrics import observe_deliveries
-from producer_service.publisher import Delivery, EventPublisher
 from producer_service.schemas import BatchInputSchema
+from producer_service.state import ProducerState, state
 from shared.errors import InvalidEvent, Unavailable
-from shared.events import (
-    EventInputSchema,
-    compact_json,
-    enrich,
-    enrich_batch,
-    json_problem,
-    parse_json,
-    record_json,
-)
-
-if TYPE_CHECKING:
-    from producer_service.quotas import Quota
+from shared.events import EventInputSchema, enrich, enrich_batch, record_json
+from shared.json_codec import compact_json, json_problem, parse_json
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("events", __name__, url_prefix="/events")
+bp.before_request(require_api_key)
 
 IDEMPOTENCY_KEY_MAX = 255
 # Per-item errors listed in a 400 for a batch; the rest are counted. A batch can hold up
 # to `max_batch_events` bad items, and an answer bigger than the request helps nobody.
 MAX_ITEM_ERRORS = 100
-EXTENSION = "producer"
-
-
-@dataclass(frozen=True)
-class ProducerState:
-    """What the views need, built once per app by `create_app`."""
-
-    settings: ProducerSettings
-    publisher: EventPublisher
-    input_schema: EventInputSchema
-    batch_schema: BatchInputSchema
-    api_keys: tuple[bytes, ...]
-    # PRODUCER_RATE_LIMIT's quota; None when there is no limit.
-    quota: Quota | None = None
-
-
-def state() -> ProducerState:
-    result: ProducerState = current_app.extensions[EXTENSION]
-    return result
-
-
-def presented_key() -> str | None:
-    """The API key the request presents: X-API-Key, else an `Authorization: Bearer` token."""
-    given = request.headers.get("X-API-Key")
-    if given is None:
-        auth = request.headers.get("Authorization", "")
-        if auth[:7].lower() == "bearer ":
-            given = auth[7:].strip()
-    return given
-
-
-@bp.before_request
-def require_api_key() -> None:
-    keys = state().api_keys
-    if not keys:
-        return
-    given = presented_key()
-    # Compare against every key so the time taken does not reveal which one matched.
-    candidate = (given or "").encode()
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(candidate, key)
-    if not given or not matched:
-        raise Unauthorized("A valid API key is required (X-API-Key header).")
 
 
 def parsed_object(max_bytes: int) -> tuple[dict[str, Any], bool]:
@@ -197,9 +143,19 @@ def batch() -> tuple[Response, int]:
     """Publish up to `max_batch_events` events, validated all-or-nothing."""
     st = state()
     body, strict = parsed_object(st.settings.max_batch_body_bytes)
-    # Count before anything looks at the items: validating each of a million tiny items
-    # only to say "too many" cost a worker a minute of CPU.
-    events = body.get("events")
+    _count_and_charge(st, body.get("events"))
+    require_encodable(body, strict)
+    key = idempotency_key()
+    records, values = _batch_records(st.batch_schema, body, key)
+    deliveries = _publish(records, values)
+    return _batch_answer(records, deliveries)
+
+
+def _count_and_charge(st: ProducerState, events: Any) -> None:
+    """Refuse a batch over `max_batch_events`, then charge the quota one unit per event.
+
+    Counted before anything looks at the items: validating each of a million tiny items
+    only to say "too many" cost a worker a minute of CPU."""
     limit = st.settings.max_batch_events
     if isinstance(events, list) and len(events) > limit:
         raise InvalidBatch(
@@ -209,15 +165,20 @@ def batch() -> tuple[Response, int]:
             messages={"events": [f"Length must be between 1 and {limit}."]},
         )
     if st.quota is not None:
-        # Per event, counted from the parsed body the validation below reuses; a body
-        # whose `events` is no list is refused at validation and costs one.
+        # Per event, counted from the parsed body the validation reuses; a body whose
+        # `events` is no list is refused at validation and costs one.
         st.quota.charge(len(events) if isinstance(events, list) else 1)
-    require_encodable(body, strict)
-    key = idempotency_key()
-    loaded = st.batch_schema.load_fast(body)
+
+
+def _batch_records(
+    schema: BatchInputSchema, body: dict[str, Any], key: str | None
+) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """The batch's records and their encoded values, or `InvalidBatch` (400) listing the
+    bad items, or `DuplicateItems` (422) when a keyed batch names one event twice."""
+    loaded = schema.load_fast(body)
     if loaded is None:
         try:
-            items = st.batch_schema.load(body)["events"]
+            items = schema.load(body)["events"]
         except ValidationError as exc:
             raise _invalid_batch(_as_dict(exc.messages)) from None
         loaded = [(item, compact_json(item["payload"])) for item in items]
@@ -229,23 +190,17 @@ def batch() -> tuple[Response, int]:
     if key is not None:
         # Random ids never repeat; only a keyed batch can name one event twice.
         _refuse_repeats(records)
-    deliveries = _publish(records, values)
+    return records, values
+
+
+def _batch_answer(
+    records: Sequence[Mapping[str, Any]], deliveries: Sequence[Delivery]
+) -> tuple[Response, int]:
+    """201 when every event was acknowledged, 207 with each item's status when some were,
+    `Unavailable` (503) when none was."""
     event_ids = [r["eventId"] for r in records]
     acknowledged = sum(1 for d in deliveries if d.ok)
-    # Per-event lines only at DEBUG: at INFO they would cost more than the publish. The
-    # check comes first so that a batch does not build a thousand unused `extra` dicts.
-    if logger.isEnabledFor(logging.DEBUG):
-        for record, delivery in zip(records, deliveries, strict=True):
-            logger.debug(
-                "event published" if delivery.ok else "event not acknowledged",
-                extra={
-                    "event_id": record["eventId"],
-                    "user_id": record["userId"],
-                    "event_type": record["eventType"],
-                    "partition": delivery.partition,
-                    "offset": delivery.offset,
-                },
-            )
+    _log_each(records, deliveries)
     summary = {
         "events": len(records),
         "acknowledged": acknowledged,
@@ -269,6 +224,24 @@ def batch() -> tuple[Response, int]:
         for i, d in enumerate(deliveries)
     ]
     return jsonify(eventIds=event_ids, items=items), 207
+
+
+def _log_each(records: Sequence[Mapping[str, Any]], deliveries: Sequence[Delivery]) -> None:
+    # Per-event lines only at DEBUG: at INFO they would cost more than the publish. The
+    # check comes first so that a batch does not build a thousand unused `extra` dicts.
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
+    for record, delivery in zip(records, deliveries, strict=True):
+        logger.debug(
+            "event published" if delivery.ok else "event not acknowledged",
+            extra={
+                "event_id": record["eventId"],
+                "user_id": record["userId"],
+                "event_type": record["eventType"],
+                "partition": delivery.partition,
+                "offset": delivery.offset,
+            },
+        )
 
 
 def _as_dict(messages: Any) -> dict[str, Any]:

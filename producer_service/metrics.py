@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from prometheus_client import Counter, Histogram
 
-from producer_service.publisher import Delivery
+from producer_service.delivery import Delivery
 
 HTTP_REQUESTS = Counter(
     "producer_http_requests_total",

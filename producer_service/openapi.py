@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from apispec import APISpec
+
 from producer_service.config import ProducerSettings
 from producer_service.quotas import quota_responses
 from producer_service.schemas import (
@@ -39,6 +41,23 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _json("Error", meaning[s]) for s in statuses}
 
 
+# The Idempotency-Key header, as both /events routes take it.
+IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": (
+        "Makes retries safe. With a key, an event's eventId is a UUIDv5 of the key and "
+        "the event's userId, eventType and payload (object keys in any order), never "
+        "of its position in a batch: re-sending the same event under the same key, "
+        "alone or in any batch, in any order, gives the same eventId, and it is "
+        "stored once. A different event under a reused key gets its own eventId and "
+        "is stored too. The same key may cover one event or a whole batch."
+    ),
+}
+
+
 def build_spec(settings: ProducerSettings) -> dict[str, Any]:
     """The OpenAPI document for an app built with `settings` (allowed types, limits)."""
     spec = web.new_spec(
@@ -51,79 +70,9 @@ def build_spec(settings: ProducerSettings) -> dict[str, Any]:
         spec.components.security_scheme(
             "ApiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"}
         )
-    input_schema = EventInputSchema(settings.event_types, settings.max_payload_bytes)
-    spec.components.schema("EventInput", schema=input_schema)
-    spec.components.schema("EventRecord", schema=EventRecordSchema)
-    spec.components.schema(
-        "BatchInput",
-        schema=BatchInputSchema(
-            settings.event_types, settings.max_payload_bytes, settings.max_batch_events
-        ),
-    )
-    spec.components.schema("BatchAccepted", schema=BatchAcceptedSchema)
-    spec.components.schema("BatchReport", schema=BatchReportSchema)
-
-    idempotency_key = {
-        "name": "Idempotency-Key",
-        "in": "header",
-        "required": False,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-        "description": (
-            "Makes retries safe. With a key, an event's eventId is a UUIDv5 of the key and "
-            "the event's userId, eventType and payload (object keys in any order), never "
-            "of its position in a batch: re-sending the same event under the same key, "
-            "alone or in any batch, in any order, gives the same eventId, and it is "
-            "stored once. A different event under a reused key gets its own eventId and "
-            "is stored too. The same key may cover one event or a whole batch."
-        ),
-    }
-    security: list[dict[str, list[str]]] = [{"ApiKey": []}] if settings.api_keys else []
-    rate_limited = quota_responses(settings)
-    spec.path(
-        path="/events/generate",
-        operations={
-            "post": {
-                "summary": "Publish one event",
-                "parameters": [idempotency_key],
-                "security": security,
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref("EventInput")}},
-                },
-                "responses": {
-                    "201": _json("EventRecord", "Kafka acknowledged the enriched event."),
-                    **_errors(400, 401, 413, 415, 503),
-                    **rate_limited,
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/events/batch",
-        operations={
-            "post": {
-                "summary": f"Publish up to {settings.max_batch_events} events",
-                "description": (
-                    "Validation is all-or-nothing: one invalid item gives a 400 listing "
-                    "every bad index and field, and nothing is published. With an "
-                    "Idempotency-Key, identical items are a 422. 503 when Kafka "
-                    "acknowledged none of the events."
-                ),
-                "parameters": [idempotency_key],
-                "security": security,
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref("BatchInput")}},
-                },
-                "responses": {
-                    "201": _json("BatchAccepted", "Every event was acknowledged."),
-                    "207": _json("BatchReport", "Some events were acknowledged, some not."),
-                    **_errors(400, 401, 413, 415, 422, 503),
-                    **rate_limited,
-                },
-            }
-        },
-    )
+    _add_components(spec, settings)
+    spec.path(path="/events/generate", operations={"post": _generate(settings)})
+    spec.path(path="/events/batch", operations={"post": _batch(settings)})
     web.document_ops(
         spec,
         ready={
@@ -137,16 +86,62 @@ def build_spec(settings: ProducerSettings) -> dict[str, Any]:
     return spec.to_dict()
 
 
-DOCS_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>User-activity producer API</title>
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-</head>
-<body>
-  <redoc spec-url="openapi.json"></redoc>
-  <script src="https://cdn.redoc.ly/redoc/v2.1.5/bundles/redoc.standalone.js"></script>
-</body>
-</html>
-"""
+def _add_components(spec: APISpec, settings: ProducerSettings) -> None:
+    input_schema = EventInputSchema(settings.event_types, settings.max_payload_bytes)
+    spec.components.schema("EventInput", schema=input_schema)
+    spec.components.schema("EventRecord", schema=EventRecordSchema)
+    spec.components.schema(
+        "BatchInput",
+        schema=BatchInputSchema(
+            settings.event_types, settings.max_payload_bytes, settings.max_batch_events
+        ),
+    )
+    spec.components.schema("BatchAccepted", schema=BatchAcceptedSchema)
+    spec.components.schema("BatchReport", schema=BatchReportSchema)
+
+
+def _security(settings: ProducerSettings) -> list[dict[str, list[str]]]:
+    return [{"ApiKey": []}] if settings.api_keys else []
+
+
+def _generate(settings: ProducerSettings) -> dict[str, Any]:
+    """The operation object of POST /events/generate."""
+    return {
+        "summary": "Publish one event",
+        "parameters": [IDEMPOTENCY_KEY_PARAMETER],
+        "security": _security(settings),
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("EventInput")}},
+        },
+        "responses": {
+            "201": _json("EventRecord", "Kafka acknowledged the enriched event."),
+            **_errors(400, 401, 413, 415, 503),
+            **quota_responses(settings),
+        },
+    }
+
+
+def _batch(settings: ProducerSettings) -> dict[str, Any]:
+    """The operation object of POST /events/batch."""
+    return {
+        "summary": f"Publish up to {settings.max_batch_events} events",
+        "description": (
+            "Validation is all-or-nothing: one invalid item gives a 400 listing "
+            "every bad index and field, and nothing is published. With an "
+            "Idempotency-Key, identical items are a 422. 503 when Kafka "
+            "acknowledged none of the events."
+        ),
+        "parameters": [IDEMPOTENCY_KEY_PARAMETER],
+        "security": _security(settings),
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("BatchInput")}},
+        },
+        "responses": {
+            "201": _json("BatchAccepted", "Every event was acknowledged."),
+            "207": _json("BatchReport", "Some events were acknowledged, some not."),
+            **_errors(400, 401, 413, 415, 422, 503),
+            **quota_responses(settings),
+        },
+    }

@@ -3,56 +3,39 @@
 `EventPublisher` is the contract the HTTP layer relies on; `KafkaEventPublisher` is the
 real one. Request threads hand records to one shared librdkafka producer and wait for
 their own delivery reports, so concurrent requests fill the same `linger.ms` batches
-instead of each forcing a round trip (no flush per request).
+instead of each forcing a round trip (no flush per request). How each report gets from
+librdkafka's thread back to its request is `producer_service.delivery`'s job.
 """
 
 from __future__ import annotations
 
-import collections
 import functools
-import importlib
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from producer_service.config import ProducerSettings
+from producer_service.delivery import (
+    REASON_BROKER,
+    Delivery,
+    DeliveryReports,
+    GreenletRequests,
+    Pending,
+    Requests,
+    requests_of_this_process,
+)
 from shared.errors import InvalidEvent, Unavailable
-from shared.events import compact_json, json_problem, record_headers
+from shared.events import record_headers
+from shared.json_codec import compact_json, json_problem
 from shared.kafka import AUTHENTICATION_ERRORS, client_config
 
 logger = logging.getLogger(__name__)
-
-# Delivery.reason values; also the `reason` label of the delivery-failure metric.
-REASON_TIMEOUT = "timeout"
-REASON_QUEUE_FULL = "queue_full"
-REASON_BROKER = "broker_error"
-
-
-class Delivery(NamedTuple):
-    """What became of one record: acknowledged (`ok`) with its partition and offset, or
-    not, with a `reason` (one of the REASON_* constants) and a human-readable `error`.
-
-    An immutable value like the frozen dataclasses elsewhere, but a NamedTuple: one is
-    made per record, and a six-field frozen dataclass took 0.94 us to build against
-    0.32 us (a batch of 1,000 builds a thousand, on the GIL, in the delivery poller)."""
-
-    event_id: str
-    partition: int = -1
-    offset: int = -1
-    latency: float | None = None
-    reason: str | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.reason is None
 
 
 @dataclass(frozen=True)
@@ -132,57 +115,6 @@ class EventPublisher(Protocol):
         ...
 
 
-class _Pending:
-    """The delivery reports one `publish` call is waiting for. Settled and read only where
-    requests run (see `_Requests.call_soon`)."""
-
-    __slots__ = ("done", "lock", "remaining", "results", "started")
-
-    def __init__(self, size: int, done: Any) -> None:
-        self.results: list[Delivery | None] = [None] * size
-        self.remaining = size
-        self.lock = threading.Lock()
-        self.done = done
-        self.started = time.perf_counter()
-        if size == 0:
-            self.done.set()
-
-    def settle(self, index: int, delivery: Delivery) -> None:
-        with self.lock:
-            if self.results[index] is not None:
-                return
-            self.results[index] = delivery
-            self.remaining -= 1
-            if self.remaining == 0:
-                self.done.set()
-
-    def snapshot(self) -> list[Delivery | None]:
-        with self.lock:
-            return list(self.results)
-
-
-class _Latch:
-    """A one-shot signal from the thread that settles a call's last delivery to the one
-    request thread waiting for it: a lock taken at birth and released once.
-    `threading.Event` does the same through a Condition (a second lock, a waiter list,
-    `notify_all`); a round trip through this costs ~9 us of CPU here instead of ~15.
-
-    `set` must be called at most once (`_Pending` settles each index once) and `wait`
-    by one thread, once."""
-
-    __slots__ = ("_lock",)
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-
-    def set(self) -> None:
-        self._lock.release()
-
-    def wait(self, timeout: float) -> bool:
-        return self._lock.acquire(timeout=timeout)
-
-
 class _StopFlag:
     """Tells a poller thread to stop. A plain attribute, so it means the same under gevent's
     monkey-patching, where `threading.Event` is a greenlet primitive."""
@@ -191,81 +123,6 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.raised = False
-
-
-class _Requests:
-    """How delivery reports reach the requests waiting for them, in a process whose
-    requests are OS threads (gunicorn `gthread` or `sync` workers, tests).
-
-    librdkafka runs delivery and error callbacks in whichever thread calls `poll()` or
-    `flush()`: normally the poller, a native thread. Here a request thread blocks on a
-    `_Latch`, which the poller may set directly."""
-
-    def new_event(self) -> Any:
-        """A fresh one-shot event for one request to `wait(timeout)` on, `set` once."""
-        return _Latch()
-
-    def start_native(self, target: Callable[[], None], name: str) -> Callable[[], None]:
-        """Run `target` on a new OS thread; returns a function that waits for its end."""
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        thread.start()
-        return thread.join
-
-    def call_soon(self, fn: Callable[..., None], *args: Any) -> None:
-        """Have `fn(*args)` run where requests run; callable from any thread. Here: now."""
-        fn(*args)
-
-    def blocking(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """`fn(*args, **kwargs)`, a call that may block in C for long, without holding up
-        other requests. Here other threads run meanwhile, so it is simply called."""
-        return fn(*args, **kwargs)
-
-
-class _GreenletRequests(_Requests):
-    """The same in a process monkey-patched by gevent (gunicorn's `gevent` worker), whose
-    requests are greenlets of the one OS thread that runs gevent's hub.
-
-    The poller must then be a real OS thread (a patched `threading.Thread` is a greenlet,
-    and `poll()` blocking in C would stall every request), and it must not touch a
-    greenlet primitive. So reports cross over by `loop.run_callback_threadsafe`, gevent's
-    documented way for another thread to have the hub run a function: the function runs
-    in the hub and sets the waiting greenlet's `gevent.event.Event`. One hop carries all
-    the reports of one `poll()`. Calls that block in C (`list_topics`) run in gevent's
-    pool of native threads."""
-
-    def __init__(self, gevent: Any) -> None:
-        self._hub = gevent.get_hub()
-        self._event_class = importlib.import_module("gevent.event").Event
-        self._pool_class = importlib.import_module("gevent.threadpool").ThreadPool
-
-    def new_event(self) -> Any:
-        return self._event_class()
-
-    def start_native(self, target: Callable[[], None], name: str) -> Callable[[], None]:
-        pool = self._pool_class(1)
-        result = pool.spawn(target)
-
-        def join() -> None:
-            result.wait()
-            pool.kill()
-
-        return join
-
-    def call_soon(self, fn: Callable[..., None], *args: Any) -> None:
-        self._hub.loop.run_callback_threadsafe(fn, *args)
-
-    def blocking(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return self._hub.threadpool.apply(fn, args, kwargs)
-
-
-def _requests_of_this_process() -> _Requests:
-    """`_GreenletRequests` when gevent has patched `threading` (its gunicorn worker does
-    so before the app is built), else `_Requests`."""
-    if "gevent" in sys.modules:
-        monkey = importlib.import_module("gevent.monkey")
-        if monkey.is_module_patched("threading"):
-            return _GreenletRequests(sys.modules["gevent"])
-    return _Requests()
 
 
 class KafkaEventPublisher:
@@ -297,9 +154,8 @@ class KafkaEventPublisher:
         self._stopping = _StopFlag()
         self._closed = False
         # Chosen when the first producer starts: by then a gevent worker has patched.
-        self._requests: _Requests = _Requests()
-        # Delivery reports on their way from the thread that served them to the requests.
-        self._reports: collections.deque[tuple[_Pending, int, Delivery]] = collections.deque()
+        self._requests: Requests = Requests()
+        self._reports = DeliveryReports()
         # Which producer the error callbacks speak about, and its fatal error if any.
         self._generation = 0
         self._fatal: str | None = None
@@ -366,7 +222,7 @@ class KafkaEventPublisher:
         self._generation += 1
         self._fatal = None
         if self._pid != os.getpid():
-            self._requests = _requests_of_this_process()
+            self._requests = requests_of_this_process()
         config = self.kafka_config()
         config["error_cb"] = functools.partial(self._client_error, self._generation)
         self._producer = self._new_producer(config)
@@ -376,7 +232,7 @@ class KafkaEventPublisher:
             functools.partial(self._poll_loop, self._producer, self._stopping),
             name="kafka-delivery-poller",
         )
-        greenlets = isinstance(self._requests, _GreenletRequests)
+        greenlets = isinstance(self._requests, GreenletRequests)
         logger.info(
             "kafka producer started",
             extra={
@@ -435,7 +291,7 @@ class KafkaEventPublisher:
         except KafkaException as exc:
             logger.warning("purging the failed producer failed", extra={"reason": str(exc)})
         left = int(producer.flush(1.0))
-        self._forward_reports()
+        self._reports.forward(self._requests)
         logger.warning(
             "kafka producer replaced",
             extra={"reason": why, "undelivered": left, "topic": self._topic},
@@ -444,22 +300,7 @@ class KafkaEventPublisher:
     def _poll_loop(self, producer: Any, stopping: _StopFlag) -> None:
         while not stopping.raised:
             producer.poll(0.05)
-            self._forward_reports()
-
-    def _forward_reports(self) -> None:
-        """Hand the delivery reports that `poll()` or `flush()` collected to the requests
-        waiting for them, all in one hop."""
-        if self._reports:
-            self._requests.call_soon(self._settle_reports)
-
-    def _settle_reports(self) -> None:
-        reports = self._reports
-        while True:
-            try:
-                pending, index, delivery = reports.popleft()
-            except IndexError:
-                return
-            pending.settle(index, delivery)
+            self._reports.forward(self._requests)
 
     def publish(
         self,
@@ -471,9 +312,23 @@ class KafkaEventPublisher:
         encoded = encode_records(records, values)
         producer = self._ensure_producer()
         deadline = time.monotonic() + timeout
-        pending = _Pending(len(records), self._requests.new_event())
+        pending = Pending(len(records), self._requests.new_event())
+        self._hand_over(producer, records, encoded, pending)
+        pending.done.wait(max(0.0, deadline - time.monotonic()))
+        return pending.outcome(records, timeout)
+
+    def _hand_over(
+        self,
+        producer: Any,
+        records: Sequence[Mapping[str, Any]],
+        encoded: Sequence[EncodedRecord],
+        pending: Pending,
+    ) -> None:
+        """Queue every record in `producer`, its delivery report bound for `pending`; a
+        record the producer refuses at once is settled here."""
+        on_delivery = self._reports.on_delivery
         for index, (record, kafka_record) in enumerate(zip(records, encoded, strict=True)):
-            callback = functools.partial(self._on_delivery, pending, index, record["eventId"])
+            callback = functools.partial(on_delivery, pending, index, record["eventId"])
             try:
                 producer.produce(
                     self._topic,
@@ -485,49 +340,13 @@ class KafkaEventPublisher:
             except BufferError:
                 # The local queue is full: Kafka is slower than intake. Back-pressure the
                 # rest of this call rather than block a request thread.
-                for rest in range(index, len(records)):
-                    pending.settle(
-                        rest,
-                        Delivery(
-                            records[rest]["eventId"],
-                            reason=REASON_QUEUE_FULL,
-                            error="the producer's local queue is full",
-                        ),
-                    )
-                break
+                pending.refuse_from(index, records)
+                return
             except KafkaException as exc:
                 pending.settle(
                     index,
                     Delivery(record["eventId"], reason=REASON_BROKER, error=str(exc.args[0])),
                 )
-        pending.done.wait(max(0.0, deadline - time.monotonic()))
-        results = pending.snapshot()
-        return [
-            delivery
-            if delivery is not None
-            else Delivery(
-                record["eventId"],
-                reason=REASON_TIMEOUT,
-                error=f"Kafka did not acknowledge within {timeout * 1000:.0f} ms",
-            )
-            for record, delivery in zip(records, results, strict=True)
-        ]
-
-    def _on_delivery(
-        self, pending: _Pending, index: int, event_id: str, err: KafkaError | None, msg: Message
-    ) -> None:
-        # On the thread that called poll() or flush(), which then calls _forward_reports.
-        if err is None:
-            delivery = Delivery(
-                event_id,
-                partition=_or_unknown(msg.partition()),
-                offset=_or_unknown(msg.offset()),
-                latency=time.perf_counter() - pending.started,
-            )
-        else:
-            reason = REASON_TIMEOUT if err.code() == KafkaError._MSG_TIMED_OUT else REASON_BROKER
-            delivery = Delivery(event_id, reason=reason, error=err.str())
-        self._reports.append((pending, index, delivery))
 
     def ready(self, timeout: float) -> Readiness:
         # A failed producer is reported once; this call also starts its replacement, since
@@ -572,11 +391,7 @@ class KafkaEventPublisher:
         if join_poller is not None:
             join_poller()
         left = int(producer.flush(timeout))
-        self._forward_reports()
+        self._reports.forward(self._requests)
         log = logger.warning if left else logger.info
         log("kafka producer closed", extra={"undelivered": left, "topic": self._topic})
         return left
-
-
-def _or_unknown(value: int | None) -> int:
-    return -1 if value is None else value

@@ -36,9 +36,9 @@ from typing import Any
 from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 
+from producer_service.auth import presented_key
 from producer_service.config import ProducerSettings
 from producer_service.errors import error_response
-from producer_service.events import presented_key
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,11 @@ its connection and security settings from `client_config`, and adds only what it
 needs (acks, group id, timeouts). So a secured cluster is configured once, through
 KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_*, and no client can be left on PLAINTEXT.
 
-Nothing here imports a Kafka client (shared/ has none, see STYLE.md): the builder returns
-a plain dict of librdkafka properties, and `AuthenticationWatch` only reads the
-`name()` and `str()` of the error objects confluent-kafka hands to an `error_cb`.
+Nothing here imports a Kafka client: `shared` holds definitions (the event's shapes,
+settings, this configuration) and talks to no broker, so its tests need no network and
+each service keeps its clients to itself. The builder returns a plain dict of librdkafka
+properties, and `AuthenticationWatch` only reads the `name()` and `str()` of the error
+objects confluent-kafka hands to an `error_cb`.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from flask.typing import ResponseReturnValue
 from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
-from shared.events import compact_json
+from shared.json_codec import compact_json
 from shared.logs import configure_logging, gunicorn_logger_class
 
 logger = logging.getLogger(__name__)

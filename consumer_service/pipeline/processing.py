@@ -19,13 +19,15 @@ from marshmallow import ValidationError
 from shared.errors import InvalidEvent
 from shared.events import (
     EVENT_TYPE_MAX,
-    JSON_HUGE_FLOAT,
-    JSON_TOO_DEEP,
-    MAX_JSON_NESTING,
     TIMESTAMP_PATTERN,
     USER_ID_MAX,
     UUID_PATTERN,
     EventRecordSchema,
+)
+from shared.json_codec import (
+    JSON_HUGE_FLOAT,
+    JSON_TOO_DEEP,
+    MAX_JSON_NESTING,
     compact_json,
     compact_json_scanned,
     json_problem,

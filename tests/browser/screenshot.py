@@ -30,7 +30,8 @@ from confluent_kafka.admin import AdminClient
 from selenium import webdriver
 
 from infra.topics import ensure_topics
-from shared.events import compact_json, record_headers, utc_timestamp
+from shared.events import record_headers, utc_timestamp
+from shared.json_codec import compact_json
 from tests.conftest import DEFAULT_BOOTSTRAP, DEFAULT_REDIS_URL, ROOT
 from tests.integration.producer.test_sigterm import free_port
 

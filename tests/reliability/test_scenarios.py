@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 import requests
 
-from shared.events import HEADER_EVENT_TYPE, HEADER_TIMESTAMP, compact_json, utc_timestamp
+from shared.events import HEADER_EVENT_TYPE, HEADER_TIMESTAMP, utc_timestamp
+from shared.json_codec import compact_json
 from tests.clusterharness import LocalRedisCluster
 from tests.integration.consumer.conftest import Raw, produce
 from tests.integration.producer.conftest import read_topic

@@ -19,7 +19,8 @@ from consumer_service.admin.record import REPLAY_ATTEMPT
 from consumer_service.admin.scan import DlqScan
 from consumer_service.config import ConsumerSettings
 from consumer_service.storage import RedisEventStore
-from shared.events import compact_json, record_headers
+from shared.events import record_headers
+from shared.json_codec import compact_json
 
 from ..consumer.conftest import Raw, WorkerThread, make_record, produce, wait_until, with_
 from .helpers import HOUR_MS, admin, count, dead_letter, letter, now_ms, read_all

@@ -18,7 +18,8 @@ from consumer_service.pipeline.dlq import KafkaDeadLetterQueue
 from consumer_service.pipeline.worker import Worker
 from consumer_service.storage import RedisEventStore
 from shared.config import CommonSettings
-from shared.events import compact_json, record_headers, utc_timestamp
+from shared.events import record_headers, utc_timestamp
+from shared.json_codec import compact_json
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, message: str = "") -> Any:

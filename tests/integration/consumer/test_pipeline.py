@@ -30,7 +30,8 @@ from consumer_service.storage import (
     StoreFenced,
 )
 from shared.errors import Unavailable
-from shared.events import compact_json, record_headers
+from shared.events import record_headers
+from shared.json_codec import compact_json
 
 from .conftest import Raw, WorkerThread, make_record, produce, wait_until, with_
 from .test_worker import committed_total, refuse_dead_letters_over

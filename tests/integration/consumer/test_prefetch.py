@@ -19,7 +19,8 @@ from confluent_kafka import Consumer, Producer
 
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.worker import consumer_config
-from shared.events import compact_json, record_headers
+from shared.events import record_headers
+from shared.json_codec import compact_json
 
 from .conftest import make_record
 

@@ -31,7 +31,7 @@ from consumer_service.pipeline.status import StatusFile
 from consumer_service.pipeline.worker import EXIT_FATAL
 from consumer_service.storage import PageQuery, RedisEventStore
 from shared.errors import Unavailable
-from shared.events import compact_json
+from shared.json_codec import compact_json
 
 from .conftest import Raw, WorkerThread, make_record, produce, wait_until, with_
 

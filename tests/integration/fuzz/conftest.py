@@ -27,7 +27,8 @@ from producer_service import create_app as create_producer_app
 from producer_service.app import publisher_of
 from producer_service.config import ProducerSettings
 from shared.config import CommonSettings
-from shared.events import compact_json, enrich
+from shared.events import enrich
+from shared.json_codec import compact_json
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "100"))
 

@@ -328,7 +328,7 @@ def test_a_record_with_ordinary_floats_is_written_by_orjson_alone(
 ) -> None:
     # The stdlib encoder cost more than the rest of the fast path together; a price or a
     # coordinate must not need it.
-    import shared.events
+    import shared.json_codec
 
     class NoStdlib:
         def encode(self, _value: Any) -> str:
@@ -339,7 +339,7 @@ def test_a_record_with_ordinary_floats_is_written_by_orjson_alone(
               "payload": payload, "schemaVersion": 1}  # fmt: skip
     raw = json.dumps(record).encode()
     want = checked_record(raw)
-    monkeypatch.setattr(shared.events, "_ENCODER", NoStdlib())
+    monkeypatch.setattr(shared.json_codec, "_ENCODER", NoStdlib())
     got = fast_record(orjson.loads(raw))
     assert got is not None and got[1] == want[1]
 

@@ -19,7 +19,7 @@ from consumer_service.pipeline.processing import (
     decide,
     decode_record,
 )
-from shared.events import compact_json
+from shared.json_codec import compact_json
 
 
 def record(**changes: Any) -> dict[str, Any]:

@@ -8,9 +8,10 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from producer_service.publisher import REASON_TIMEOUT, Delivery, Readiness, encode_records
+from producer_service.delivery import REASON_TIMEOUT, Delivery
+from producer_service.publisher import Readiness, encode_records
 from shared.errors import Unavailable
-from shared.events import compact_json
+from shared.json_codec import compact_json
 
 
 class InMemoryEventPublisher:

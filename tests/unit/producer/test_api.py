@@ -14,7 +14,8 @@ from flask.testing import FlaskClient
 from producer_service import create_app
 from producer_service.config import ProducerSettings
 from producer_service.errors import error_response
-from shared.events import MAX_JSON_NESTING, TIMESTAMP_PATTERN, UUID_PATTERN, new_event_id
+from shared.events import TIMESTAMP_PATTERN, UUID_PATTERN, new_event_id
+from shared.json_codec import MAX_JSON_NESTING
 from tests.unit.producer.fakes import InMemoryEventPublisher
 from tests.unit.producer.scrape import sample
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from producer_service.metrics import observe_all
 from producer_service.schemas import BatchInputSchema
-from shared.events import compact_json
+from shared.json_codec import compact_json
 from tests.strategies import EVENT_TYPES, identical, inputs, json_values
 
 SCHEMA = BatchInputSchema(EVENT_TYPES, max_payload_bytes=64, max_events=4)

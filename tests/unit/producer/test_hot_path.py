@@ -16,27 +16,27 @@ import pytest
 
 from producer_service.app import create_app
 from producer_service.config import ProducerSettings
-from producer_service.publisher import _Latch, _Requests
+from producer_service.delivery import Latch, Requests
 from tests.unit.producer.fakes import InMemoryEventPublisher
 
 GUNICORN_CONF = Path(__file__).parents[3] / "producer_service" / "gunicorn.conf.py"
 
 
 def test_latch_wait_times_out_until_set() -> None:
-    latch = _Latch()
+    latch = Latch()
     started = time.monotonic()
     assert latch.wait(0.05) is False
     assert time.monotonic() - started >= 0.04
 
 
 def test_latch_set_before_wait_returns_at_once() -> None:
-    latch = _Latch()
+    latch = Latch()
     latch.set()
     assert latch.wait(5) is True
 
 
 def test_latch_set_by_another_thread_wakes_the_waiter() -> None:
-    latch = _Latch()
+    latch = Latch()
     timer = threading.Timer(0.05, latch.set)
     timer.start()
     started = time.monotonic()
@@ -46,8 +46,8 @@ def test_latch_set_by_another_thread_wakes_the_waiter() -> None:
 
 
 def test_thread_requests_wait_on_a_latch() -> None:
-    # A threading.Event costs a Condition round trip per request (see _Latch).
-    assert isinstance(_Requests().new_event(), _Latch)
+    # A threading.Event costs a Condition round trip per request (see Latch).
+    assert isinstance(Requests().new_event(), Latch)
 
 
 @pytest.fixture

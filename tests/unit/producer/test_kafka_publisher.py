@@ -14,7 +14,8 @@ import pytest
 from confluent_kafka import KafkaError
 
 from producer_service.config import ProducerSettings
-from producer_service.publisher import REASON_BROKER, Delivery, KafkaEventPublisher
+from producer_service.delivery import REASON_BROKER, Delivery
+from producer_service.publisher import KafkaEventPublisher
 from shared.config import CommonSettings
 from shared.events import enrich
 

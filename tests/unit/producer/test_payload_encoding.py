@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-import shared.events
+import shared.json_codec
 from tests.unit.producer.fakes import InMemoryEventPublisher
 
 
@@ -29,7 +29,7 @@ def test_a_batch_of_ordinary_payloads_never_reaches_the_stdlib_encoder(
     client: FlaskClient, fake: InMemoryEventPublisher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events = [{"userId": "u", "eventType": "LOGIN", "payload": p} for p in PAYLOADS]
-    monkeypatch.setattr(shared.events, "_ENCODER", NoStdlib())
+    monkeypatch.setattr(shared.json_codec, "_ENCODER", NoStdlib())
     answer = client.post("/events/batch", json={"events": events})
     assert answer.status_code == 201, answer.get_json()
     assert [r["payload"] for r in fake.records] == PAYLOADS
@@ -38,7 +38,7 @@ def test_a_batch_of_ordinary_payloads_never_reaches_the_stdlib_encoder(
 def test_a_single_event_is_written_by_orjson(
     client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shared.events, "_ENCODER", NoStdlib())
+    monkeypatch.setattr(shared.json_codec, "_ENCODER", NoStdlib())
     answer = client.post(
         "/events/generate", json={"userId": "u", "eventType": "LOGIN", "payload": PAYLOADS[1]}
     )

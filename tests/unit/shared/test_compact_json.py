@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import shared.events
-from shared.events import (
+import shared.json_codec
+from shared.json_codec import (
     JSON_TOO_DEEP,
     MAX_JSON_NESTING,
     ORJSON_MAX_NESTING,
@@ -225,7 +225,7 @@ def test_ordinary_values_are_written_by_orjson_alone(monkeypatch: pytest.MonkeyP
         {"big": 2**64 - 1, "small": -(2**63), "tiny": 1e-4, "huge": 1e300},
     ]
     want = [reference(v) for v in ordinary]
-    monkeypatch.setattr(shared.events, "_ENCODER", NoStdlib())
+    monkeypatch.setattr(shared.json_codec, "_ENCODER", NoStdlib())
     assert [compact_json(v) for v in ordinary] == want
 
 
@@ -246,12 +246,12 @@ def test_an_orjson_that_spells_exponents_otherwise_loses_the_fast_path_only(
 ) -> None:
     # orjson before 3.11.7 wrote 1e16 as `1e16`; the scan does not flag such floats, so
     # the version check is what keeps the stdlib's `1e+16`.
-    import shared.events as events
+    import shared.json_codec as codec
 
     def old_orjson(value: object) -> bytes:
         return json.dumps(value, separators=(",", ":")).replace("e+", "e").encode()
 
-    monkeypatch.setattr(events.orjson, "dumps", old_orjson)
-    monkeypatch.setattr(events, "_ORJSON_SPELLS_AS_STDLIB", False)
-    assert events.compact_json({"n": 1e16}) == b'{"n":1e+16}'
-    assert events.compact_json_scanned({"n": 1e16}, 0) == b'{"n":1e+16}'
+    monkeypatch.setattr(codec.orjson, "dumps", old_orjson)
+    monkeypatch.setattr(codec, "_ORJSON_SPELLS_AS_STDLIB", False)
+    assert codec.compact_json({"n": 1e16}) == b'{"n":1e+16}'
+    assert codec.compact_json_scanned({"n": 1e16}, 0) == b'{"n":1e+16}'

@@ -10,20 +10,22 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from shared.events import (
-    MAX_JSON_NESTING,
     TIMESTAMP_PATTERN,
     EventInputSchema,
     EventRecordSchema,
-    compact_json,
     enrich,
     enrich_batch,
-    json_problem,
-    nesting_exceeds,
     new_event_id,
-    parse_json,
     random_event_ids,
     record_json,
     utc_timestamp,
+)
+from shared.json_codec import (
+    MAX_JSON_NESTING,
+    compact_json,
+    json_problem,
+    nesting_exceeds,
+    parse_json,
 )
 from tests.strategies import (
     EVENT_TYPES,

@@ -21,10 +21,10 @@ from shared.events import (
     SCHEMA_VERSION,
     EventInputSchema,
     StoredEventSchema,
-    compact_json,
     enrich,
     record_headers,
 )
+from shared.json_codec import compact_json
 from tests.strategies import EVENT_TYPES, identical, inputs, payloads
 
 INPUT_SCHEMA = EventInputSchema(EVENT_TYPES)
