@@ -37,6 +37,7 @@ from shared.logs import configure_logging
 
 if TYPE_CHECKING:
     from consumer_service.pipeline.worker import Worker
+    from consumer_service.storage import EventStore
 
 log = logging.getLogger("consumer_service")
 
@@ -121,46 +122,14 @@ def _sleep_unless(worker: Worker, seconds: float) -> None:
         time.sleep(0.05)
 
 
-def main() -> int:
-    try:
-        settings = ConsumerSettings.from_env()
-    except ConfigError as exc:
-        error = {"error": {"type": "config_error", "message": str(exc)}}
-        print(json.dumps(error), file=sys.stderr)
-        return EXIT_CONFIG
-    configure_logging(settings.common.log_level, service="consumer")
-    run_dir, made_run_dir = _prepare_run_dir()
-    status_path = run_dir / "worker-status.json"
-    os.environ["CONSUMER_STATUS_FILE"] = str(status_path)
+def _start_signal_thread(worker: Worker, api: subprocess.Popen[bytes] | None) -> None:
+    """Take SIGINT and SIGTERM on a thread of their own: the first one asks the worker to
+    stop, a second SIGINT exits at once (status 1), the API child with it.
 
-    # Imported only now: prometheus_client picks its multiprocess mode at import.
-    from consumer_service.pipeline.dlq import KafkaDeadLetterQueue
-    from consumer_service.pipeline.status import StatusFile
-    from consumer_service.pipeline.worker import EXIT_FATAL, EXIT_OK, Worker
-    from consumer_service.storage import check_durability, open_store
-
-    log.info("consumer starting", extra={"settings": redacted(settings), "pid": os.getpid()})
-    store = open_store(settings, timeout_seconds=settings.redis_timeout_seconds, writer=True)
-    if not check_durability(store, settings.require_durable_redis):
-        store.close()
-        if made_run_dir:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        return EXIT_CONFIG
-    dlq = KafkaDeadLetterQueue(
-        settings.common,
-        settings.dlq_topic,
-        settings.consumer_group,
-        settings.dlq_flush_timeout_seconds,
-    )
-    worker = Worker(settings, store, dlq, status_file=StatusFile(status_path))
-    api = _start_api() if settings.api_enabled else None
-    api_died = threading.Event()
-
-    # Signals are taken by a thread of their own with sigwait(), not by a handler on the
-    # main thread: the main thread spends its time inside librdkafka calls that do not
-    # return to Python for up to the poll timeout (or far longer in a stuck close()), and
-    # a second Ctrl-C must work even then. Blocked only after the API child started, so
-    # it does not inherit the mask.
+    With sigwait(), not a handler on the main thread: the main thread spends its time
+    inside librdkafka calls that do not return to Python for up to the poll timeout (or
+    far longer in a stuck close()), and a second Ctrl-C must work even then. Call it only
+    after the API child started, so the child does not inherit the blocked mask."""
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
 
@@ -178,17 +147,51 @@ def main() -> int:
 
     threading.Thread(target=take_signals, name="signals", daemon=True).start()
 
-    def watch_api() -> None:
-        assert api is not None
+
+def _watch_api(api: subprocess.Popen[bytes], worker: Worker) -> threading.Event:
+    """Stop the worker when the API child exits on its own; the returned event is set
+    then (the replica exits 1 rather than keep a worker that cannot be inspected)."""
+    api_died = threading.Event()
+
+    def watch() -> None:
         status = api.wait()
         if not worker.stopping:
             log.error("the read API exited; stopping the worker", extra={"exit_code": status})
             api_died.set()
             worker.request_stop()
 
-    if api is not None:
-        threading.Thread(target=watch_api, name="api-watch", daemon=True).start()
+    threading.Thread(target=watch, name="api-watch", daemon=True).start()
+    return api_died
 
+
+def _stop_api(api: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the API child unless it is gone; SIGKILL after 10 s."""
+    if api.poll() is None:
+        api.terminate()
+        try:
+            api.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            api.kill()
+            api.wait()
+
+
+def _serve(settings: ConsumerSettings, store: EventStore, status_path: Path) -> int:
+    """Run the worker (and the API child) until stopped; the exit code."""
+    # Imported only now: prometheus_client picks its multiprocess mode at import.
+    from consumer_service.pipeline.dlq import KafkaDeadLetterQueue
+    from consumer_service.pipeline.status import StatusFile
+    from consumer_service.pipeline.worker import EXIT_FATAL, EXIT_OK, Worker
+
+    dlq = KafkaDeadLetterQueue(
+        settings.common,
+        settings.dlq_topic,
+        settings.consumer_group,
+        settings.dlq_flush_timeout_seconds,
+    )
+    worker = Worker(settings, store, dlq, status_file=StatusFile(status_path))
+    api = _start_api() if settings.api_enabled else None
+    _start_signal_thread(worker, api)
+    api_died = _watch_api(api, worker) if api is not None else None
     try:
         code = worker.run() if ensure_dlq(settings, worker) else EXIT_OK
     except ConfigError as exc:  # KafkaAuthenticationFailed
@@ -196,19 +199,37 @@ def main() -> int:
         worker.set_state("failed", str(exc))
         dlq.close()
         code = EXIT_CONFIG
-    if api is not None and api.poll() is None:
-        api.terminate()
-        try:
-            api.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            api.kill()
-            api.wait()
+    if api is not None:
+        _stop_api(api)
+    if api_died is not None and api_died.is_set() and code == EXIT_OK:
+        code = EXIT_FATAL
+    return code
+
+
+def main() -> int:
+    try:
+        settings = ConsumerSettings.from_env()
+    except ConfigError as exc:
+        error = {"error": {"type": "config_error", "message": str(exc)}}
+        print(json.dumps(error), file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.common.log_level, service="consumer")
+    run_dir, made_run_dir = _prepare_run_dir()
+    status_path = run_dir / "worker-status.json"
+    os.environ["CONSUMER_STATUS_FILE"] = str(status_path)
+
+    # Imported only now: prometheus_client picks its multiprocess mode at import.
+    from consumer_service.storage import check_durability, open_store
+
+    log.info("consumer starting", extra={"settings": redacted(settings), "pid": os.getpid()})
+    store = open_store(settings, timeout_seconds=settings.redis_timeout_seconds, writer=True)
+    durable = check_durability(store, settings.require_durable_redis)
+    code = _serve(settings, store, status_path) if durable else EXIT_CONFIG
     store.close()
     if made_run_dir:
         shutil.rmtree(run_dir, ignore_errors=True)
-    if api_died.is_set() and code == 0:
-        code = EXIT_FATAL
-    log.info("consumer exited", extra={"exit_code": code})
+    if durable:
+        log.info("consumer exited", extra={"exit_code": code})
     return code
 
 

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, str | bytes | None]]
 OriginalHeaders = tuple[tuple[str, bytes], ...]
+# What confluent-kafka's Message.headers() returns.
+RawHeaders = Mapping[str, str | bytes | None] | Sequence[tuple[str, str | bytes | None]]
 
 
 # Broker verdicts on one record that no retry can change: the record (or the DLQ topic's
@@ -65,6 +67,14 @@ class DeadLetter:
     topic: str
     partition: int
     offset: int
+
+
+def normalise_headers(raw: RawHeaders | None) -> OriginalHeaders:
+    """A consumed record's headers as `DeadLetter.headers` holds them: `(name, bytes)`
+    pairs in their order, whether confluent-kafka gave a list or a dict; a str value is
+    UTF-8 encoded, a missing value (None) becomes empty bytes, no headers an empty tuple."""
+    items = raw.items() if isinstance(raw, Mapping) else (raw or ())
+    return tuple((k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in items)
 
 
 def dlq_headers(letter: DeadLetter, group: str) -> Headers:

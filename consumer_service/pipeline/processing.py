@@ -10,6 +10,7 @@ import json
 import math
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,8 +36,8 @@ from shared.json_codec import (
     scan_json,
 )
 
-# `processing_error` is the worker's safety net: a record whose decision raised something
-# this module did not foresee (see Worker._decide).
+# `processing_error` is the safety net: a record whose decision raised something this
+# module did not foresee (see `decide_safely`).
 PoisonReason = Literal["too_large", "not_json", "invalid_schema", "processing_error"]
 
 # Deepest nesting of objects and arrays a record may have. Python's json parses and
@@ -262,13 +263,38 @@ def checked_record(value: bytes) -> tuple[dict[str, Any], bytes]:
 
 def decide(value: bytes | None, partition: int, offset: int, max_bytes: int) -> Decision:
     """Accepted when the record is a valid event that can be stored, Rejected with the
-    reason otherwise. Raises only on a bug in these rules (the worker dead-letters the
-    record as `processing_error` then)."""
+    reason otherwise. Raises only on a bug in these rules (`decide_safely` turns that
+    into a `processing_error` rejection)."""
     try:
         record, encoded = decode_record(value, max_bytes)
         return Accepted(record, partition, offset, encoded)
     except InvalidRecord as exc:
         return Rejected(exc.reason, str(exc), partition, offset)
+
+
+def decide_safely(
+    value: bytes | None,
+    partition: int,
+    offset: int,
+    max_bytes: int,
+    on_error: Callable[[Exception, int, int], None] | None = None,
+) -> Decision:
+    """`decide`, with the safety net: never raises an Exception. A record whose decision
+    raises anything is Rejected as `processing_error` (the exception's repr as the
+    message), after `on_error(exception, partition, offset)` was called (the worker logs
+    the traceback there). Without the net, one such record would crash every replica that
+    takes its partition, over and over, and stop the partition for good."""
+    try:
+        return decide(value, partition, offset, max_bytes)
+    except Exception as exc:
+        if on_error is not None:
+            on_error(exc, partition, offset)
+        return Rejected(
+            "processing_error",
+            safe_text(f"Unexpected error while processing the record: {exc!r}"),
+            partition,
+            offset,
+        )
 
 
 class PoisonWindow:

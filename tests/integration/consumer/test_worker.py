@@ -26,7 +26,7 @@ from confluent_kafka.admin import (
 from prometheus_client import REGISTRY
 
 from consumer_service.config import ConsumerSettings
-from consumer_service.pipeline import worker as worker_module
+from consumer_service.pipeline import processing
 from consumer_service.pipeline.status import StatusFile
 from consumer_service.pipeline.worker import EXIT_FATAL
 from consumer_service.storage import PageQuery, RedisEventStore
@@ -372,14 +372,14 @@ def test_a_record_whose_decision_raises_is_dead_lettered_as_processing_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The safety net of finding 1: a bug in the rules costs one record, not the worker.
-    real_decide = worker_module.decide
+    real_decide = processing.decide
 
     def buggy_decide(value: bytes | None, *args: Any) -> Any:
         if value == b'{"trigger": "\\ud800"}':
             raise KeyError("\ud800 a bug")  # even its message is not UTF-8
         return real_decide(value, *args)
 
-    monkeypatch.setattr(worker_module, "decide", buggy_decide)
+    monkeypatch.setattr(processing, "decide", buggy_decide)
     store = make_store(settings)
     good = [make_record("user-r"), make_record("user-r")]
     produce(

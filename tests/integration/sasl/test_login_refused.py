@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, ScramMechanism, UserScramCredentialDeletion
 
-import consumer_service.pipeline.worker as worker_module
+import consumer_service.pipeline.login as login_module
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.dlq import KafkaDeadLetterQueue
 from consumer_service.pipeline.status import StatusFile, WorkerStatus
@@ -205,7 +205,7 @@ def test_a_short_refusal_on_a_quiet_topic_ends_after_a_quiet_spell(
 ) -> None:
     # No record and no rebalance will say the login works again: the session (45 s) is
     # not over when the credential is back. Only the quiet spell can end the back-off.
-    monkeypatch.setattr(worker_module, "LOGIN_QUIET_SECONDS", 4.0)
+    monkeypatch.setattr(login_module, "LOGIN_QUIET_SECONDS", 4.0)
     with running_worker(
         sasl_common, sasl_topic, scram_user, kafka_bootstrap, redis_url, redis_prefix,
         tmp_path, session_timeout_ms=45_000,

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from consumer_service.pipeline.dlq import DeadLetter, dlq_headers
+from consumer_service.pipeline import processing
+from consumer_service.pipeline.dlq import DeadLetter, dlq_headers, normalise_headers
 from consumer_service.pipeline.processing import (
     MAX_NESTING,
     Accepted,
@@ -17,6 +18,7 @@ from consumer_service.pipeline.processing import (
     Rejected,
     backoff_delay,
     decide,
+    decide_safely,
     decode_record,
 )
 from shared.json_codec import compact_json
@@ -281,3 +283,43 @@ def test_ids_and_timestamps_must_match_their_pattern_whole(changes: dict[str, st
     decision = decide(compact_json(record(**changes)), 0, 0, 65536)
     assert isinstance(decision, Rejected)
     assert decision.reason == "invalid_schema"
+
+
+def test_decide_safely_decides_as_decide_does() -> None:
+    value = compact_json(record())
+    assert decide_safely(value, 1, 2, 4096) == decide(value, 1, 2, 4096)
+    assert decide_safely(b"nope", 1, 2, 4096) == decide(b"nope", 1, 2, 4096)
+
+
+def test_a_record_whose_decision_raises_is_a_processing_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def buggy(*_: Any) -> Any:
+        raise KeyError("\ud800 a bug")  # even its message is not UTF-8
+
+    monkeypatch.setattr(processing, "decide", buggy)
+    seen: list[tuple[Exception, int, int]] = []
+    decision = decide_safely(b"{}", 4, 7, 4096, lambda exc, p, o: seen.append((exc, p, o)))
+    assert isinstance(decision, Rejected)
+    assert (decision.reason, decision.partition, decision.offset) == ("processing_error", 4, 7)
+    assert "KeyError" in decision.message
+    decision.message.encode("utf-8")  # UTF-8 can carry it
+    assert [(type(exc), p, o) for exc, p, o in seen] == [(KeyError, 4, 7)]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, ()),
+        ([], ()),
+        (
+            [("a", b"1"), ("b", "2"), ("c", None), ("a", b"3")],
+            (("a", b"1"), ("b", b"2"), ("c", b""), ("a", b"3")),
+        ),
+        ({"a": b"1", "b": "2", "c": None}, (("a", b"1"), ("b", b"2"), ("c", b""))),
+    ],
+)
+def test_consumed_headers_are_normalised_to_bytes_in_order(
+    raw: Any, expected: tuple[tuple[str, bytes], ...]
+) -> None:
+    assert normalise_headers(raw) == expected
