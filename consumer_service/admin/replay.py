@@ -28,7 +28,7 @@ from confluent_kafka.admin import AdminClient
 
 from consumer_service.admin.kafka import existing_topic, kafka_config
 from consumer_service.admin.record import REPLAY_ATTEMPT, DeadLetterRecord
-from consumer_service.pipeline.processing import Decision, Rejected, decide, safe_text
+from consumer_service.pipeline.processing import Decision, Rejected, decide_safely
 from shared.config import CommonSettings
 from shared.kafka import AuthenticationWatch
 
@@ -61,19 +61,11 @@ class ReplayReport:
 
 
 def check(rec: DeadLetterRecord, max_bytes: int) -> Decision:
-    """The consumer's verdict on the record today, with the worker's safety net: rules
+    """The consumer's verdict on the record today, with the worker's own safety net: rules
     that raise mean `processing_error`, as they would in the worker."""
     partition = rec.source_partition if rec.source_partition is not None else rec.partition
     offset = rec.source_offset if rec.source_offset is not None else rec.offset
-    try:
-        return decide(rec.value, partition, offset, max_bytes)
-    except Exception as exc:
-        return Rejected(
-            "processing_error",
-            safe_text(f"Unexpected error while processing the record: {exc!r}"),
-            partition,
-            offset,
-        )
+    return decide_safely(rec.value, partition, offset, max_bytes)
 
 
 class Republisher:

@@ -15,15 +15,11 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumer_service.admin.kafka import existing_topic, kafka_config
-from consumer_service.admin.record import DeadLetterRecord, Headers
+from consumer_service.admin.record import DeadLetterRecord
+from consumer_service.pipeline.dlq import normalise_headers
 from shared.config import CommonSettings
 from shared.errors import Unavailable
 from shared.kafka import AuthenticationWatch, describe
-
-
-def _headers_of(raw: Any) -> Headers:
-    items = raw.items() if isinstance(raw, dict) else (raw or [])
-    return tuple((k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in items)
 
 
 class DlqScan:
@@ -176,7 +172,7 @@ class DlqScan:
             timestamp_ms=ts if ts_type != 0 and ts >= 0 else None,
             key=key.encode() if isinstance(key, str) else key,
             value=msg.value(),
-            headers=_headers_of(msg.headers()),
+            headers=normalise_headers(msg.headers()),
         )
         if offset >= pending[p][1] - 1:
             self._done(pending, p)
