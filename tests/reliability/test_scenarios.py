@@ -1,7 +1,7 @@
-"""The seven reliability scenarios of issue 7: faults injected into real processes under
+"""The seven reliability scenarios: faults injected into real processes under
 traffic; afterwards every 201 must be stored exactly once, in per-user order.
 
-Those whose faults reach the store also run against a Redis Cluster (issue 10): consumer
+Those whose faults reach the store also run against a Redis Cluster: consumer
 replicas killed (redelivery meets the cluster's claims), duplicates (dedup across slots),
 and Redis killed, which on a cluster is a shard killed and AOF-restarted. Plus a master
 killed mid-stream and its replica promoted, without and with WAIT, whose loss is

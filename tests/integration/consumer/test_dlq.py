@@ -53,7 +53,7 @@ def test_a_full_queue_waits_for_room_and_every_letter_lands(settings: ConsumerSe
 
 
 def test_a_queue_that_stays_full_is_unavailable_after_the_flush_timeout() -> None:
-    # Finding 6: the second BufferError (queue still full after one flush, because the
+    # The second BufferError (queue still full after one flush, because the
     # broker is away) used to escape send() and kill the worker.
     # Queued records outlive the flush timeout, so a flush cannot make room either.
     config = {**TINY_QUEUE, "message.timeout.ms": 60_000}

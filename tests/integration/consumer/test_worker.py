@@ -201,7 +201,7 @@ def test_records_of_the_original_service_are_all_stored_as_version_1(
     start_worker: StartWorker,
     make_store: Callable[..., RedisEventStore],
 ) -> None:
-    # Issue 7, item 7: each of these used to be dead-lettered as invalid_schema, and a
+    # Each of these used to be dead-lettered as invalid_schema, and a
     # topic of them tripped the poison guard (exit 3) on every restart.
     assert (settings.poison_window, settings.poison_max_share) == (200, 0.5)  # the defaults
     store = make_store(settings)
@@ -325,7 +325,7 @@ def test_records_that_break_the_parser_or_the_encoder_are_dead_lettered_not_fata
     start_worker: StartWorker,
     make_store: Callable[..., RedisEventStore],
 ) -> None:
-    # Finding 1: a deep-nested record used to kill run() with RecursionError before any
+    # A deep-nested record used to kill run() with RecursionError before any
     # commit, so every replica taking the partition crashed on it in turn.
     store = make_store(settings)
     key = b"user-q"  # one partition, the bad records between good ones
@@ -371,7 +371,7 @@ def test_a_record_whose_decision_raises_is_dead_lettered_as_processing_error(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The safety net of finding 1: a bug in the rules costs one record, not the worker.
+    # The safety net: a bug in the rules costs one record, not the worker.
     real_decide = processing.decide
 
     def buggy_decide(value: bytes | None, *args: Any) -> Any:
@@ -417,7 +417,7 @@ def test_an_unexpected_exception_stops_the_worker_as_failed_with_a_traceback(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # Finding 5: it used to close with exit code 0 and status "stopped".
+    # It used to close with exit code 0 and status "stopped".
     caplog.set_level(logging.INFO, logger="consumer_service.pipeline.worker")
     store = FailingStore.from_url(redis_url, settings.redis_prefix, 60)
     status = StatusFile(tmp_path / "status.json")
@@ -454,7 +454,7 @@ def test_a_dead_letter_the_dlq_topic_refuses_for_good_stops_the_worker(
     make_store: Callable[..., RedisEventStore],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # Finding 6: a broker-side permanent refusal used to be retried forever, silently.
+    # A broker-side permanent refusal used to be retried forever, silently.
     refuse_dead_letters_over(settings, 1000)
     store = make_store(settings)
     produce(

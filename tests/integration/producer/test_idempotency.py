@@ -1,6 +1,5 @@
 """Idempotency-Key retries against a real broker, and through a real consumer into Redis:
-every event answered 201 is stored once, however its retries are split or ordered
-(issue 7, items 1 and 2)."""
+every event answered 201 is stored once, however its retries are split or ordered."""
 
 from __future__ import annotations
 

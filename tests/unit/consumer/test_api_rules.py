@@ -43,7 +43,7 @@ def test_query_defaults_and_normalised_timestamps() -> None:
         {"until": "soon"},
         {"eventType": "x" * 65},
         {"page": "2"},
-        # An empty value means nothing for any parameter (issue 7, item 8).
+        # An empty value means nothing for any parameter.
         {"limit": ""},
         {"cursor": ""},
         {"userId": ""},

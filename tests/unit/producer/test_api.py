@@ -289,7 +289,7 @@ def test_idempotency_key_gives_the_same_event_id(client: FlaskClient) -> None:
 def test_reused_key_with_a_different_event_is_a_new_event(
     client: FlaskClient, fake: InMemoryEventPublisher
 ) -> None:
-    # Issue 7, item 2: the LOGOUT used to get the LOGIN's id, and the consumer dropped it.
+    # The LOGOUT used to get the LOGIN's id, and the consumer dropped it.
     login = {"userId": "u", "eventType": "LOGIN", "payload": {}}
     logout = {"userId": "u", "eventType": "LOGOUT", "payload": {}}
     first = post(client, "/events/generate", login, **{"Idempotency-Key": "K2"})
@@ -339,7 +339,7 @@ def keyed(client: FlaskClient, events: list[dict[str, Any]], key: str = "K") -> 
 def test_batch_retry_of_any_subset_in_any_order_keeps_each_events_id(
     client: FlaskClient, fake: InMemoryEventPublisher
 ) -> None:
-    # Issue 7, item 1: [e1] alone under K used to get e0's id.
+    # [e1] alone under K used to get e0's id.
     e0, e1, e2 = batch_of(3)["events"]
     first = keyed(client, [e0, e1, e2])
     assert len(set(first)) == 3

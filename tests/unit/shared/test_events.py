@@ -145,7 +145,7 @@ def test_keyed_batch_ids_depend_on_each_item_never_on_its_position() -> None:
     assert ids(enrich_batch(EVENTS, idempotency_key="import-7")) == first
     assert first == [new_event_id(e, "import-7") for e in EVENTS]
     assert len(set(first)) == 3
-    # A retry of any subset, in any order, keeps each event's id (issue 7, item 1).
+    # A retry of any subset, in any order, keeps each event's id.
     assert ids(enrich_batch([EVENTS[1]], idempotency_key="import-7")) == [first[1]]
     assert ids(enrich_batch([EVENTS[2], EVENTS[0]], idempotency_key="import-7")) == [
         first[2],
@@ -252,7 +252,7 @@ def test_timestamps_have_four_digit_years_so_they_sort_as_instants() -> None:
     assert utc_timestamp(datetime(999, 1, 1, tzinfo=UTC)) < utc_timestamp(datetime(2026, 1, 1))
 
 
-# --- The fast paths of issue 8: each must give exactly what the slow path gives. ---
+# --- The fast paths: each must give exactly what the slow path gives. ---
 
 _PROPERTY = settings(
     max_examples=600,
