@@ -44,6 +44,7 @@ from typing import Any, cast
 import redis
 
 from bench.common import percentile, progress
+from consumer_service.storage.keys import KeyLayout
 
 BODY = (
     '{{"userId":"user-{u}","eventType":"PRODUCT_VIEW",'
@@ -222,7 +223,8 @@ class _Stop:
 def watch_redis(url: str, prefix: str, pause_ms: float) -> dict[str, Any]:
     stop = _Stop()
     client = redis.Redis.from_url(url)
-    index = f"{prefix}:index"
+    keys = KeyLayout(prefix)
+    index = keys.index
     cursor = 0
     seen: dict[str, list[Any]] = {}
     polls = 0
@@ -234,7 +236,7 @@ def watch_redis(url: str, prefix: str, pause_ms: float) -> dict[str, Any]:
             time.sleep(pause_ms / 1000)
             continue
         ids = [member.decode() for member, _ in cast("list[tuple[bytes, float]]", rows)]
-        bodies = client.mget([f"{prefix}:event:{i}" for i in ids])
+        bodies = client.mget([keys.event(i) for i in ids])
         for event_id, body in zip(ids, bodies, strict=True):
             event = json.loads(body) if body else {}
             seen[event_id] = [now, event.get("timestamp"), event.get("processedAt")]

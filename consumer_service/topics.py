@@ -64,7 +64,7 @@ def metadata(
 
 class TopicMissing(PipelineError):
     """The broker answered, but holds no usable topic of that name (none at all, one it
-    reports an error for, or one without partitions yet). Its message says which."""
+    reports an error for, or, where the caller needs them, one without partitions yet)."""
 
     def __init__(self, topic: str) -> None:
         super().__init__(f"topic {topic} is not available")
@@ -77,14 +77,17 @@ def topic_metadata(
     watch: AuthenticationWatch,
     timeout: float,
     topic: str,
+    *,
+    need_partitions: bool = False,
 ) -> TopicMetadata:
     """The metadata of `topic`, asked for as `metadata` does (same arguments, same
     KafkaAuthenticationFailed and KafkaException). Raises TopicMissing when the broker
-    answered without a usable `topic`: the broker does not auto-create topics, so every
-    caller must say so instead of working on nothing."""
+    answered without `topic` (the broker does not auto-create topics, so every caller
+    must say so instead of working on nothing), and with `need_partitions` also when the
+    topic has none yet (it is still being created): a reader that assigns them needs them."""
     cluster = metadata(client, connection, watch, timeout, topic)
     found: TopicMetadata | None = cluster.topics.get(topic)
-    if found is None or found.error is not None or not found.partitions:
+    if found is None or found.error is not None or (need_partitions and not found.partitions):
         raise TopicMissing(topic)
     return found
 

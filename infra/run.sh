@@ -6,7 +6,8 @@
 # Ctrl-C stops what this script started; Kafka or Redis that were already running stay up.
 #
 # The services use KAFKA_BOOTSTRAP_SERVERS and REDIS_URL when they are set, else the local
-# stack's ports (LOCAL_KAFKA_PORT, default 9092; LOCAL_REDIS_PORT, default 6379). A local
+# stack's ports (LOCAL_KAFKA_PORT, default 9092; LOCAL_REDIS_PORT, default 6379); the
+# producer gets REDIS_URL only when it is set, as it then keeps its quota in Redis. A local
 # broker or Redis is started only for a local address (127.0.0.1 or localhost on those
 # ports, or on the broker's SASL port); any other address must already answer.
 set -euo pipefail
@@ -20,7 +21,9 @@ KAFKA_PORT=${LOCAL_KAFKA_PORT:-9092}
 KAFKA_SASL_PORT=${LOCAL_KAFKA_SASL_PORT-$((KAFKA_PORT + 2))}
 REDIS_PORT=${LOCAL_REDIS_PORT:-6379}
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}
-export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
+# Not exported: the consumer is given it below. The producer sees REDIS_URL only when the
+# caller set it, since a set REDIS_URL is what moves its quota counters into Redis.
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
 t0=$SECONDS
 
 started=()
@@ -92,7 +95,7 @@ fi
 prefix() { trap '' INT; exec sed -u "s/^/[$1] /"; }
 setsid "$BIN/producer-service" > >(prefix producer) 2>&1 &
 pids+=($!)
-setsid "$BIN/consumer-service" > >(prefix consumer) 2>&1 &
+REDIS_URL=$REDIS_URL setsid "$BIN/consumer-service" > >(prefix consumer) 2>&1 &
 pids+=($!)
 consumer_pid=$!
 

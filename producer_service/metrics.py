@@ -90,7 +90,7 @@ def observe_deliveries(deliveries: Iterable[Delivery], event_types: Iterable[str
         _child(_FAILED, DELIVERY_FAILURES, reason).inc(count)
 
 
-# Event types come from the settings and reasons from publisher.REASON_*: both bounded.
+# Event types come from the settings and reasons from delivery.REASON_*: both bounded.
 _PUBLISHED: dict[str, Counter] = {}
 _FAILED: dict[str, Counter] = {}
 

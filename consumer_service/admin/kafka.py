@@ -43,12 +43,15 @@ def existing_topic(
     topic: str,
     *,
     missing: str,
+    need_partitions: bool = False,
 ) -> TopicMetadata:
     """`topic_metadata` in the tool's terms: raises AdminError(`missing`) when the topic
     is not there, Unavailable when Kafka does not answer in time, and
     KafkaAuthenticationFailed (at once) when it refuses the credentials."""
     try:
-        return topic_metadata(client, connection, watch, timeout, topic)
+        return topic_metadata(
+            client, connection, watch, timeout, topic, need_partitions=need_partitions
+        )
     except TopicMissing:
         raise AdminError(missing) from None
     except KafkaException as exc:

@@ -69,6 +69,7 @@ class DlqScan:
                 self._timeout,
                 self._topic,
                 missing=f"the dead-letter topic {self._topic} does not exist",
+                need_partitions=True,
             )
             partitions = sorted(meta.partitions)
             ranges = self._watermarks(consumer, partitions)

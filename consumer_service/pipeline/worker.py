@@ -162,7 +162,7 @@ class Worker:
         self._open()
         # Anything that leaves the loop other than a requested stop is a failure, including
         # what no except clause names: the status must say "failed", never "stopped".
-        code = EXIT_FATAL
+        code, detail = EXIT_FATAL, None
         try:
             # "running" once the group has answered with this member's first assignment
             # (Rebalance.on_assign): ready means events are being consumed, not just polled.
@@ -170,11 +170,11 @@ class Worker:
             while not self._stop.is_set() and self._fatal is None:
                 if not self._turn():
                     break  # stopping while Redis/DLQ were down: nothing committed
-            code = self._loop_ended()
+            code, detail = self._loop_ended()
         except Exception as exc:
-            code, self._health.detail = _failure(exc, self._settings)
+            code, detail = _failure(exc, self._settings)
         finally:
-            self._close(code)
+            self._close(code, detail)
         return code
 
     # -- the loop ------------------------------------------------------------------
@@ -332,16 +332,16 @@ class Worker:
             # Broker connection trouble: librdkafka reconnects by itself.
             log.warning("Kafka client error", extra={"error": str(err)})
 
-    def _loop_ended(self) -> int:
-        """The loop ended without an exception: a requested stop, or a fatal error."""
+    def _loop_ended(self) -> tuple[int, str | None]:
+        """The loop ended without an exception: a requested stop, or a fatal error. The
+        exit code, and the detail to publish with it (None: keep the current one)."""
         if self._fatal is None:
-            return EXIT_OK
+            return EXIT_OK, None
         log.error("fatal Kafka error, stopping", extra={"error": self._fatal})
-        self._health.detail = self._fatal
-        return EXIT_FATAL
+        return EXIT_FATAL, self._fatal
 
-    def _close(self, code: int) -> None:
-        self.set_state("stopping", self._health.detail)
+    def _close(self, code: int, detail: str | None) -> None:
+        self.set_state("stopping", self._health.detail if detail is None else detail)
         if self._consumer is not None:
             try:
                 # What is durable, the stores in flight included once they answered, is

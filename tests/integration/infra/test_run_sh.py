@@ -34,7 +34,7 @@ with open(os.environ["CALLS"], "a") as calls:
 # Records the addresses, then exits after a second (run.sh then stops, status 1): enough
 # for both fakes to write their line before run.sh stops the other one.
 SERVICE_FAKE = """#!/bin/sh
-echo "$(basename "$0") $KAFKA_BOOTSTRAP_SERVERS $REDIS_URL" >>"$CALLS"
+echo "$(basename "$0") $KAFKA_BOOTSTRAP_SERVERS ${REDIS_URL-unset}" >>"$CALLS"
 sleep 1
 """
 REDIS_CLI_STUB = """#!/bin/sh
@@ -105,7 +105,8 @@ def test_the_local_ports_reach_the_services(tmp_path: Path) -> None:
     assert run.called("topics.py") == ["topics.py 127.0.0.1:19192"]
     assert sorted(run.called("producer") + run.called("consumer")) == [
         "consumer-service 127.0.0.1:19192 redis://127.0.0.1:16390/0",
-        "producer-service 127.0.0.1:19192 redis://127.0.0.1:16390/0",
+        # The producer's quota moves into Redis only when the caller sets REDIS_URL.
+        "producer-service 127.0.0.1:19192 unset",
     ]
 
 
@@ -116,7 +117,7 @@ def test_by_default_the_services_use_the_local_stack(tmp_path: Path) -> None:
     assert len(run.called("redis.sh start")) == 1
     assert sorted(run.called("producer") + run.called("consumer")) == [
         "consumer-service 127.0.0.1:9092 redis://127.0.0.1:6379/0",
-        "producer-service 127.0.0.1:9092 redis://127.0.0.1:6379/0",
+        "producer-service 127.0.0.1:9092 unset",
     ]
 
 

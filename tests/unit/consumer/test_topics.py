@@ -24,8 +24,11 @@ class AnsweringClient:
         return 0
 
 
-def ask(topics: dict[str, Any]) -> Any:
-    return topic_metadata(AnsweringClient(topics), "127.0.0.1:1", AuthenticationWatch(), 1.0, "t")
+def ask(topics: dict[str, Any], *, need_partitions: bool = False) -> Any:
+    client = AnsweringClient(topics)
+    return topic_metadata(
+        client, "127.0.0.1:1", AuthenticationWatch(), 1.0, "t", need_partitions=need_partitions
+    )
 
 
 def test_a_usable_topic_is_returned() -> None:
@@ -38,11 +41,18 @@ def test_a_usable_topic_is_returned() -> None:
     [
         {},
         {"t": SimpleNamespace(error="UNKNOWN_TOPIC_OR_PART", partitions={})},
-        {"t": SimpleNamespace(error=None, partitions={})},
     ],
-    ids=["absent", "reported-with-an-error", "without-partitions"],
+    ids=["absent", "reported-with-an-error"],
 )
-def test_a_topic_that_is_not_usable_is_missing(topics: dict[str, Any]) -> None:
+def test_a_topic_that_is_not_there_is_missing(topics: dict[str, Any]) -> None:
     with pytest.raises(TopicMissing, match=r"^topic t is not available$") as caught:
         ask(topics)
     assert caught.value.topic == "t"
+
+
+def test_a_topic_without_partitions_yet_is_missing_only_to_who_needs_them() -> None:
+    creating = SimpleNamespace(error=None, partitions={})
+    # Readiness and the dashboard see the topic (and no partitions) while it is created.
+    assert ask({"t": creating}) is creating
+    with pytest.raises(TopicMissing):
+        ask({"t": creating}, need_partitions=True)
