@@ -30,14 +30,21 @@ run: venv
 	@infra/run.sh
 
 # pytest's fixtures start the local Kafka/Redis when nothing answers and stop them at the end.
+# The tests run in TEST_WORKERS pytest-xdist processes: most of their time is spent waiting
+# on Kafka, Redis and child processes, so more workers than cores pay. Each test has its
+# own topic, group and key prefix; tests/conftest.py keeps the few that must not overlap
+# on one worker. TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= 3
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadgroup
+
 test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-unit: venv
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-integration: venv
-	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+	$(PY) -m pytest tests/integration $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 infra: venv
 	@infra/kafka.sh start

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ pytest.register_assert_rewrite(
 )
 
 from tests.clusterharness import LocalRedisCluster  # noqa: E402
-from tests.conftest import ROOT  # noqa: E402
+from tests.conftest import ROOT, kafka_start_lock  # noqa: E402
 
 from .harness import KafkaBroker, RedisServer  # noqa: E402
 from .report import render  # noqa: E402
@@ -55,14 +54,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "reliability: starts real services and kills them (tests/reliability)"
     )
-    # A SIGTERM (`timeout`, a CI runner giving up) would end pytest without teardown and
-    # leave the suite's broker and Redis running; as an interrupt, the fixtures stop them.
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _interrupt)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -113,7 +104,8 @@ def private_kafka(work_dir: Path) -> Iterator[KafkaBroker]:
         pytest.skip(f"no Kafka jars in {libs} and no mvn to resolve them")
     broker = KafkaBroker(work_dir)
     try:
-        broker.start()
+        with kafka_start_lock():
+            broker.start()
         yield broker
     finally:
         broker.stop()
