@@ -32,10 +32,10 @@ run: venv
 # pytest's fixtures start the local Kafka/Redis when nothing answers and stop them at the end.
 # The tests run in TEST_WORKERS pytest-xdist processes: most of their time is spent waiting
 # on Kafka, Redis and child processes, so more workers than cores pay. Each test has its
-# own topic, group and key prefix; tests/conftest.py keeps the few that must not overlap
-# on one worker. TEST_WORKERS=0 runs them in this one process.
+# own topic, group, key prefix and ports (tests/conftest.py). TEST_WORKERS=0 runs them in
+# this one process.
 TEST_WORKERS ?= 3
-PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadgroup
+PYTEST_PARALLEL = -n $(TEST_WORKERS)
 
 test: venv
 	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)

@@ -7,17 +7,21 @@
    it again at the end of the session.
 
 Each test then gets its own topic (plus its `.dlq`), consumer group and Redis key prefix,
-so tests may run side by side: `make test` spreads them over pytest-xdist workers.
+and what a test starts itself (a Redis Cluster, the reliability suite's broker, a
+service) listens on free ports, so tests may run side by side: `make test` spreads them
+over pytest-xdist workers.
 
 Under xdist every worker has its own session fixtures, so the local stack of case 3 is
 shared explicitly: the first worker that needs a service starts it (the others wait on a
 lock, then find it answering), and only the controlling process stops it, once every
-worker is done. Without xdist the one process plays both parts.
+worker is done. Without xdist the one process plays both parts. (Case 2 gives each worker
+containers of its own.)
 """
 
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import shutil
 import signal
@@ -27,7 +31,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -74,11 +78,9 @@ def _run_infra(script: str, action: str) -> None:
 
 
 @contextmanager
-def kafka_start_lock() -> Iterator[None]:
-    """Held around every infra/kafka.sh start the suite makes, the reliability suite's
-    private broker included: on a fresh clone the first start resolves the Kafka jars
-    into .local/kafka/libs, and two starts at once would resolve them over each other."""
-    path = ROOT / ".local" / "kafka-start.lock"
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (made if missing) across processes, such as the
+    pytest-xdist workers of one session, for as long as the block runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -88,9 +90,17 @@ def kafka_start_lock() -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def kafka_start_lock() -> AbstractContextManager[None]:
+    """Held around every infra/kafka.sh start the suite makes, the reliability suite's
+    private brokers included: on a fresh clone the first start resolves the Kafka jars
+    into .local/kafka/libs, and two starts at once would resolve them over each other."""
+    return file_lock(ROOT / ".local" / "kafka-start.lock")
+
+
 # The session's directory for the local stack: made by the controlling process, inherited
 # by the xdist workers through the environment. It holds the lock under which a service is
-# started and one file per service the session started, which the controller stops.
+# started and, named for its script, a file for each service the session started, which
+# the controller stops.
 _STACK_DIR = "PIPELINE_TEST_STACK_DIR"
 
 
@@ -126,19 +136,15 @@ def _local_service(script: str, answers: Callable[[], bool]) -> None:
     """Start the local service of `script` unless it answers by the time this process
     holds the session's lock; the controller stops it at the end of the session."""
     stack_dir = Path(os.environ[_STACK_DIR])
-    with (stack_dir / "lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if answers():
-                return
-            if script == "kafka.sh":
-                with kafka_start_lock():
-                    _run_infra(script, "start")
-            else:
+    with file_lock(stack_dir / f"{script}.lock"):
+        if answers():
+            return
+        if script == "kafka.sh":
+            with kafka_start_lock():
                 _run_infra(script, "start")
-            (stack_dir / script).touch()
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        else:
+            _run_infra(script, "start")
+        (stack_dir / script).touch()
 
 
 @pytest.fixture(scope="session")
@@ -175,27 +181,11 @@ def redis_url() -> Iterator[str]:
         yield DEFAULT_REDIS_URL
 
 
-# Directories under tests/ whose tests one xdist worker runs, one after another
-# (`--dist loadgroup`), and why. Every other test runs wherever a worker is free.
-SERIAL_DIRECTORIES = (
-    # Its session fixtures start a private Kafka broker, Redis and Redis Cluster, and its
-    # report lists every scenario: spread over workers it would start them once each.
-    "reliability",
-    # Its session fixture may apt-get install the browser: two at once fight over dpkg's
-    # lock, and the loser would skip.
-    "browser",
-)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put the tests of each of SERIAL_DIRECTORIES in an xdist group named for it; first,
-    so that xdist sees the marks when it names each test's work unit."""
-    tests = ROOT / "tests"
-    for item in items:
-        top = item.path.relative_to(tests).parts[0] if tests in item.path.parents else ""
-        if top in SERIAL_DIRECTORIES:
-            item.add_marker(pytest.mark.xdist_group(top))
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection built (every test module and its imports, the fuzz schemas) lives
+    as long as the session: frozen, it is skipped by every later garbage collection, the
+    full one the cluster tests run after each test included."""
+    gc.freeze()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Session fixtures of the reliability suite: a private Kafka broker, Redis and Redis
-Cluster (the scenarios kill them, so never the shared ones), the sizes, and the report.
+Cluster (the scenarios kill them, so never the shared ones; under pytest-xdist each worker
+that runs a scenario has its own), the sizes, and the report.
 
 RELIABILITY_EVENTS          events per single-node scenario (default 2,000, the size
                             `make test` runs; `make reliability` uses 50,000)
@@ -142,8 +143,11 @@ def private_cluster(work_dir: Path) -> Iterator[LocalRedisCluster]:
 @pytest.fixture(scope="session")
 def report(events: int, events_on_cluster: int) -> Iterator[list[Result]]:
     """Results in the order the scenarios ran; written to RELIABILITY_REPORT at the end."""
+    target = os.environ.get("RELIABILITY_REPORT")
+    if target and os.environ.get("PYTEST_XDIST_WORKER"):
+        # Each worker would write the scenarios it ran over the others'.
+        pytest.fail("RELIABILITY_REPORT needs every scenario in one process: run without -n")
     results: list[Result] = []
     yield results
-    target = os.environ.get("RELIABILITY_REPORT")
     if target and results:
         Path(target).write_text(render(results, events, events_on_cluster) + "\n")
