@@ -32,10 +32,12 @@ run: venv
 # pytest's fixtures start the local Kafka/Redis when nothing answers and stop them at the end.
 # The tests run in TEST_WORKERS pytest-xdist processes: most of their time is spent waiting
 # on Kafka, Redis and child processes, so more workers than cores pay. Each test has its
-# own topic, group, key prefix and ports (tests/conftest.py). TEST_WORKERS=0 runs them in
-# this one process.
+# own topic, group, key prefix and ports (tests/conftest.py). A worker is handed two tests
+# at a time, not runs of fifty: the reliability scenarios (15-30 s each) stand next to each
+# other, and one worker would otherwise get them all. TEST_WORKERS=0 runs the tests in this
+# one process.
 TEST_WORKERS ?= 3
-PYTEST_PARALLEL = -n $(TEST_WORKERS)
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --maxschedchunk 2
 
 test: venv
 	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)

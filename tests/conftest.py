@@ -31,7 +31,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import pytest
@@ -92,8 +92,11 @@ def file_lock(path: Path) -> Iterator[None]:
 
 def kafka_start_lock() -> AbstractContextManager[None]:
     """Held around every infra/kafka.sh start the suite makes, the reliability suite's
-    private brokers included: on a fresh clone the first start resolves the Kafka jars
-    into .local/kafka/libs, and two starts at once would resolve them over each other."""
+    private brokers included, until the Kafka jars are there: on a fresh clone the first
+    start resolves them, and two starts at once would resolve them over each other."""
+    libs = Path(os.environ.get("LOCAL_KAFKA_LIBS", ROOT / ".local" / "kafka" / "libs"))
+    if (libs / ".complete").exists():
+        return nullcontext()
     return file_lock(ROOT / ".local" / "kafka-start.lock")
 
 
