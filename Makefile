@@ -30,8 +30,17 @@ run: venv
 	@infra/run.sh
 
 # pytest's fixtures start the local Kafka/Redis when nothing answers and stop them at the end.
+# The tests run in TEST_WORKERS pytest-xdist processes: most of their time is spent waiting
+# on Kafka, Redis and child processes, so more workers than cores pay. Each test has its
+# own topic, group, key prefix and ports (tests/conftest.py). A worker is handed two tests
+# at a time, not runs of fifty: the reliability scenarios (15-30 s each) stand next to each
+# other, and one worker would otherwise get them all. TEST_WORKERS=0 runs the tests in this
+# one process.
+TEST_WORKERS ?= 3
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --maxschedchunk 2
+
 test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # The system packages the suite needs beyond the venv (redis-server, java, wrk, chromium,
 # ...), checked before it runs: a missing one is named, with its apt-get line.
@@ -41,10 +50,10 @@ needs:
 	@infra/needs.sh
 
 test-unit: venv
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-integration: venv
-	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+	$(PY) -m pytest tests/integration $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 infra: venv
 	@infra/kafka.sh start

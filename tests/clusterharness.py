@@ -151,11 +151,20 @@ class LocalRedisCluster:
         return self.nodes[0].url
 
     def start(self, masters: int = 3, replicas_per_master: int = 1) -> None:
-        ports = free_cluster_ports(masters * (1 + replicas_per_master))
-        self.nodes = [Node(port, self.root / str(port)) for port in ports]
-        for node in self.nodes:
-            node.start(self.node_timeout_ms)
-        _wait(lambda: all(n.answers() for n in self.nodes), 15, "cluster nodes answer")
+        # A port found free can be taken before its node binds it (by a client's outgoing
+        # connection, or by another pytest-xdist worker's node); that node exits at once,
+        # and the cluster is started again on other ports.
+        for _ in range(3):
+            ports = free_cluster_ports(masters * (1 + replicas_per_master))
+            self.nodes = [Node(port, self.root / str(port)) for port in ports]
+            for node in self.nodes:
+                node.start(self.node_timeout_ms)
+            _wait(self._nodes_answer_or_one_exited, 15, "cluster nodes answer")
+            if all(n.proc is not None and n.proc.poll() is None for n in self.nodes):
+                break
+            self._stop_nodes()
+        else:
+            raise TimeoutError("cluster nodes exited at start three times (ports taken?)")
         # redis-cli gives the first `masters` addresses the slots and makes the rest
         # their replicas.
         subprocess.run(
@@ -173,6 +182,11 @@ class LocalRedisCluster:
             timeout=60,
         )
         _wait(self.healthy, 30, "cluster_state:ok on every node, replicas linked")
+
+    def _nodes_answer_or_one_exited(self) -> bool:
+        if any(n.proc is not None and n.proc.poll() is not None for n in self.nodes):
+            return True
+        return all(n.answers() for n in self.nodes)
 
     def healthy(self) -> bool:
         """Every running node says the cluster is ok and every replica's link is up."""
@@ -216,6 +230,10 @@ class LocalRedisCluster:
         return next(n for n in self.nodes if n.port == port)
 
     def stop(self) -> None:
+        self._stop_nodes()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _stop_nodes(self) -> None:
         for node in self.nodes:
             if node.proc is not None:
                 node.proc.terminate()
@@ -226,7 +244,6 @@ class LocalRedisCluster:
                 except subprocess.TimeoutExpired:
                     node.kill()
                 node.proc = None
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _wait(condition: object, timeout: float, what: str) -> None:

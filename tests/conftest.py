@@ -6,17 +6,32 @@
 3. Otherwise start the project's own local stack (infra/kafka.sh, infra/redis.sh) and stop
    it again at the end of the session.
 
-Each test then gets its own topic (plus its `.dlq`), consumer group and Redis key prefix.
+Each test then gets its own topic (plus its `.dlq`), consumer group and Redis key prefix,
+and what a test starts itself (a Redis Cluster, the reliability suite's broker, a
+service) listens on free ports, so tests may run side by side: `make test` spreads them
+over pytest-xdist workers.
+
+Under xdist every worker has its own session fixtures, so the local stack of case 3 is
+shared explicitly: the first worker that needs a service starts it (the others wait on a
+lock, then find it answering), and only the controlling process stops it, once every
+worker is done. Without xdist the one process plays both parts. (Case 2 gives each worker
+containers of its own.)
 """
 
 from __future__ import annotations
 
+import fcntl
+import gc
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import pytest
@@ -62,6 +77,79 @@ def _run_infra(script: str, action: str) -> None:
     subprocess.run([str(ROOT / "infra" / script), action], check=True, env=env)
 
 
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (made if missing) across processes, such as the
+    pytest-xdist workers of one session, for as long as the block runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def kafka_start_lock() -> AbstractContextManager[None]:
+    """Held around every infra/kafka.sh start the suite makes, the reliability suite's
+    private brokers included, until the Kafka jars are there: on a fresh clone the first
+    start resolves them, and two starts at once would resolve them over each other."""
+    libs = Path(os.environ.get("LOCAL_KAFKA_LIBS", ROOT / ".local" / "kafka" / "libs"))
+    if (libs / ".complete").exists():
+        return nullcontext()
+    return file_lock(ROOT / ".local" / "kafka-start.lock")
+
+
+# The session's directory for the local stack: made by the controlling process, inherited
+# by the xdist workers through the environment. It holds the lock under which a service is
+# started and, named for its script, a file for each service the session started, which
+# the controller stops.
+_STACK_DIR = "PIPELINE_TEST_STACK_DIR"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        os.environ[_STACK_DIR] = tempfile.mkdtemp(prefix="pipeline-test-stack-")
+    # A SIGTERM (`timeout`, a CI runner giving up) would end pytest without teardown and
+    # leave the services it started running (the local stack, the reliability suite's
+    # broker and Redis); as an interrupt, the fixtures and pytest_unconfigure stop them.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return
+    stack_dir = Path(os.environ.pop(_STACK_DIR, ""))
+    if not stack_dir.name:
+        return
+    try:
+        for script in ("kafka.sh", "redis.sh"):
+            if (stack_dir / script).exists():
+                _run_infra(script, "stop")
+    finally:
+        shutil.rmtree(stack_dir, ignore_errors=True)
+
+
+def _local_service(script: str, answers: Callable[[], bool]) -> None:
+    """Start the local service of `script` unless it answers by the time this process
+    holds the session's lock; the controller stops it at the end of the session."""
+    stack_dir = Path(os.environ[_STACK_DIR])
+    with file_lock(stack_dir / f"{script}.lock"):
+        if answers():
+            return
+        if script == "kafka.sh":
+            with kafka_start_lock():
+                _run_infra(script, "start")
+        else:
+            _run_infra(script, "start")
+        (stack_dir / script).touch()
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """The bootstrap address of a real Kafka broker for this test session."""
@@ -74,11 +162,8 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.3.1").with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
     else:
-        _run_infra("kafka.sh", "start")
-        try:
-            yield DEFAULT_BOOTSTRAP
-        finally:
-            _run_infra("kafka.sh", "stop")
+        _local_service("kafka.sh", lambda: wait_for_broker(DEFAULT_BOOTSTRAP, 2))
+        yield DEFAULT_BOOTSTRAP
 
 
 @pytest.fixture(scope="session")
@@ -95,11 +180,15 @@ def redis_url() -> Iterator[str]:
             port = container.get_exposed_port(6379)
             yield f"redis://{host}:{port}/0"
     else:
-        _run_infra("redis.sh", "start")
-        try:
-            yield DEFAULT_REDIS_URL
-        finally:
-            _run_infra("redis.sh", "stop")
+        _local_service("redis.sh", lambda: redis_answers(DEFAULT_REDIS_URL, 1))
+        yield DEFAULT_REDIS_URL
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection built (every test module and its imports, the fuzz schemas) lives
+    as long as the session: frozen, it is skipped by every later garbage collection, the
+    full one the cluster tests run after each test included."""
+    gc.freeze()
 
 
 @pytest.fixture

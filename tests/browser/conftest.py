@@ -12,6 +12,7 @@ from consumer_service.api import create_app
 from consumer_service.api.dashboard.views import state_of
 from consumer_service.config import ConsumerSettings
 from consumer_service.storage import RedisEventStore
+from tests.conftest import ROOT, file_lock
 from tests.integration.consumer.conftest import (  # noqa: F401
     make_store,
     settings,
@@ -23,8 +24,11 @@ from .helpers import ServedApp, chromium, missing_browser, try_install
 
 @pytest.fixture(scope="session")
 def browser_available() -> None:
-    if missing_browser() is not None:
-        try_install()
+    # One install at a time: each pytest-xdist worker runs this fixture, and of two
+    # apt-gets at once the one that finds dpkg locked would fail and its tests skip.
+    with file_lock(ROOT / ".local" / "browser-install.lock"):
+        if missing_browser() is not None:
+            try_install()
     reason = missing_browser()
     if reason is not None:
         pytest.skip(reason)

@@ -1,5 +1,6 @@
 """Session fixtures of the reliability suite: a private Kafka broker, Redis and Redis
-Cluster (the scenarios kill them, so never the shared ones), the sizes, and the report.
+Cluster (the scenarios kill them, so never the shared ones; under pytest-xdist each worker
+that runs a scenario has its own), the sizes, and the report.
 
 RELIABILITY_EVENTS          events per single-node scenario (default 2,000, the size
                             `make test` runs; `make reliability` uses 50,000)
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,7 +25,7 @@ pytest.register_assert_rewrite(
 )
 
 from tests.clusterharness import LocalRedisCluster  # noqa: E402
-from tests.conftest import ROOT  # noqa: E402
+from tests.conftest import ROOT, kafka_start_lock  # noqa: E402
 
 from .harness import KafkaBroker, RedisServer  # noqa: E402
 from .report import render  # noqa: E402
@@ -55,14 +55,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "reliability: starts real services and kills them (tests/reliability)"
     )
-    # A SIGTERM (`timeout`, a CI runner giving up) would end pytest without teardown and
-    # leave the suite's broker and Redis running; as an interrupt, the fixtures stop them.
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _interrupt)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -113,7 +105,8 @@ def private_kafka(work_dir: Path) -> Iterator[KafkaBroker]:
         pytest.skip(f"no Kafka jars in {libs} and no mvn to resolve them")
     broker = KafkaBroker(work_dir)
     try:
-        broker.start()
+        with kafka_start_lock():
+            broker.start()
         yield broker
     finally:
         broker.stop()
@@ -150,8 +143,11 @@ def private_cluster(work_dir: Path) -> Iterator[LocalRedisCluster]:
 @pytest.fixture(scope="session")
 def report(events: int, events_on_cluster: int) -> Iterator[list[Result]]:
     """Results in the order the scenarios ran; written to RELIABILITY_REPORT at the end."""
+    target = os.environ.get("RELIABILITY_REPORT")
+    if target and os.environ.get("PYTEST_XDIST_WORKER"):
+        # Each worker would write the scenarios it ran over the others'.
+        pytest.fail("RELIABILITY_REPORT needs every scenario in one process: run without -n")
     results: list[Result] = []
     yield results
-    target = os.environ.get("RELIABILITY_REPORT")
     if target and results:
         Path(target).write_text(render(results, events, events_on_cluster) + "\n")

@@ -185,6 +185,11 @@ class Run:
     def stop_replica(self, replica: ConsumerReplica) -> None:
         assert replica is not self.reader, "the reading replica must stay untouched"
         was_alive = replica.alive
+        if was_alive:
+            # A replica that leaves has joined first. On a loaded machine its start can
+            # outlast the scenario's step, and a SIGTERM before it takes signals would
+            # kill it instead of testing how it leaves.
+            replica.wait_ready()
         code = replica.sigterm()
         self.replicas.remove(replica)
         self.retired.append(replica)
