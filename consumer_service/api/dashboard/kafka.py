@@ -93,6 +93,14 @@ class KafkaGroupView:
                 self._cached_at = self._clock()
             return self._cached
 
+    def close(self) -> None:
+        """Drop the AdminClient now, in the calling thread. Left to the garbage collector,
+        a client in a reference cycle may be destroyed on whichever thread collects, a
+        librdkafka thread running a callback among them, and librdkafka aborts the
+        process when a client is destroyed from its own thread."""
+        with self._lock:
+            self._admin = None
+
     def _client(self) -> AdminClient:
         if self._admin is None:
             # Created on first use: gunicorn forks its workers after importing the app.

@@ -62,7 +62,9 @@ class DashboardState:
         return self._reads
 
     def close(self) -> None:
-        """Closes the Redis connections (tests build many apps; gunicorn never calls it)."""
+        """Closes the Redis connections and the Kafka client (tests build many apps;
+        gunicorn never calls it)."""
+        self.kafka.close()
         if self._reads is not None:
             self._reads.close()
 
