@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,8 @@ class KafkaGroupView:
         self._clock = clock
         self._lock = threading.Lock()
         self._admin: AdminClient | None = None
+        # The requests of the last snapshot: one that timed out may still be in flight.
+        self._requests: list[Future[Any]] = []
         self._auth = AuthenticationWatch()
         self._cached: KafkaSnapshot | None = None
         self._cached_at = 0.0
@@ -94,12 +97,18 @@ class KafkaGroupView:
             return self._cached
 
     def close(self) -> None:
-        """Drop the AdminClient now, in the calling thread. Left to the garbage collector,
-        a client in a reference cycle may be destroyed on whichever thread collects, a
-        librdkafka thread running a callback among them, and librdkafka aborts the
-        process when a client is destroyed from its own thread."""
+        """Drop the AdminClient in the calling thread, once its requests have answered.
+        Left to the garbage collector, a client in a reference cycle may be destroyed on
+        a librdkafka thread running a callback, which aborts the process. Destroyed while
+        a request is in flight (one that timed out here, on a broker still electing its
+        group coordinator, say), its background thread later answers into freed memory
+        and the process dies of a segmentation fault: a client whose requests do not
+        answer in time is kept, never destroyed."""
         with self._lock:
-            self._admin = None
+            admin, self._admin = self._admin, None
+            requests, self._requests = self._requests, []
+        if admin is not None and wait(requests, timeout=self._timeout + 1).not_done:
+            _OUTLIVED.append(admin)
 
     def _client(self) -> AdminClient:
         if self._admin is None:
@@ -135,6 +144,7 @@ class KafkaGroupView:
             [ConsumerGroupTopicPartitions(group, tps)], request_timeout=t
         )[group]
         described = admin.describe_consumer_groups([group], request_timeout=t)[group]
+        self._requests = [*latest.values(), *earliest.values(), offsets, described]
         wait = t + 0.5
         high = {tp.partition: int(f.result(timeout=wait).offset) for tp, f in latest.items()}
         low = {tp.partition: int(f.result(timeout=wait).offset) for tp, f in earliest.items()}
@@ -151,6 +161,10 @@ class KafkaGroupView:
             partitions=_lags(high, low, committed),
             members=_members(description, topic),
         )
+
+
+# AdminClients closed while a request was still in flight (see KafkaGroupView.close).
+_OUTLIVED: list[AdminClient] = []
 
 
 def _lags(
