@@ -52,7 +52,7 @@ def test_a_client_with_a_request_in_flight_is_kept_not_destroyed(view: KafkaGrou
 
     view.close()
 
-    assert view_module._OUTLIVED == [admin]
+    assert [admin] == view_module._OUTLIVED
 
 
 def test_a_client_whose_requests_answered_is_let_go(view: KafkaGroupView) -> None:
