@@ -171,7 +171,7 @@ class Service:
     def start(
         cls,
         name: str,
-        script: str,
+        script: str | Sequence[str],
         env: Mapping[str, str],
         port: int | None,
         log_dir: Path | None,
@@ -184,8 +184,10 @@ class Service:
         # Each service process tree keeps its own metrics directory (a shared one would
         # mix their counts), so an inherited one is not passed on.
         inherited = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        # A console script of the venv by name, or a whole command.
+        argv = [str(BIN / script)] if isinstance(script, str) else list(script)
         proc = subprocess.Popen(
-            [str(BIN / script)],
+            argv,
             env={**inherited, **env},
             stdout=out,
             stderr=out,
@@ -242,6 +244,21 @@ def parent_of(pid: int) -> int | None:
         return None
     # The command name may hold spaces and parentheses; the fields after its last ')' do not.
     return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time the processes have used so far (all their threads), from
+    /proc/<pid>/stat; a process that has gone counts nothing."""
+    ticks = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name; utime and stime are fields 14, 15.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def descendants(pid: int) -> list[int]:

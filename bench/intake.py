@@ -1,7 +1,10 @@
 """Intake figures of `make bench`: `producer-service` under wrk, and its same-run baselines.
 
 * `POST /events/generate` at 1, 16 and 64 connections (201 = acked by Kafka, acks=all),
-  beside bare confluent-kafka keeping as many records in flight (baselines.produce_in_flight);
+  beside the floor (bench/floor.py: an empty Flask view under the producer's own gunicorn
+  settings) and bare confluent-kafka keeping as many records in flight
+  (baselines.produce_in_flight). For both services the CPU time of the whole process tree
+  (master and workers, every thread, from /proc) is divided by the requests answered 201;
 * `POST /events/batch` at each batch size, beside Kafka's ProducerPerformance (300-byte
   records, acks=all, idempotent, lz4) and a bare confluent-kafka produce loop.
 
@@ -18,8 +21,10 @@ from typing import Any
 
 from bench import baselines
 from bench.common import (
+    BIN,
     ROOT,
     Service,
+    cpu_seconds,
     create_topics,
     delete_topics,
     free_port,
@@ -60,6 +65,44 @@ def wrk(
     }
 
 
+def wrk_with_cpu(
+    service: Service, script: str, connections: int, seconds: float, batch: int | None = None
+) -> dict[str, Any]:
+    """`wrk`, plus the CPU the service's processes spent meanwhile, per request answered 201."""
+    assert service.port is not None
+    pids = service.pids()
+    before = cpu_seconds(pids)
+    result = wrk(service.port, script, connections, seconds, batch)
+    spent = cpu_seconds(pids) - before
+    acked = result["requests"] - result["non_201"]
+    result["service_cpu_seconds"] = round(spent, 3)
+    result["cpu_us_per_acked"] = round(spent / acked * 1e6, 1) if acked else None
+    return result
+
+
+def floor(
+    concurrencies: Sequence[int], seconds: float, log_dir: Path | None
+) -> list[dict[str, Any]]:
+    """wrk against bench/floor.py at each concurrency."""
+    port = free_port()
+    service = Service.start(
+        "intake-floor",
+        [str(BIN / "python"), "-m", "bench.floor"],
+        {"PRODUCER_BIND_HOST": "127.0.0.1", "PRODUCER_PORT": str(port)},
+        port,
+        log_dir,
+    )
+    out = []
+    try:
+        service.wait_ready()
+        for c in concurrencies:
+            progress(f"floor: empty Flask view, {c} connection(s), {seconds:g} s")
+            out.append(wrk_with_cpu(service, "generate.lua", c, seconds))
+    finally:
+        service.stop()
+    return out
+
+
 def run(
     bootstrap: str,
     run_id: str,
@@ -93,19 +136,20 @@ def run(
         service.wait_ready()
         for c in concurrencies:
             progress(f"POST /events/generate, {c} connection(s), {seconds:g} s")
-            single.append(wrk(port, "generate.lua", c, seconds))
+            single.append(wrk_with_cpu(service, "generate.lua", c, seconds))
         for size in batch_sizes:
             progress(
                 f"POST /events/batch, {size} events per request, "
                 f"{batch_connections} connections, {seconds:g} s"
             )
-            result = wrk(port, "batch.lua", batch_connections, seconds, size)
+            result = wrk_with_cpu(service, "batch.lua", batch_connections, seconds, size)
             result["batch"] = size
             result["events_per_second"] = round(result["acked_requests_per_second"] * size)
             batch.append(result)
     finally:
         service.stop()
 
+    floor_rows = floor(concurrencies, seconds, log_dir)
     try:
         in_flight = []
         for c in concurrencies:
@@ -119,6 +163,7 @@ def run(
         delete_topics(bootstrap, [topic, base_topic])
     return {
         "single": single,
+        "floor": floor_rows,
         "batch": batch,
         "baseline_in_flight": in_flight,
         "baseline_produce": bare,
