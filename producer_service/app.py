@@ -41,16 +41,12 @@ def ready() -> Response:
     )
 
 
-# Where `_timed` leaves the request's start in the WSGI environ.
-STARTED = "producer.started"
-
-
 def _timed(wsgi_app: WSGIApplication) -> WSGIApplication:
     """`wsgi_app`, noting when each request arrived; cheaper than a `before_request` hook
     writing to `g`, which costs two context-local look-ups per request."""
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        environ[STARTED] = time.perf_counter()
+        environ[metrics.STARTED] = time.perf_counter()
         return wsgi_app(environ, start_response)
 
     return app
@@ -60,7 +56,7 @@ def _count_request(response: Response) -> Response:
     # The route template, not the path, so unknown URLs cannot explode label cardinality.
     rule = request.url_rule
     route = rule.rule if rule is not None else "<unmatched>"
-    started = request.environ.get(STARTED)
+    started = request.environ.get(metrics.STARTED)
     metrics.count_request(
         route,
         request.method,
@@ -71,7 +67,8 @@ def _count_request(response: Response) -> Response:
 
 
 def create_app(
-    settings: ProducerSettings | None = None, publisher: EventPublisher | None = None
+    settings: ProducerSettings | None = None,
+    publisher: EventPublisher | None = None,
 ) -> Flask:
     """Build the producer app. Settings default to the environment; the publisher defaults
     to a `KafkaEventPublisher`, whose Kafka client starts on first use in this process."""
@@ -80,13 +77,14 @@ def create_app(
     # Werkzeug refuses larger bodies before reading them; the events view narrows it.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_batch_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    install(app, _new_state(app, settings, publisher))
+    producer_state = _new_state(app, settings, publisher)
+    install(app, producer_state)
     web.set_openapi(app, build_spec(settings))
     app.wsgi_app = _timed(app.wsgi_app)  # type: ignore[method-assign,assignment]
     app.after_request(_count_request)
     register_error_handlers(app)
     app.register_blueprint(events_bp)
-    app.register_blueprint(web.ops_blueprint(ready))
+    app.register_blueprint(web.ops_blueprint(ready, before_metrics=metrics.flush))
     app.register_blueprint(docs_bp)
     return app
 

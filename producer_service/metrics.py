@@ -9,7 +9,8 @@ in-process registry is used.
 from __future__ import annotations
 
 import bisect
-import collections
+import threading
+import time
 from collections.abc import Iterable, Sequence
 
 from prometheus_client import Counter, Histogram
@@ -44,75 +45,113 @@ DELIVERY_FAILURES = Counter(
 )
 
 
-# Label children by route/method/status and by route: `.labels()` hashes and validates its
-# arguments on every call, twice per request. Routes are templates (or "<unmatched>") and
-# statuses a few dozen codes, so these stay small.
-_REQUEST_COUNTERS: dict[tuple[str, str, int], Counter] = {}
-_REQUEST_TIMERS: dict[str, Histogram] = {}
+# Where the app's outermost WSGI layer leaves the request's start (`time.perf_counter()`)
+# in the environ, for the request duration.
+STARTED = "producer.started"
+
+
+class _Tally:
+    """What one process counted since its last `flush`: plain dict increments on the
+    request path, under one lock (request threads under `gthread`; under gevent nothing
+    yields inside it). Under PROMETHEUS_MULTIPROC_DIR every `inc`/`observe` is a locked
+    write to a memory-mapped file, five or more per request; `flush` makes one write per
+    label set and bucket that changed, once a second."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: dict[tuple[str, str, int], int] = {}
+        # route -> [sum of seconds, count per bucket of HTTP_LATENCY...]
+        self.durations: dict[str, list[float]] = {}
+        self.published: dict[str, int] = {}
+        self.failed: dict[str, int] = {}
+        # [sum of seconds, count per bucket of DELIVERY_LATENCY...]
+        self.delivery = [0.0] * (len(DELIVERY_LATENCY._upper_bounds) + 1)
+
+    def swap(self) -> _Tally:
+        """A copy of the counts, which are then reset. Called with `lock` held."""
+        taken = _Tally.__new__(_Tally)
+        taken.requests, self.requests = self.requests, {}
+        taken.durations, self.durations = self.durations, {}
+        taken.published, self.published = self.published, {}
+        taken.failed, self.failed = self.failed, {}
+        taken.delivery = self.delivery
+        self.delivery = [0.0] * len(taken.delivery)
+        return taken
+
+
+_tally = _Tally()
+_HTTP_BOUNDS = HTTP_LATENCY._upper_bounds
+_DELIVERY_BOUNDS = DELIVERY_LATENCY._upper_bounds
+# How often a process's counts reach the exposition: /metrics may lag this much behind
+# other workers (never behind the worker serving it, which flushes first).
+FLUSH_INTERVAL = 1.0
 
 
 def count_request(route: str, method: str, status: int, seconds: float | None) -> None:
     """Count one answered request and, when `seconds` is known, observe its duration."""
     key = (route, method, status)
-    counter = _REQUEST_COUNTERS.get(key)
-    if counter is None:
-        counter = _REQUEST_COUNTERS.setdefault(
-            key, HTTP_REQUESTS.labels(route, method, str(status))
-        )
-    counter.inc()
-    if seconds is None:
-        return
-    timer = _REQUEST_TIMERS.get(route)
-    if timer is None:
-        timer = _REQUEST_TIMERS.setdefault(route, HTTP_LATENCY.labels(route))
-    timer.observe(seconds)
+    with _tally.lock:
+        requests = _tally.requests
+        requests[key] = requests.get(key, 0) + 1
+        if seconds is None:
+            return
+        buckets = _tally.durations.get(route)
+        if buckets is None:
+            buckets = _tally.durations[route] = [0.0] * (len(_HTTP_BOUNDS) + 1)
+        buckets[0] += seconds
+        # bisect_left finds the first bound >= amount: `observe`'s `amount <= bound`.
+        buckets[bisect.bisect_left(_HTTP_BOUNDS, seconds) + 1] += 1
 
 
 def observe_deliveries(deliveries: Iterable[Delivery], event_types: Iterable[str]) -> None:
-    """Count each delivery as published or failed; `event_types` pairs with `deliveries`.
-
-    Counts are summed first so a batch of a thousand costs a few increments, not a
-    thousand label look-ups."""
-    published: collections.Counter[str] = collections.Counter()
-    failed: collections.Counter[str] = collections.Counter()
-    latencies = []
-    for delivery, event_type in zip(deliveries, event_types, strict=True):
-        if delivery.ok:
-            published[event_type] += 1
-            if delivery.latency is not None:
-                latencies.append(delivery.latency)
-        else:
-            failed[delivery.reason or "unknown"] += 1
-    observe_all(DELIVERY_LATENCY, latencies)
-    for event_type, count in published.items():
-        _child(_PUBLISHED, EVENTS_PUBLISHED, event_type).inc(count)
-    for reason, count in failed.items():
-        _child(_FAILED, DELIVERY_FAILURES, reason).inc(count)
+    """Count each delivery as published or failed; `event_types` pairs with `deliveries`."""
+    with _tally.lock:
+        published = _tally.published
+        failed = _tally.failed
+        latency = _tally.delivery
+        for delivery, event_type in zip(deliveries, event_types, strict=True):
+            if delivery.reason is None:
+                published[event_type] = published.get(event_type, 0) + 1
+                if delivery.latency is not None:
+                    latency[0] += delivery.latency
+                    latency[bisect.bisect_left(_DELIVERY_BOUNDS, delivery.latency) + 1] += 1
+            else:
+                failed[delivery.reason] = failed.get(delivery.reason, 0) + 1
 
 
-# Event types come from the settings and reasons from delivery.REASON_*: both bounded.
-_PUBLISHED: dict[str, Counter] = {}
-_FAILED: dict[str, Counter] = {}
+def flush() -> None:
+    """Publish this process's counts since the last flush to the prometheus metrics."""
+    with _tally.lock:
+        taken = _tally.swap()
+    for (route, method, status), count in taken.requests.items():
+        HTTP_REQUESTS.labels(route, method, str(status)).inc(count)
+    for route, buckets in taken.durations.items():
+        _add_buckets(HTTP_LATENCY.labels(route), buckets)
+    for event_type, count in taken.published.items():
+        EVENTS_PUBLISHED.labels(event_type).inc(count)
+    for reason, count in taken.failed.items():
+        DELIVERY_FAILURES.labels(reason).inc(count)
+    _add_buckets(DELIVERY_LATENCY, taken.delivery)
 
 
-def _child(cache: dict[str, Counter], metric: Counter, label: str) -> Counter:
-    child = cache.get(label)
-    if child is None:
-        child = cache.setdefault(label, metric.labels(label))
-    return child
-
-
-def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
-    """`histogram.observe(a)` for every amount, for a histogram without labels, writing
-    each touched bucket once: under PROMETHEUS_MULTIPROC_DIR every write is a locked
-    update of a memory-mapped file, and a batch of 1,000 records took 5 % of a worker's
-    time in them. Uses the histogram's own bucket bounds and values (as `observe` does),
-    so the exposition is the same as observing one by one."""
-    if not amounts:
+def _add_buckets(histogram: Histogram, buckets: Sequence[float]) -> None:
+    # What `observe` would have written for the amounts summed in `buckets`, using the
+    # histogram's own bucket values, so the exposition is the same.
+    if not any(buckets[1:]):
         return
-    bounds = histogram._upper_bounds
-    # bisect_left finds the first bound >= amount: `observe`'s `amount <= bound`.
-    counts = collections.Counter(bisect.bisect_left(bounds, a) for a in amounts)
-    histogram._sum.inc(sum(amounts))
-    for index, count in counts.items():
-        histogram._buckets[index].inc(count)
+    histogram._sum.inc(buckets[0])
+    for index, count in enumerate(buckets[1:]):
+        if count:
+            histogram._buckets[index].inc(count)
+
+
+def start_flusher(interval: float = FLUSH_INTERVAL) -> None:
+    """Flush every `interval` seconds for the life of this process, from a daemon thread
+    (a greenlet under gevent, whose monkey-patching makes `threading.Thread` one)."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            flush()
+
+    threading.Thread(target=loop, name="metrics-flusher", daemon=True).start()

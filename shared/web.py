@@ -199,14 +199,23 @@ def document_ops(spec: APISpec, ready: Mapping[str, Any]) -> None:
 # --- operational routes --------------------------------------------------------------
 
 
-def ops_blueprint(ready: Callable[[], ResponseReturnValue]) -> Blueprint:
+def ops_blueprint(
+    ready: Callable[[], ResponseReturnValue], before_metrics: Callable[[], None] | None = None
+) -> Blueprint:
     """A new blueprint "ops" with /health, /ready (the service's `ready` view), /metrics
     and /openapi.json (the document `set_openapi` gave the app). New on each call, so a
-    service may add routes to it before registering it."""
+    service may add routes to it before registering it. `before_metrics`, when given,
+    runs before each /metrics answer (a service that counts in memory publishes there)."""
     bp = Blueprint("ops", __name__)
     bp.add_url_rule("/health", "health", health, methods=["GET"])
     bp.add_url_rule("/ready", "ready", ready, methods=["GET"])
-    bp.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
+
+    def metrics_view() -> Response:
+        if before_metrics is not None:
+            before_metrics()
+        return metrics()
+
+    bp.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
     bp.add_url_rule("/openapi.json", "openapi", openapi, methods=["GET"])
     return bp
 

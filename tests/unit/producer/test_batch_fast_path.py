@@ -6,13 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
-from prometheus_client import CollectorRegistry, Histogram
 
-from producer_service.metrics import observe_all
 from producer_service.schemas import BatchInputSchema
 from shared.json_codec import compact_json
 from tests.strategies import EVENT_TYPES, identical, inputs, json_values
@@ -57,26 +54,3 @@ def test_batch_fast_path_accepts_and_refuses_what_marshmallow_does(sent: Any) ->
     for (event, payload_json), loaded in zip(fast, want, strict=True):
         assert identical(event, loaded)
         assert payload_json == compact_json(loaded["payload"])
-
-
-@settings(max_examples=100, derandomize=True, database=None, deadline=None)
-@given(amounts=st.lists(st.floats(min_value=0, max_value=20), max_size=40))
-@example(amounts=[0.001, 0.0025, 0.0011, 5.0, 10.0, 0.0])
-def test_observe_all_counts_what_observing_one_by_one_does(amounts: list[float]) -> None:
-    buckets = (0.001, 0.0025, 0.01, 1, 5)
-    one, many = CollectorRegistry(), CollectorRegistry()
-    single = Histogram("latency", "h", buckets=buckets, registry=one)
-    bulk = Histogram("latency", "h", buckets=buckets, registry=many)
-    for amount in amounts:
-        single.observe(amount)
-    observe_all(bulk, amounts)
-    for bound in ("0.001", "0.0025", "0.01", "1.0", "5.0", "+Inf"):
-        labels = {"le": bound}
-        assert one.get_sample_value("latency_bucket", labels) == many.get_sample_value(
-            "latency_bucket", labels
-        )
-    assert one.get_sample_value("latency_count") == many.get_sample_value("latency_count")
-    # One addition of the sum instead of many: equal up to float rounding.
-    assert many.get_sample_value("latency_sum") == pytest.approx(
-        one.get_sample_value("latency_sum"), rel=1e-12, abs=1e-12
-    )
