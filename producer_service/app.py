@@ -13,6 +13,7 @@ from producer_service.config import ProducerSettings
 from producer_service.docs import bp as docs_bp
 from producer_service.errors import register_error_handlers
 from producer_service.events import bp as events_bp
+from producer_service.fast_path import SingleEventFastPath
 from producer_service.openapi import build_spec
 from producer_service.publisher import EventPublisher, KafkaEventPublisher
 from producer_service.quotas import Quota
@@ -69,9 +70,13 @@ def _count_request(response: Response) -> Response:
 def create_app(
     settings: ProducerSettings | None = None,
     publisher: EventPublisher | None = None,
+    *,
+    fast_path: bool = True,
 ) -> Flask:
     """Build the producer app. Settings default to the environment; the publisher defaults
-    to a `KafkaEventPublisher`, whose Kafka client starts on first use in this process."""
+    to a `KafkaEventPublisher`, whose Kafka client starts on first use in this process.
+    `fast_path=False` serves every request through Flask (producer_service.fast_path;
+    tests compare both)."""
     settings = ProducerSettings.from_env() if settings is None else settings
     app = Flask(__name__)
     # Werkzeug refuses larger bodies before reading them; the events view narrows it.
@@ -80,7 +85,10 @@ def create_app(
     producer_state = _new_state(app, settings, publisher)
     install(app, producer_state)
     web.set_openapi(app, build_spec(settings))
-    app.wsgi_app = _timed(app.wsgi_app)  # type: ignore[method-assign,assignment]
+    wsgi_app: WSGIApplication = app.wsgi_app
+    if fast_path and not producer_state.api_keys and producer_state.quota is None:
+        wsgi_app = SingleEventFastPath(wsgi_app, producer_state)
+    app.wsgi_app = _timed(wsgi_app)  # type: ignore[method-assign,assignment]
     app.after_request(_count_request)
     register_error_handlers(app)
     app.register_blueprint(events_bp)

@@ -73,8 +73,13 @@ def handle_validation(exc: ValidationError) -> Response:
 
 
 def handle_unavailable(exc: Unavailable) -> Response:
-    logger.warning("kafka unavailable", extra={"path": request.path, "reason": str(exc)})
-    return error_response(503, "unavailable", str(exc), headers={"Retry-After": RETRY_AFTER})
+    return unavailable_response(request.path, str(exc))
+
+
+def unavailable_response(path: str, reason: str) -> Response:
+    """The 503 for a request to `path` that Kafka could not serve, logged."""
+    logger.warning("kafka unavailable", extra={"path": path, "reason": reason})
+    return error_response(503, "unavailable", reason, headers={"Retry-After": RETRY_AFTER})
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -119,18 +119,23 @@ def generate() -> Response:
     (delivery,) = _publish([record], [value])
     if not delivery.ok:
         logger.warning(
-            "event not acknowledged", extra={**_facts(record), "reason": delivery.reason}
+            "event not acknowledged", extra={**logged_facts(record), "reason": delivery.reason}
         )
         raise Unavailable(f"Kafka did not acknowledge the event: {delivery.error}")
     if st.settings.log_events:
         logger.info(
             "event published",
-            extra={**_facts(record), "partition": delivery.partition, "offset": delivery.offset},
+            extra={
+                **logged_facts(record),
+                "partition": delivery.partition,
+                "offset": delivery.offset,
+            },
         )
     return Response(value, status=201, mimetype="application/json")
 
 
-def _facts(record: Mapping[str, Any]) -> dict[str, Any]:
+def logged_facts(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields a log line about one event carries (never its payload)."""
     return {
         "event_id": record["eventId"],
         "user_id": record["userId"],
