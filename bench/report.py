@@ -381,21 +381,51 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+# The single-event goals, against the floor measured in the same run (bench/floor.py).
+FLOOR_CPU_GOAL = 1.4
+FLOOR_RATE_GOAL = 0.5
+
+
 def _intake_rows(i: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
-    for one, base in zip(i["single"], i["baseline_in_flight"], strict=True):
+    floors = i.get("floor") or [None] * len(i["single"])
+    for one, base, floor in zip(i["single"], i["baseline_in_flight"], floors, strict=True):
         c = one["connections"]
         top = c == 64
         eps = one["acked_requests_per_second"]
+        floor_rps = None if floor is None else floor["acked_requests_per_second"]
+        rate_ratio = _ratio(eps, floor_rps)
         out.append(
             _row(
                 f"POST /events/generate, {c} conn",
                 f"{_n(eps)} acked/s",
+                f"floor (empty Flask view): {_n(floor_rps)} req/s",
+                rate_ratio,
+                f">= {FLOOR_RATE_GOAL} x floor" if top else "",
+                rate_ratio >= FLOOR_RATE_GOAL if top and rate_ratio is not None else None,
+                eps,
+            )
+        )
+        out.append(
+            _row(
+                "",
+                "",
                 f"bare produce, {c} in flight: {_n(base['acked_per_second'])}/s",
                 _ratio(eps, base["acked_per_second"]),
-                ">= 4,000/s" if top else "",
-                eps >= 4000 if top else None,
-                eps,
+            )
+        )
+        cpu = one.get("cpu_us_per_acked")
+        floor_cpu = None if floor is None else floor.get("cpu_us_per_acked")
+        cpu_ratio = _ratio(cpu, floor_cpu)
+        out.append(
+            _row(
+                f"  service CPU per acked event, {c} conn",
+                f"{_n(cpu, 1)} us",
+                f"floor: {_n(floor_cpu, 1)} us per request",
+                cpu_ratio,
+                f"<= {FLOOR_CPU_GOAL} x floor" if top else "",
+                cpu_ratio <= FLOOR_CPU_GOAL if top and cpu_ratio is not None else None,
+                cpu,
             )
         )
         out.append(
@@ -432,6 +462,15 @@ def _intake_rows(i: dict[str, Any]) -> list[dict[str, Any]]:
                 _ratio(eps, bare),
             )
         )
+        cpu = b.get("cpu_us_per_acked")
+        if cpu is not None:
+            out.append(
+                _row(
+                    "  service CPU per acked event",
+                    f"{_n(cpu / b['batch'], 1)} us",
+                    value=cpu / b["batch"],
+                )
+            )
     bad = [s["non_201"] + s["socket_errors"] + s["timeouts"] for s in i["single"]]
     bad_batch = [b["non_201"] + b["socket_errors"] + b["timeouts"] for b in i["batch"]]
     out.append(
