@@ -45,20 +45,38 @@ DELIVERY_FAILURES = Counter(
 
 
 # Label children by route/method/status and by route: `.labels()` hashes and validates its
-# arguments on every call, twice per request. Routes are templates (or "<unmatched>") and
-# statuses a few dozen codes, so these stay small.
-_REQUEST_COUNTERS: dict[tuple[str, str, int], Counter] = {}
+# arguments on every call, twice per request. Every label is from a fixed set (see
+# `count_request`), so these stay small.
+_REQUEST_COUNTERS: dict[tuple[str, str, str], Counter] = {}
 _REQUEST_TIMERS: dict[str, Histogram] = {}
+
+# The label of a method or status outside the fixed set.
+OTHER = "other"
+_STATUSES = {code: str(code) for code in range(100, 600)}
+
+
+def method_label(method: str, served: frozenset[str]) -> str:
+    """`method` when it is one of the methods the app `served` by some route, else
+    `other`: a client may send any token as a method, and each would be a new series."""
+    return method if method in served else OTHER
+
+
+def status_label(status: int) -> str:
+    """The status code as text when it is an HTTP status (100-599), else `other`."""
+    return _STATUSES.get(status, OTHER)
 
 
 def count_request(route: str, method: str, status: int, seconds: float | None) -> None:
-    """Count one answered request and, when `seconds` is known, observe its duration."""
-    key = (route, method, status)
+    """Count one answered request and, when `seconds` is known, observe its duration.
+
+    Every label must come from a fixed set, never from the client as such: `route` a
+    route template (or "<unmatched>"), `method` from `method_label`; `status` is bounded
+    here. A label a client chooses grows /metrics, the multiprocess files and this
+    module's caches without bound."""
+    key = (route, method, status_label(status))
     counter = _REQUEST_COUNTERS.get(key)
     if counter is None:
-        counter = _REQUEST_COUNTERS.setdefault(
-            key, HTTP_REQUESTS.labels(route, method, str(status))
-        )
+        counter = _REQUEST_COUNTERS.setdefault(key, HTTP_REQUESTS.labels(*key))
     counter.inc()
     if seconds is None:
         return
