@@ -235,6 +235,16 @@ class ConsumerSettings:
         lo=1.0,
         hi=86_400.0,
     )
+    # Each answer costs a Kafka metadata request (up to 1.5 s) and a Redis PING: reused,
+    # a crowd of pollers costs what one does.
+    ready_cache_seconds: float = setting(
+        1.0,
+        "CONSUMER_READY_CACHE_SECONDS",
+        "how long each API process reuses its last `/ready` answer; requests that arrive "
+        "while Redis, Kafka and the worker are checked share that check; 0: only those",
+        lo=0.0,
+        hi=60.0,
+    )
     max_scan_per_page: int = setting(
         5000,
         "CONSUMER_MAX_SCAN_PER_PAGE",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from flask import Flask, Response, jsonify, request
@@ -53,18 +53,25 @@ def _timed(wsgi_app: WSGIApplication) -> WSGIApplication:
     return app
 
 
-def _count_request(response: Response) -> Response:
-    # The route template, not the path, so unknown URLs cannot explode label cardinality.
-    rule = request.url_rule
-    route = rule.rule if rule is not None else "<unmatched>"
-    started = request.environ.get(metrics.STARTED)
-    metrics.count_request(
-        route,
-        request.method,
-        response.status_code,
-        None if started is None else time.perf_counter() - started,
-    )
-    return response
+def _request_counter(app: Flask) -> Callable[[Response], Response]:
+    """The `after_request` hook counting each answer in the HTTP metrics, with labels
+    from fixed sets: the route template (unknown URLs are "<unmatched>") and the method
+    when some route of `app` serves it, else "other". Call after every route is added."""
+    served = frozenset(method for rule in app.url_map.iter_rules() for method in rule.methods or ())
+
+    def count(response: Response) -> Response:
+        rule = request.url_rule
+        route = rule.rule if rule is not None else "<unmatched>"
+        started = request.environ.get(metrics.STARTED)
+        metrics.count_request(
+            route,
+            metrics.method_label(request.method, served),
+            response.status_code,
+            None if started is None else time.perf_counter() - started,
+        )
+        return response
+
+    return count
 
 
 def create_app(
@@ -89,11 +96,11 @@ def create_app(
     if fast_path and not producer_state.api_keys and producer_state.quota is None:
         wsgi_app = SingleEventFastPath(wsgi_app, producer_state)
     app.wsgi_app = _timed(wsgi_app)  # type: ignore[method-assign,assignment]
-    app.after_request(_count_request)
     register_error_handlers(app)
     app.register_blueprint(events_bp)
     app.register_blueprint(web.ops_blueprint(ready, before_metrics=metrics.flush))
     app.register_blueprint(docs_bp)
+    app.after_request(_request_counter(app))
     return app
 
 

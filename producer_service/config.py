@@ -14,10 +14,10 @@ from limits import RateLimitItem, parse_many
 
 from shared.config import (
     DEFAULT_EVENT_TYPES,
-    REDIS_SCHEMES,
     CommonSettings,
     Environ,
     check_choices,
+    check_redis_url,
     read_settings,
     setting,
 )
@@ -186,9 +186,8 @@ class ProducerSettings:
         if self.linger_ms >= self.ack_timeout_ms:
             raise ConfigError("PRODUCER_LINGER_MS must be smaller than PRODUCER_ACK_TIMEOUT_MS")
         parse_rate_limit(self.rate_limit)
-        url = self.rate_limit_redis_url
-        if url is not None and url.split("://", 1)[0].lower() not in REDIS_SCHEMES:
-            raise ConfigError("REDIS_URL must start with redis://, rediss:// (TLS) or unix://")
+        if self.rate_limit_redis_url is not None:
+            check_redis_url("REDIS_URL", self.rate_limit_redis_url)
         if not self.rate_limit_prefix:
             raise ConfigError("PRODUCER_RATE_LIMIT_PREFIX must not be empty")
 

@@ -86,9 +86,29 @@ _DELIVERY_BOUNDS = DELIVERY_LATENCY._upper_bounds
 # other workers (never behind the worker serving it, which flushes first).
 FLUSH_INTERVAL = 1.0
 
+# The label of a method or status outside the fixed set.
+OTHER = "other"
+_STATUSES = {code: str(code) for code in range(100, 600)}
+
+
+def method_label(method: str, served: frozenset[str]) -> str:
+    """`method` when it is one of the methods the app `served` by some route, else
+    `other`: a client may send any token as a method, and each would be a new series."""
+    return method if method in served else OTHER
+
+
+def status_label(status: int) -> str:
+    """The status code as text when it is an HTTP status (100-599), else `other`."""
+    return _STATUSES.get(status, OTHER)
+
 
 def count_request(route: str, method: str, status: int, seconds: float | None) -> None:
-    """Count one answered request and, when `seconds` is known, observe its duration."""
+    """Count one answered request and, when `seconds` is known, observe its duration.
+
+    Every label must come from a fixed set, never from the client as such: `route` a
+    route template (or "<unmatched>"), `method` from `method_label`; `status` is bounded
+    at `flush`. A label a client chooses grows /metrics, the multiprocess files and this
+    module's tallies without bound."""
     key = (route, method, status)
     with _tally.lock:
         requests = _tally.requests
@@ -124,7 +144,7 @@ def flush() -> None:
     with _tally.lock:
         taken = _tally.swap()
     for (route, method, status), count in taken.requests.items():
-        HTTP_REQUESTS.labels(route, method, str(status)).inc(count)
+        HTTP_REQUESTS.labels(route, method, status_label(status)).inc(count)
     for route, buckets in taken.durations.items():
         _add_buckets(HTTP_LATENCY.labels(route), buckets)
     for event_type, count in taken.published.items():

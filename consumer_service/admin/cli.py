@@ -164,13 +164,13 @@ def main(
         for name in ("limit", "value_bytes", "max_attempts"):
             if getattr(args, name, 1) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        connection = settings.common
+        if args.bootstrap:  # checked as KAFKA_BOOTSTRAP_SERVERS is
+            connection = dataclasses.replace(connection, kafka_bootstrap_servers=args.bootstrap)
     except (ConfigError, ValueError) as exc:
         print(f"pipeline-admin: {exc}", file=err)
         return EXIT_USAGE
     configure_logging("WARNING", service="pipeline-admin")
-    connection = settings.common
-    if args.bootstrap:
-        connection = dataclasses.replace(connection, kafka_bootstrap_servers=args.bootstrap)
     topic = args.topic or settings.common.kafka_topic
     run = _Run(args, settings, connection, topic, out, err)
     try:

@@ -9,96 +9,23 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, Response
 
 from consumer_service import metrics as _worker_metrics  # noqa: F401  (names on /metrics)
 from consumer_service.api.dashboard.views import init_app as init_dashboard
 from consumer_service.api.events import EXTENSION, ReadState
 from consumer_service.api.events import bp as events_bp
 from consumer_service.api.openapi import build_spec
+from consumer_service.api.readiness import READINESS, Readiness, ready
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.status import StatusFile
 from consumer_service.storage import EventStore, open_store
-from consumer_service.topics import TopicMissing, topic_metadata
 from shared import web
 from shared.errors import Unavailable
-from shared.kafka import AuthenticationWatch, KafkaAuthenticationFailed, client_config
 from shared.web import error_response
 
 log = logging.getLogger(__name__)
-
-READINESS = "consumer_service.readiness"
-
-
-class Readiness:
-    """What /ready checks: Redis, Kafka and (when the API runs next to a worker) the
-    worker's heartbeat. Held in app.extensions."""
-
-    def __init__(
-        self, settings: ConsumerSettings, store: EventStore, status_file: StatusFile | None
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.status_file = status_file
-        self._admin: AdminClient | None = None
-        self._kafka_auth = AuthenticationWatch()
-
-    def kafka_ok(self) -> str | None:
-        """None when the broker answers a metadata request for our topic, else why not
-        (saying so when it refused the credentials)."""
-        common = self.settings.common
-        if self._admin is None:
-            # Created lazily: gunicorn forks workers after importing the app.
-            self._admin = AdminClient(client_config(common, {"error_cb": self._kafka_auth}))
-        try:
-            topic_metadata(self._admin, common, self._kafka_auth, 1.5, common.kafka_topic)
-        except (KafkaAuthenticationFailed, TopicMissing) as exc:
-            return str(exc)
-        except KafkaException as exc:
-            return f"Kafka did not answer: {exc}"
-        return None
-
-    def worker_problem(self) -> str | None:
-        """None when the worker's last heartbeat says it is well (or there is no worker
-        to ask), else why not."""
-        assert self.status_file is not None
-        status = self.status_file.read()
-        if status is None:
-            return "the worker has not reported yet"
-        return status.problem(self.settings.stall_seconds, time.time())
-
-
-def ready() -> Response:
-    """200 when Redis, Kafka and the worker are all well; else 503 naming each problem."""
-    readiness: Readiness = current_app.extensions[READINESS]
-    checks: dict[str, str] = {}
-    problems: list[str] = []
-    checks["redis"] = "ok" if readiness.store.ping() else "unreachable"
-    if checks["redis"] != "ok":
-        problems.append("Redis does not answer")
-    kafka_problem = readiness.kafka_ok()
-    checks["kafka"] = "ok" if kafka_problem is None else "unreachable"
-    if kafka_problem:
-        problems.append(kafka_problem)
-    if readiness.status_file is not None:
-        worker_problem = readiness.worker_problem()
-        checks["worker"] = "ok" if worker_problem is None else "not_ready"
-        if worker_problem:
-            problems.append(worker_problem)
-    if problems:
-        body = {
-            "status": "not_ready",
-            "checks": checks,
-            "error": {"type": "not_ready", "message": "; ".join(problems)},
-        }
-        response = jsonify(body)
-        response.status_code = 503
-        return response
-    return jsonify({"status": "ready", "checks": checks})
 
 
 def handle_unavailable(exc: Unavailable) -> Response:

@@ -18,6 +18,8 @@ from typing import Literal
 WorkerState = Literal[
     "starting", "joining", "running", "backing_off", "stopping", "stopped", "failed"
 ]
+# What /ready shows of the worker.
+WorkerCheck = Literal["ok", "stalled", "joining", "backing_off", "failed", "stopped"]
 
 
 @dataclass(frozen=True)
@@ -27,18 +29,31 @@ class WorkerStatus:
     assigned_partitions: int = 0
     detail: str = ""
 
-    def problem(self, stall_seconds: float, now: float | None = None) -> str | None:
-        """Why this status means "not ready", or None when the worker is fine."""
+    def check(self, stall_seconds: float, now: float | None = None) -> WorkerCheck:
+        """ "ok" when the worker is fine, else the stable name of why it is not ready:
+        what /ready shows (`problem` says the same in words, for the log)."""
         now = time.time() if now is None else now
         if now - self.updated_at > stall_seconds:
-            return f"no heartbeat from the worker for {now - self.updated_at:.0f} s"
+            return "stalled"
         if self.state in ("starting", "joining"):
             # Until the group has given this member its (possibly empty) assignment, an
             # event posted now would not be processed promptly.
+            return "joining"
+        if self.state == "backing_off" or self.state == "failed" or self.state == "stopped":
+            return self.state
+        return "ok"
+
+    def problem(self, stall_seconds: float, now: float | None = None) -> str | None:
+        """Why this status means "not ready", or None when the worker is fine."""
+        now = time.time() if now is None else now
+        check = self.check(stall_seconds, now)
+        if check == "ok":
+            return None
+        if check == "stalled":
+            return f"no heartbeat from the worker for {now - self.updated_at:.0f} s"
+        if check == "joining":
             return "the worker has not joined the consumer group yet"
-        if self.state in ("backing_off", "failed", "stopped"):
-            return f"worker is {self.state}: {self.detail}".rstrip(": ")
-        return None
+        return f"worker is {self.state}: {self.detail}".rstrip(": ")
 
 
 class StatusFile:

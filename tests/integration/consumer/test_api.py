@@ -17,7 +17,7 @@ from consumer_service.pipeline.processing import Accepted
 from consumer_service.pipeline.status import StatusFile, WorkerStatus
 from consumer_service.storage import RedisEventStore
 
-from .conftest import Raw, WorkerThread, make_record, produce, wait_until
+from .conftest import Raw, WorkerThread, make_record, produce, wait_until, with_
 
 USERS = ("ann", "bob", "cat")
 TYPES = ("LOGIN", "LOGOUT", "PRODUCT_VIEW")
@@ -178,6 +178,7 @@ def test_health_ready_metrics_openapi(
     settings: ConsumerSettings, make_store: Callable[..., RedisEventStore], tmp_path: Path
 ) -> None:
     status = StatusFile(tmp_path / "status.json")
+    settings = with_(settings, ready_cache_seconds=0.0)  # each request checks anew
     client = create_app(settings, make_store(settings), status).test_client()
     assert client.get("/health").get_json() == {"status": "ok"}
 
@@ -190,7 +191,8 @@ def test_health_ready_metrics_openapi(
     status.write(WorkerStatus("running", time.time() - 3600, 3), force=True)
     stale = client.get("/ready")
     assert stale.status_code == 503
-    assert "heartbeat" in stale.get_json()["error"]["message"]
+    assert stale.get_json()["checks"]["worker"] == "stalled"
+    assert stale.get_json()["error"]["message"] == "Not ready: worker stalled."
 
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")

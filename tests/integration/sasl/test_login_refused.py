@@ -172,7 +172,7 @@ def test_a_refused_login_mid_run_is_backing_off_until_the_credential_is_back(
         assert f"as {scram_user!r}" in refused.detail
         assert sasl_common.kafka_bootstrap_servers in refused.detail
         assert PASSWORD not in refused.detail
-        # What /ready answers (app.Readiness.worker_problem) names the login too.
+        # What /ready logs as the worker's problem (readiness.Readiness.worker_check).
         problem = refused.problem(60)
         assert problem is not None and f"as {scram_user!r}" in problem
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consumer_service.admin.cli import parse_since
+from consumer_service.admin.cli import main, parse_since
 from consumer_service.admin.record import REPLAY_ATTEMPT, DeadLetterRecord
 from consumer_service.admin.render import Progress, terminal_safe
 
@@ -89,3 +89,9 @@ def test_a_dead_letter_record_reads_the_workers_headers_not_the_originals() -> N
     assert rec.source_offset is None
     assert rec.replay_attempt == 2
     assert rec.original_headers() == (("eventType", b"LOGIN"),)
+
+
+def test_a_malformed_bootstrap_option_is_a_usage_error() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["dlq", "summary", "--bootstrap", "broker:http"], env={}, out=out, err=err) == 2
+    assert err.getvalue().startswith("pipeline-admin: KAFKA_BOOTSTRAP_SERVERS item 'broker:http'")

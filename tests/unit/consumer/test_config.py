@@ -141,6 +141,7 @@ MAXIMA = {
     "CONSUMER_DLQ_FLUSH_TIMEOUT_SECONDS": 120.0,
     "CONSUMER_API_WORKERS": 64,
     "CONSUMER_STALL_SECONDS": 86_400.0,
+    "CONSUMER_READY_CACHE_SECONDS": 60.0,
     "CONSUMER_MAX_SCAN_PER_PAGE": 1_000_000,
 }
 # Cross-field rules that the largest value of one setting would break on its own.

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,12 @@ ROOT = Path(__file__).resolve().parents[3]
 APP_SERVICES = ("topics", "producer", "consumer")
 
 
-def interpolate_defaults(text: str) -> str:
-    """Compose's `${NAME:-default}` as a shell where no such variable is set resolves it."""
+def interpolate_defaults(text: str, env: Mapping[str, str] | None = None) -> str:
+    """Compose's `${NAME:-default}` as a shell where only the variables of `env` (none by
+    default) are set resolves it."""
     assert re.search(r"\$(?!\{\w+:-[^}]*\})", text) is None, "only ${NAME:-default} is handled"
-    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", text)
+    given = env or {}
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: given.get(m[1]) or m[2], text)
 
 
 @pytest.fixture(scope="module")
@@ -119,5 +121,29 @@ def test_the_producer_waits_for_redis_its_quotas_use(services: dict[str, Any]) -
 def test_consumers_scale(services: dict[str, Any]) -> None:
     consumer = services["consumer"]
     assert "container_name" not in consumer
-    # A container port alone: each replica gets an ephemeral host port.
-    assert all(":" not in str(port) for port in consumer.get("ports", []))
+    # No host port: each replica gets an ephemeral one.
+    ports = [str(port).split(":") for port in consumer["ports"]]
+    assert ports and all(len(port) == 3 and port[1] == "" for port in ports)
+
+
+def published(text: str) -> dict[str, list[str]]:
+    """Each service's published ports, as `host_ip:host_port:container_port`."""
+    compose = yaml.safe_load(text)
+    return {name: [str(p) for p in s.get("ports", [])] for name, s in compose["services"].items()}
+
+
+def test_ports_are_published_on_localhost_only_by_default() -> None:
+    # Kafka's EXTERNAL listener takes no credentials; the services none either by default.
+    ports = published(interpolate_defaults((ROOT / "docker-compose.yml").read_text()))
+    assert ports["kafka"] and ports["producer"] and ports["consumer"]
+    for name, entries in ports.items():
+        for entry in entries:
+            assert entry.startswith("127.0.0.1:"), (name, entry)
+
+
+def test_publish_host_exposes_them_on_purpose() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    exposed = published(interpolate_defaults(text, {"PUBLISH_HOST": "0.0.0.0"}))
+    for name, entries in exposed.items():
+        for entry in entries:
+            assert entry.startswith("0.0.0.0:"), (name, entry)
