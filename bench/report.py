@@ -41,7 +41,7 @@ from typing import Any
 
 import confluent_kafka
 
-from bench import baselines, cluster, consumer_throughput, e2e, intake, memory
+from bench import baselines, breakdown, cluster, consumer_throughput, e2e, intake, memory
 from bench.common import (
     ROOT,
     BenchRedis,
@@ -292,6 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_connections=args.batch_connections,
                 produce_events=args.produce_events,
                 log_dir=log_dir,
+            )
+        if "intake" in args.parts:
+            results["breakdown"] = breakdown.run(
+                args.bootstrap, f"bench-{run_id}-breakdown", args.duration, log_dir
             )
         if "consumer" in args.parts:
             results["consumer"] = consumer_throughput.run(
@@ -748,6 +752,25 @@ def write_bench_doc(r: dict[str, Any], path: Path) -> None:
         source = str(path)
     BENCH_DOC.write_text(render_markdown({**r, "rows": rows(r)}, source) + "\n")
     progress("docs/benchmarks.md rewritten")
+    if r.get("breakdown"):
+        write_breakdown(breakdown.markdown(r["breakdown"], r["started_at"]))
+
+
+PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
+BREAKDOWN_START = "<!-- single-event breakdown: written by make bench -->"
+BREAKDOWN_END = "<!-- end of single-event breakdown -->"
+
+
+def write_breakdown(table: str) -> None:
+    """Replace the marked single-event breakdown in docs/performance.md with `table`."""
+    text = PERFORMANCE_DOC.read_text()
+    start, end = text.find(BREAKDOWN_START), text.find(BREAKDOWN_END)
+    if start < 0 or end < start:
+        progress("docs/performance.md has no breakdown markers; left alone")
+        return
+    head, tail = text[: start + len(BREAKDOWN_START)], text[end:]
+    PERFORMANCE_DOC.write_text(f"{head}\n{table}\n{tail}")
+    progress("docs/performance.md: single-event breakdown rewritten")
 
 
 if __name__ == "__main__":
