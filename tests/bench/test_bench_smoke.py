@@ -55,6 +55,12 @@ def test_smoke_run_reports_every_figure(
         assert positive(single["p50_ms"]) and positive(single["p99_ms"]), single
         assert single["non_201"] == 0, single
         assert positive(base["acked_per_second"]) and positive(base["p99_ms"]), base
+    # The floor at each concurrency, and CPU per acked request for both services.
+    assert [f["connections"] for f in intake["floor"]] == [1, 16, 64]
+    for run in intake["single"] + intake["floor"] + intake["batch"]:
+        assert positive(run["cpu_us_per_acked"]), run
+    parts = results["breakdown"]["parts_us"]
+    assert positive(results["breakdown"]["cpu_us_per_acked"]) and sum(parts.values()) > 0
     assert [b["batch"] for b in intake["batch"]] == [100, 1000]
     assert all(positive(b["events_per_second"]) and b["non_201"] == 0 for b in intake["batch"])
     assert positive(intake["baseline_produce"]["events_per_second"])
@@ -85,7 +91,7 @@ def test_smoke_run_reports_every_figure(
 
     # The table: every figure there, every baseline with its ratio.
     rows = results["rows"]
-    assert len(rows) == 6 + 4 + 1 + 6 + 2 + len(PROCESS_ROLES) + 1
+    assert len(rows) == 12 + 6 + 1 + 6 + 2 + len(PROCESS_ROLES) + 1
     for row in rows:
         assert row["figure"] or row["baseline"], row
         if row["baseline"] and not row["baseline"].startswith("its first sample"):
