@@ -21,6 +21,7 @@ from shared.errors import InvalidEvent
 from shared.events import (
     EVENT_TYPE_MAX,
     TIMESTAMP_PATTERN,
+    USER_ID_FORBIDDEN,
     USER_ID_MAX,
     UUID_PATTERN,
     EventRecordSchema,
@@ -157,6 +158,7 @@ def decode_record(value: bytes | None, max_bytes: int) -> tuple[dict[str, Any], 
 # path's answer is the same.
 _UUID_MATCH = re.compile(UUID_PATTERN).fullmatch
 _TIMESTAMP_MATCH = re.compile(TIMESTAMP_PATTERN).fullmatch
+_USER_ID_FORBIDDEN = USER_ID_FORBIDDEN.search
 _RECORD_FIELDS = frozenset(
     ("eventId", "userId", "eventType", "timestamp", "payload", "schemaVersion")
 )
@@ -192,6 +194,7 @@ def fast_record(data: dict[str, Any]) -> tuple[dict[str, Any], bytes] | None:
         and _UUID_MATCH(event_id)
         and type(user_id) is str
         and 0 < len(user_id) <= USER_ID_MAX
+        and _USER_ID_FORBIDDEN(user_id) is None
         and type(event_type) is str
         and 0 < len(event_type) <= EVENT_TYPE_MAX
         and type(timestamp) is str

@@ -32,7 +32,14 @@ from consumer_service.pipeline.processing import (
     fast_record,
 )
 from shared.events import EVENT_TYPE_MAX, USER_ID_MAX
-from tests.strategies import any_text, identical, json_values, payloads, usual_text
+from tests.strategies import (
+    any_text,
+    identical,
+    json_values,
+    payloads,
+    text_near_the_rule,
+    usual_text,
+)
 
 MAX_BYTES = 64 * 1024
 PROPERTY = settings(
@@ -146,6 +153,7 @@ lengths_of = {
         st.text(min_size=USER_ID_MAX - 1, max_size=USER_ID_MAX + 1),
         st.just(""),
         any_text,
+        text_near_the_rule,
     ),
     "eventType": st.one_of(
         st.sampled_from(["LOGIN", "LOGOUT", "PRODUCT_VIEW", "NEW_TYPE"]),
