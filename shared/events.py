@@ -226,8 +226,10 @@ class EventInputSchema(Schema):
 
 
 class EventRecordSchema(Schema):
-    """The Kafka record value. The consumer accepts any well-formed eventType, so a type
-    added on the producer side does not dead-letter on consumers configured earlier.
+    """The Kafka record value. Any well-formed eventType passes the schema: which types a
+    consumer stores is its EVENT_TYPES setting, which it applies after this schema (a
+    record of another type is dead-lettered as `unknown_event_type`, see
+    consumer_service/pipeline/processing.py).
 
     `load` also accepts the record of the service this one replaces (the Node/KafkaJS
     design in ../shared/seed-architecture.md): `{eventId, userId, eventType, timestamp,

@@ -1,10 +1,11 @@
 """Property: the consumer's fast path decides every record exactly as marshmallow does.
 
-`decode_record` tries orjson plus a hand-written restatement of EventRecordSchema
-(`fast_record`) and hands whatever that does not accept to `checked_record`, the stdlib
-parser plus marshmallow. These properties run both on near-valid records (wrong types,
-missing and extra fields, bad uuids and timestamps, bools for schemaVersion, the original
-service's shape, odd number literals, invalid UTF-8) and require:
+`decode_event` (`decode_record` before its event type check) tries orjson plus a
+hand-written restatement of EventRecordSchema (`fast_record`) and hands whatever that does
+not accept to `checked_record`, the stdlib parser plus marshmallow. These properties run
+both on near-valid records (wrong types, missing and extra fields, bad uuids and
+timestamps, bools for schemaVersion, the original service's shape, odd number literals,
+invalid UTF-8) and require:
 
 * the same decision: both accept with identical records and byte-identical JSON, or both
   reject with the same reason and message;
@@ -28,7 +29,7 @@ from hypothesis import strategies as st
 from consumer_service.pipeline.processing import (
     InvalidRecord,
     checked_record,
-    decode_record,
+    decode_event,
     fast_record,
 )
 from shared.events import EVENT_TYPE_MAX, USER_ID_MAX
@@ -58,7 +59,7 @@ def reference(value: bytes | None) -> tuple[dict[str, Any], bytes] | InvalidReco
     """What the consumer decided before the fast path: size check, stdlib, marshmallow."""
     try:
         if value is None or len(value) > MAX_BYTES:
-            return decode_record(value, MAX_BYTES)  # these checks come before any parse
+            return decode_event(value, MAX_BYTES)  # these checks come before any parse
         return checked_record(value)
     except InvalidRecord as exc:
         return exc
@@ -66,7 +67,7 @@ def reference(value: bytes | None) -> tuple[dict[str, Any], bytes] | InvalidReco
 
 def decided(value: bytes | None) -> tuple[dict[str, Any], bytes] | InvalidRecord:
     try:
-        return decode_record(value, MAX_BYTES)
+        return decode_event(value, MAX_BYTES)
     except InvalidRecord as exc:
         return exc
 

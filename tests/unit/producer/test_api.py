@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from producer_service import create_app
 from producer_service.config import ProducerSettings
 from producer_service.errors import error_response
+from shared.config import CommonSettings
 from shared.events import TIMESTAMP_PATTERN, UUID_PATTERN, new_event_id
 from shared.json_codec import MAX_JSON_NESTING
 from tests.unit.producer.fakes import InMemoryEventPublisher
@@ -663,6 +664,8 @@ def test_openapi_is_generated_from_the_schemas(client: FlaskClient) -> None:
 
 
 def test_event_types_are_configurable(fake: InMemoryEventPublisher) -> None:
-    client = create_app(ProducerSettings(event_types=("PURCHASE",)), publisher=fake).test_client()
+    client = create_app(
+        ProducerSettings(common=CommonSettings(event_types=("PURCHASE",))), publisher=fake
+    ).test_client()
     assert post(client, "/events/generate", {**GOOD, "eventType": "PURCHASE"}).status_code == 201
     assert post(client, "/events/generate", GOOD).status_code == 400
