@@ -75,12 +75,17 @@ write_config() {
   local listeners="PLAINTEXT://$HOST:$PORT" sasl=""
   if [ -n "$SASL_PORT" ]; then
     listeners="$listeners,SASL_PLAINTEXT://$HOST:$SASL_PORT"
-    # Brokers talk to each other over PLAINTEXT and no authorizer is set, so the broker
-    # needs no credentials of its own and no super.users. PLAIN's users are the JAAS
-    # line's user_<name> entries; SCRAM's are created by add_sasl_user.
+    # Brokers talk to each other over PLAINTEXT, so the broker needs no credentials of its
+    # own. PLAIN's users are the JAAS line's user_<name> entries; SCRAM's are created by
+    # add_sasl_user. The authorizer is there for Kafka ACLs to be tried and tested
+    # (docs/operations.md, "Secured Kafka"): PLAINTEXT's clients (User:ANONYMOUS, the
+    # controller's own requests included) and the SASL user are super users, so they may
+    # do all they could without it; any other SASL user only what ACLs grant it.
     sasl="sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USERNAME=\"$SASL_PASSWORD\";"
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USERNAME=\"$SASL_PASSWORD\";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS;User:$SASL_USERNAME"
   fi
   cat >"$CONFIG" <<PROPS
 process.roles=broker,controller
