@@ -60,8 +60,8 @@ def documented_acl_block() -> str:
 
 @dataclass
 class AclBroker:
-    """A private single-node broker with the local stack's configuration (an authorizer,
-    super users User:ANONYMOUS and User:pipeline) and a SASL listener."""
+    """A private single-node broker of infra/kafka.sh with LOCAL_KAFKA_AUTHORIZER=true (super
+    users User:ANONYMOUS and User:pipeline) and a SASL listener."""
 
     state_dir: Path
     libs: Path
@@ -113,6 +113,7 @@ def acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclBroker]:
         "LOCAL_KAFKA_SASL_PASSWORD": SUPER_USER[1],
         "LOCAL_KAFKA_LIBS": str(libs),
         "LOCAL_KAFKA_HEAP": "256m",
+        "LOCAL_KAFKA_AUTHORIZER": "true",
     }
     try:
         with kafka_start_lock():
