@@ -67,19 +67,25 @@ UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # in Persian or Hindi and to build emoji, tag characters build flags, and none of them
 # breaks a line or reorders text. Cc is closed by Unicode's stability policy, so the class
 # is exact for every Unicode version (tests/unit/shared/test_user_id_rule.py checks it).
-USER_ID_FORBIDDEN = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
+_FORBIDDEN_CLASS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+USER_ID_FORBIDDEN = re.compile(f"[{_FORBIDDEN_CLASS}]")
+# The same rule as the OpenAPI documents' `pattern` of userId (valid in ECMA regexes too),
+# so that clients and fuzzers generating from the documents know it.
+USER_ID_PATTERN = f"^[^{_FORBIDDEN_CLASS}]*$"
 USER_ID_FORBIDDEN_MESSAGE = (
     "Must not contain control or bidirectional formatting characters (found {found})."
 )
 
-
 _user_id_forbidden = USER_ID_FORBIDDEN.search
 
 
-class PlainText(validate.Validator):
-    """Rejects text holding a character of USER_ID_FORBIDDEN, naming the first one."""
+class PlainText(validate.Regexp):
+    """Rejects text holding a character of USER_ID_FORBIDDEN, naming the first one. A
+    `Regexp` (of USER_ID_PATTERN) for the OpenAPI documents' sake; the check itself is a
+    search for the first forbidden character."""
+
+    def __init__(self) -> None:
+        super().__init__(USER_ID_PATTERN)
 
     def __call__(self, value: Any) -> Any:
         found = _user_id_forbidden(value)

@@ -5,6 +5,7 @@ producer's input and the consumer's record alike."""
 
 from __future__ import annotations
 
+import re
 import sys
 import unicodedata
 from typing import Any
@@ -17,6 +18,7 @@ from marshmallow import ValidationError
 from shared.events import (
     USER_ID_FORBIDDEN,
     USER_ID_MAX,
+    USER_ID_PATTERN,
     EventInputSchema,
     EventRecordSchema,
     PlainText,
@@ -46,11 +48,16 @@ def forbidden_by_definition(char: str) -> bool:
     return unicodedata.category(char) in {"Cc", "Zl", "Zp"} or ord(char) in BIDI_FORMATTING
 
 
-def test_the_class_is_exactly_the_rule_over_every_code_point() -> None:
+def test_the_class_and_the_documented_pattern_are_the_rule_over_every_code_point() -> None:
+    documented = re.compile(USER_ID_PATTERN).fullmatch
     wrong = [
         f"U+{cp:04X}"
         for cp in range(sys.maxunicode + 1)
-        if (USER_ID_FORBIDDEN.search(chr(cp)) is not None) != forbidden_by_definition(chr(cp))
+        if not (
+            (USER_ID_FORBIDDEN.search(chr(cp)) is not None)
+            == forbidden_by_definition(chr(cp))
+            == (documented(chr(cp)) is None)
+        )
     ]
     assert wrong == []
 
