@@ -209,7 +209,7 @@ DEFAULT_EVENT_TYPES = ("LOGIN", "LOGOUT", "PRODUCT_VIEW")
 # Bounds what the types can make the consumer keep: one index key and one stats field per
 # type, and a row each on the dashboard.
 MAX_EVENT_TYPES = 1000
-EVENT_TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]+$")
+EVENT_TYPE_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -330,7 +330,7 @@ class CommonSettings:
                 f"{MAX_EVENT_TYPES} are allowed"
             )
         for name in self.event_types:
-            if len(name) > EVENT_TYPE_MAX or not EVENT_TYPE_PATTERN.match(name):
+            if len(name) > EVENT_TYPE_MAX or not EVENT_TYPE_PATTERN.fullmatch(name):
                 raise ConfigError(
                     f"EVENT_TYPES item {name!r} must be 1-{EVENT_TYPE_MAX} characters "
                     "of letters, digits, '_', '.', ':' or '-'"
