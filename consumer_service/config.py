@@ -260,6 +260,12 @@ class ConsumerSettings:
     def dlq_topic(self) -> str:
         return self.common.dlq_topic
 
+    @property
+    def event_types(self) -> frozenset[str]:
+        """The event types this consumer stores (EVENT_TYPES); a record of any other is
+        dead-lettered as `unknown_event_type`."""
+        return frozenset(self.common.event_types)
+
     @classmethod
     def from_env(cls, env: Environ | None = None) -> ConsumerSettings:
         settings = read_settings(cls, env)

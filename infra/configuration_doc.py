@@ -50,6 +50,7 @@ COMMON_SECTIONS = (
     ("Kafka security: SASL and TLS", ("KAFKA_SECURITY_", "KAFKA_SASL_", "KAFKA_SSL_")),
     ("Redis", ("REDIS_",)),
     ("Logging", ("LOG_",)),
+    ("Events", ("EVENT_",)),
 )
 
 # Read by the processes outside the settings objects.

@@ -17,6 +17,10 @@
 # use it. SCRAM credentials live in the cluster's metadata, so they are created through the
 # admin API once the broker answers, on every start: a data directory formatted before the
 # listener existed gets them too, and no re-format is needed.
+#
+# LOCAL_KAFKA_AUTHORIZER=true adds an authorizer, for Kafka ACLs to be tried and tested
+# (docs/operations.md, "Kafka ACLs"; tests/integration/sasl/test_acls.py starts a broker
+# of its own with it). Off by default: the tests' own SCRAM users have no ACLs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,6 +37,7 @@ CONTROLLER_PORT=${LOCAL_KAFKA_CONTROLLER_PORT:-9093}
 SASL_PORT=${LOCAL_KAFKA_SASL_PORT-$((PORT + 2))}
 SASL_USERNAME=${LOCAL_KAFKA_SASL_USERNAME:-pipeline}
 SASL_PASSWORD=${LOCAL_KAFKA_SASL_PASSWORD:-pipeline-secret}
+AUTHORIZER=${LOCAL_KAFKA_AUTHORIZER:-false}
 HEAP=${LOCAL_KAFKA_HEAP:-512m}
 PYTHON=${PYTHON:-python3}
 
@@ -75,12 +80,20 @@ write_config() {
   local listeners="PLAINTEXT://$HOST:$PORT" sasl=""
   if [ -n "$SASL_PORT" ]; then
     listeners="$listeners,SASL_PLAINTEXT://$HOST:$SASL_PORT"
-    # Brokers talk to each other over PLAINTEXT and no authorizer is set, so the broker
-    # needs no credentials of its own and no super.users. PLAIN's users are the JAAS
-    # line's user_<name> entries; SCRAM's are created by add_sasl_user.
+    # Brokers talk to each other over PLAINTEXT, so the broker needs no credentials of its
+    # own. PLAIN's users are the JAAS line's user_<name> entries; SCRAM's are created by
+    # add_sasl_user.
     sasl="sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USERNAME=\"$SASL_PASSWORD\";"
+    if [ "$AUTHORIZER" = true ]; then
+      # PLAINTEXT's clients (User:ANONYMOUS, the controller's own requests among them) and
+      # the SASL user are super users: they may do all they could without an authorizer.
+      # Any other SASL user may do only what ACLs grant it.
+      sasl="$sasl
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS;User:$SASL_USERNAME"
+    fi
   fi
   cat >"$CONFIG" <<PROPS
 process.roles=broker,controller

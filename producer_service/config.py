@@ -7,13 +7,11 @@ docs/configuration.md is generated from these declarations. A bad value raises
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from limits import RateLimitItem, parse_many
 
 from shared.config import (
-    DEFAULT_EVENT_TYPES,
     CommonSettings,
     Environ,
     check_choices,
@@ -22,12 +20,11 @@ from shared.config import (
     setting,
 )
 from shared.errors import ConfigError
-from shared.events import DEFAULT_MAX_PAYLOAD_BYTES, EVENT_TYPE_MAX
+from shared.events import DEFAULT_MAX_PAYLOAD_BYTES
 
 COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 # gunicorn worker classes the publisher is built for (see docs/producer.md, worker model).
 WORKER_CLASSES = ("gthread", "gevent", "sync")
-EVENT_TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 
 def parse_rate_limit(text: str) -> tuple[RateLimitItem, ...]:
@@ -140,12 +137,6 @@ class ProducerSettings:
         "keys accepted in `X-API-Key`, comma-separated; empty: no authentication",
         repr=False,  # secrets: never printed
     )
-    event_types: tuple[str, ...] = setting(
-        DEFAULT_EVENT_TYPES,
-        "EVENT_TYPES",
-        f"allowed `eventType` values, comma-separated; each 1-{EVENT_TYPE_MAX} letters, "
-        "digits, `_`, `.`, `:` or `-`",
-    )
     rate_limit: str = setting(
         "",
         "PRODUCER_RATE_LIMIT",
@@ -168,14 +159,6 @@ class ProducerSettings:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        if not self.event_types:
-            raise ConfigError("EVENT_TYPES must name at least one event type")
-        for name in self.event_types:
-            if len(name) > EVENT_TYPE_MAX or not EVENT_TYPE_PATTERN.match(name):
-                raise ConfigError(
-                    f"EVENT_TYPES item {name!r} must be 1-{EVENT_TYPE_MAX} characters "
-                    "of letters, digits, '_', '.', ':' or '-'"
-                )
         if self.max_batch_bytes < self.max_event_body_bytes:
             raise ConfigError(
                 f"PRODUCER_MAX_BATCH_BYTES must be at least {self.max_event_body_bytes} "
@@ -190,6 +173,11 @@ class ProducerSettings:
             check_redis_url("REDIS_URL", self.rate_limit_redis_url)
         if not self.rate_limit_prefix:
             raise ConfigError("PRODUCER_RATE_LIMIT_PREFIX must not be empty")
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        """The allowed `eventType` values (EVENT_TYPES, read by both services)."""
+        return self.common.event_types
 
     @property
     def rate_limits(self) -> tuple[RateLimitItem, ...]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, get_type_hint
 from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
+from shared.events import EVENT_TYPE_MAX
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -206,6 +207,10 @@ def check_choices(settings: Any, *names: str) -> None:
 
 
 DEFAULT_EVENT_TYPES = ("LOGIN", "LOGOUT", "PRODUCT_VIEW")
+# Bounds what the types can make the consumer keep: one index key and one stats field per
+# type, and a row each on the dashboard.
+MAX_EVENT_TYPES = 1000
+EVENT_TYPE_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -294,12 +299,21 @@ class CommonSettings:
         "CAs); only with `SSL` / `SASL_SSL`, and the file must exist",
         check=_readable_file,
     )
+    event_types: tuple[str, ...] = setting(
+        DEFAULT_EVENT_TYPES,
+        "EVENT_TYPES",
+        f"the `eventType` values there are, comma-separated, at most {MAX_EVENT_TYPES:,}; "
+        f"each 1-{EVENT_TYPE_MAX} letters, digits, `_`, `.`, `:` or `-`; the producer "
+        "refuses any other (400), the consumer dead-letters it (`unknown_event_type`); "
+        "add a type to the consumers before the producers (docs/consumer.md)",
+    )
 
     def __post_init__(self) -> None:
         check_choices(self, "log_level", "kafka_security_protocol")
         # A mechanism without a SASL protocol is reported as such before its spelling.
         self._check_sasl()
         check_choices(self)
+        self._check_event_types()
         if self.kafka_ssl_ca_location and not self.kafka_security_protocol.endswith("SSL"):
             raise ConfigError(
                 f"KAFKA_SSL_CA_LOCATION set, but KAFKA_SECURITY_PROTOCOL="
@@ -307,6 +321,21 @@ class CommonSettings:
             )
         check_bootstrap_servers("KAFKA_BOOTSTRAP_SERVERS", self.kafka_bootstrap_servers)
         check_redis_url("REDIS_URL", self.redis_url)
+
+    def _check_event_types(self) -> None:
+        if not self.event_types:
+            raise ConfigError("EVENT_TYPES must name at least one event type")
+        if len(self.event_types) > MAX_EVENT_TYPES:
+            raise ConfigError(
+                f"EVENT_TYPES names {len(self.event_types)} event types; at most "
+                f"{MAX_EVENT_TYPES} are allowed"
+            )
+        for name in self.event_types:
+            if len(name) > EVENT_TYPE_MAX or not EVENT_TYPE_PATTERN.fullmatch(name):
+                raise ConfigError(
+                    f"EVENT_TYPES item {name!r} must be 1-{EVENT_TYPE_MAX} characters "
+                    "of letters, digits, '_', '.', ':' or '-'"
+                )
 
     def _check_sasl(self) -> None:
         protocol = self.kafka_security_protocol

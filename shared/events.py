@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import json.encoder
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -52,6 +53,47 @@ IDEMPOTENCY_NAMESPACE = uuid.UUID("c66e4316-2589-47eb-9224-207c91522dbe")
 # (FullRegexp), since a Python `$` also matches before a final newline.
 TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+# Characters a userId may not hold. A userId is echoed into log lines, Kafka keys, Redis
+# key names, DLQ headers and the dashboard, and is read by people there:
+# * every control character (category Cc: C0, DEL, C1), e.g. a newline that forges a
+#   log line or a NUL that truncates a key in some tools;
+# * the line and paragraph separators U+2028/U+2029 (Zl, Zp), line breaks to many
+#   viewers and to JavaScript;
+# * the bidirectional formatting characters (U+061C, U+200E/F, U+202A-E, U+2066-9), which
+#   reorder how the text around them is shown, so an id can read as another one.
+# Other format characters (Cf) are allowed: zero-width joiners are needed to spell words
+# in Persian or Hindi and to build emoji, tag characters build flags, and none of them
+# breaks a line or reorders text. Cc is closed by Unicode's stability policy, so the class
+# is exact for every Unicode version (tests/unit/shared/test_user_id_rule.py checks it).
+_FORBIDDEN_CLASS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+USER_ID_FORBIDDEN = re.compile(f"[{_FORBIDDEN_CLASS}]")
+# The same rule as the OpenAPI documents' `pattern` of userId (valid in ECMA regexes too),
+# so that clients and fuzzers generating from the documents know it.
+USER_ID_PATTERN = f"^[^{_FORBIDDEN_CLASS}]*$"
+USER_ID_FORBIDDEN_MESSAGE = (
+    "Must not contain control or bidirectional formatting characters (found {found})."
+)
+
+_user_id_forbidden = USER_ID_FORBIDDEN.search
+
+
+class PlainText(validate.Regexp):
+    """Rejects text holding a character of USER_ID_FORBIDDEN, naming the first one. A
+    `Regexp` (of USER_ID_PATTERN) for the OpenAPI documents' sake; the check itself is a
+    search for the first forbidden character."""
+
+    def __init__(self) -> None:
+        super().__init__(USER_ID_PATTERN)
+
+    def __call__(self, value: Any) -> Any:
+        found = _user_id_forbidden(value)
+        if found is not None:
+            raise ValidationError(
+                USER_ID_FORBIDDEN_MESSAGE.format(found=f"U+{ord(found.group()):04X}")
+            )
+        return value
 
 
 class FullRegexp(validate.Regexp):
@@ -131,7 +173,9 @@ class PayloadSize(validate.Validator):
 class EventInputSchema(Schema):
     """What a client posts. Unknown fields are rejected (marshmallow's default RAISE)."""
 
-    userId = fields.String(required=True, validate=validate.Length(min=1, max=USER_ID_MAX))
+    userId = fields.String(
+        required=True, validate=[validate.Length(min=1, max=USER_ID_MAX), PlainText()]
+    )
     eventType = fields.String(required=True)
     payload = fields.Dict(keys=fields.String(), load_default=dict)
 
@@ -162,6 +206,8 @@ class EventInputSchema(Schema):
         event_type = data.get("eventType")
         if type(user_id) is not str or not 1 <= len(user_id) <= USER_ID_MAX:
             return None
+        if _user_id_forbidden(user_id):
+            return None
         if type(event_type) is not str or event_type not in self._allowed:
             return None
         size = len(data)
@@ -186,8 +232,10 @@ class EventInputSchema(Schema):
 
 
 class EventRecordSchema(Schema):
-    """The Kafka record value. The consumer accepts any well-formed eventType, so a type
-    added on the producer side does not dead-letter on consumers configured earlier.
+    """The Kafka record value. Any well-formed eventType passes the schema: which types a
+    consumer stores is its EVENT_TYPES setting, which it applies after this schema (a
+    record of another type is dead-lettered as `unknown_event_type`, see
+    consumer_service/pipeline/processing.py).
 
     `load` also accepts the record of the service this one replaces (the Node/KafkaJS
     design in ../shared/seed-architecture.md): `{eventId, userId, eventType, timestamp,
@@ -199,7 +247,9 @@ class EventRecordSchema(Schema):
     """
 
     eventId = fields.String(required=True, validate=FullRegexp(UUID_PATTERN))
-    userId = fields.String(required=True, validate=validate.Length(min=1, max=USER_ID_MAX))
+    userId = fields.String(
+        required=True, validate=[validate.Length(min=1, max=USER_ID_MAX), PlainText()]
+    )
     eventType = fields.String(required=True, validate=validate.Length(min=1, max=EVENT_TYPE_MAX))
     timestamp = fields.String(required=True, validate=FullRegexp(TIMESTAMP_PATTERN))
     payload = fields.Dict(keys=fields.String(), required=True)

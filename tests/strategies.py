@@ -17,6 +17,19 @@ any_text = st.text(st.characters(exclude_categories=()), max_size=12)
 # the way; the rest probe what must be refused.
 usual_text = st.text(st.characters(codec="utf-8"), max_size=12)
 text = st.one_of(usual_text, usual_text, usual_text, usual_text, any_text)
+# Characters near the userId rule (shared.events.USER_ID_FORBIDDEN): controls (C0, DEL,
+# C1), line and paragraph separators and bidi formatting, which are refused; other
+# format characters (zero-width space and joiners, soft hyphen, BOM, a tag character,
+# an Arabic number sign) and a space, which are allowed.
+near_the_rule = st.sampled_from(
+    [*"\x00\t\n\r\x1f\x7f\x80\x85\x9f\u2028\u2029\u061c\u200e\u200f",
+     *"\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069",
+     *"\u200b\u200c\u200d\u00ad\ufeff\U000e0041\u0600\u2060 "]
+)  # fmt: skip
+# Short text with some of those characters among ordinary ones.
+text_near_the_rule = st.lists(
+    st.one_of(near_the_rule, st.characters(codec="utf-8")), min_size=1, max_size=8
+).map("".join)
 
 scalars = st.one_of(
     st.none(),
@@ -38,7 +51,7 @@ payloads = st.dictionaries(text, json_values, max_size=6)
 
 plausible = {"userId": usual_text.filter(bool), "eventType": st.sampled_from(EVENT_TYPES)}
 odd = {
-    "userId": st.one_of(any_text, st.text(min_size=126, max_size=130)),
+    "userId": st.one_of(any_text, st.text(min_size=126, max_size=130), text_near_the_rule),
     "eventType": st.one_of(st.sampled_from(EVENT_TYPES), text),
 }
 inputs = st.one_of(

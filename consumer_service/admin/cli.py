@@ -215,6 +215,7 @@ def _replay(run: _Run, scan: DlqScan) -> int:
         scan,
         reason=args.reason,
         max_bytes=run.settings.max_message_bytes,
+        event_types=run.settings.event_types,
         max_attempts=args.max_attempts,
         publisher=publisher,
         advance=progress.advance,

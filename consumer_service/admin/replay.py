@@ -19,7 +19,7 @@ The contract:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,12 +60,12 @@ class ReplayReport:
             self.left.append((rec, why))
 
 
-def check(rec: DeadLetterRecord, max_bytes: int) -> Decision:
+def check(rec: DeadLetterRecord, max_bytes: int, event_types: Set[str]) -> Decision:
     """The consumer's verdict on the record today, with the worker's own safety net: rules
     that raise mean `processing_error`, as they would in the worker."""
     partition = rec.source_partition if rec.source_partition is not None else rec.partition
     offset = rec.source_offset if rec.source_offset is not None else rec.offset
-    return decide_safely(rec.value, partition, offset, max_bytes)
+    return decide_safely(rec.value, partition, offset, max_bytes, event_types)
 
 
 class Republisher:
@@ -143,6 +143,7 @@ def replay(
     *,
     reason: str | None,
     max_bytes: int,
+    event_types: Set[str],
     max_attempts: int,
     publisher: Republisher | None,
     advance: Callable[[], object],
@@ -156,7 +157,7 @@ def replay(
         if reason is not None and rec.reason != reason:
             continue
         report.selected += 1
-        if _stays(rec, report, max_bytes=max_bytes, max_attempts=max_attempts):
+        if _stays(rec, report, max_bytes, event_types, max_attempts):
             continue
         if publisher is None:
             report.published += 1
@@ -169,14 +170,18 @@ def replay(
 
 
 def _stays(
-    rec: DeadLetterRecord, report: ReplayReport, *, max_bytes: int, max_attempts: int
+    rec: DeadLetterRecord,
+    report: ReplayReport,
+    max_bytes: int,
+    event_types: Set[str],
+    max_attempts: int,
 ) -> bool:
     """True when `rec` is left in the DLQ (counted and noted in `report`)."""
     if rec.replay_attempt >= max_attempts:
         report.gave_up += 1
         report.note_left(rec, f"replayed {rec.replay_attempt} time(s) already")
         return True
-    verdict = check(rec, max_bytes)
+    verdict = check(rec, max_bytes, event_types)
     if isinstance(verdict, Rejected):
         report.still_failing[verdict.reason] += 1
         report.note_left(rec, f"still {verdict.reason}: {verdict.message}")

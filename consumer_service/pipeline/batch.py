@@ -93,6 +93,7 @@ def decide_batch(
     out = Batch()
     accept = out.accepted.append
     max_bytes = settings.max_message_bytes
+    event_types = settings.event_types
     topic = settings.common.kafka_topic
 
     def undecidable(exc: Exception, partition: int, offset: int) -> None:
@@ -106,7 +107,9 @@ def decide_batch(
         # Never None on a message without an error.
         partition = msg.partition() or 0
         offset = msg.offset() or 0
-        decision = decide_safely(msg.value(), partition, offset, max_bytes, undecidable)
+        decision = decide_safely(
+            msg.value(), partition, offset, max_bytes, event_types, undecidable
+        )
         poison = type(decision) is not Accepted
         if guard.record(poison):
             raise PoisonLimitExceeded(

@@ -4,7 +4,8 @@ A dead-lettered record keeps its original key, value and headers, so it can be i
 or replayed as it was, and gains:
 
     dlq.error             the human-readable reason
-    dlq.error.type        too_large | not_json | invalid_schema | processing_error
+    dlq.error.type        too_large | not_json | invalid_schema | unknown_event_type |
+                          processing_error
     dlq.source.topic      where it came from
     dlq.source.partition
     dlq.source.offset

@@ -10,7 +10,7 @@ import json
 import math
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from shared.errors import InvalidEvent
 from shared.events import (
     EVENT_TYPE_MAX,
     TIMESTAMP_PATTERN,
+    USER_ID_FORBIDDEN,
     USER_ID_MAX,
     UUID_PATTERN,
     EventRecordSchema,
@@ -36,9 +37,13 @@ from shared.json_codec import (
     scan_json,
 )
 
-# `processing_error` is the safety net: a record whose decision raised something this
-# module did not foresee (see `decide_safely`).
-PoisonReason = Literal["too_large", "not_json", "invalid_schema", "processing_error"]
+# `unknown_event_type` is a well-formed event of a type outside this consumer's
+# EVENT_TYPES: the one reason a later consumer may accept, so it has a name of its own
+# for `pipeline-admin dlq replay --reason`. `processing_error` is the safety net: a record
+# whose decision raised something this module did not foresee (see `decide_safely`).
+PoisonReason = Literal[
+    "too_large", "not_json", "invalid_schema", "unknown_event_type", "processing_error"
+]
 
 # Deepest nesting of objects and arrays a record may have. Python's json parses and
 # writes nested values by recursion, and a value that only just fits at one call depth
@@ -119,14 +124,17 @@ def safe_text(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def decode_record(value: bytes | None, max_bytes: int) -> tuple[dict[str, Any], bytes]:
+def decode_record(
+    value: bytes | None, max_bytes: int, event_types: Set[str]
+) -> tuple[dict[str, Any], bytes]:
     """Bytes of a Kafka record value to a validated record dict and its compact JSON.
 
     Raises InvalidRecord when the value is missing, bigger than `max_bytes`, not UTF-8
     JSON we can read and write back (syntax, NaN/Infinity, numbers out of float range,
     unpaired surrogate escapes, nesting deeper than MAX_NESTING), or fails
-    EventRecordSchema. A returned record always encodes with `compact_json`, and the
-    returned bytes are that encoding.
+    EventRecordSchema (`invalid_schema`); and, for a record that passes all that, when
+    its eventType is not in `event_types` (`unknown_event_type`). A returned record
+    always encodes with `compact_json`, and the returned bytes are that encoding.
 
     Most records take the fast path (`fast_record`: orjson and a hand-written check of
     the schema's rules). Whatever it does not accept, it hands to `checked_record` (the
@@ -134,6 +142,19 @@ def decode_record(value: bytes | None, max_bytes: int) -> tuple[dict[str, Any], 
     So the fast path only ever saves time; tests/unit/consumer/test_fast_path.py proves
     both paths decide alike.
     """
+    record, encoded = decode_event(value, max_bytes)
+    if record["eventType"] not in event_types:
+        # The type is 1-64 characters of anything: quoted as ASCII JSON for the header.
+        raise InvalidRecord(
+            "unknown_event_type",
+            f"The eventType {json.dumps(record['eventType'])} is not one of this "
+            "consumer's EVENT_TYPES.",
+        )
+    return record, encoded
+
+
+def decode_event(value: bytes | None, max_bytes: int) -> tuple[dict[str, Any], bytes]:
+    """`decode_record` without the event type set: any well-formed eventType passes."""
     if value is None:
         raise InvalidRecord("not_json", "The record has no value.")
     if len(value) > max_bytes:
@@ -157,6 +178,7 @@ def decode_record(value: bytes | None, max_bytes: int) -> tuple[dict[str, Any], 
 # path's answer is the same.
 _UUID_MATCH = re.compile(UUID_PATTERN).fullmatch
 _TIMESTAMP_MATCH = re.compile(TIMESTAMP_PATTERN).fullmatch
+_USER_ID_FORBIDDEN = USER_ID_FORBIDDEN.search
 _RECORD_FIELDS = frozenset(
     ("eventId", "userId", "eventType", "timestamp", "payload", "schemaVersion")
 )
@@ -192,6 +214,7 @@ def fast_record(data: dict[str, Any]) -> tuple[dict[str, Any], bytes] | None:
         and _UUID_MATCH(event_id)
         and type(user_id) is str
         and 0 < len(user_id) <= USER_ID_MAX
+        and _USER_ID_FORBIDDEN(user_id) is None
         and type(event_type) is str
         and 0 < len(event_type) <= EVENT_TYPE_MAX
         and type(timestamp) is str
@@ -261,12 +284,14 @@ def checked_record(value: bytes) -> tuple[dict[str, Any], bytes]:
     return loaded, encoded
 
 
-def decide(value: bytes | None, partition: int, offset: int, max_bytes: int) -> Decision:
-    """Accepted when the record is a valid event that can be stored, Rejected with the
-    reason otherwise. Raises only on a bug in these rules (`decide_safely` turns that
-    into a `processing_error` rejection)."""
+def decide(
+    value: bytes | None, partition: int, offset: int, max_bytes: int, event_types: Set[str]
+) -> Decision:
+    """Accepted when the record is a valid event of one of `event_types` that can be
+    stored, Rejected with the reason otherwise. Raises only on a bug in these rules
+    (`decide_safely` turns that into a `processing_error` rejection)."""
     try:
-        record, encoded = decode_record(value, max_bytes)
+        record, encoded = decode_record(value, max_bytes, event_types)
         return Accepted(record, partition, offset, encoded)
     except InvalidRecord as exc:
         return Rejected(exc.reason, str(exc), partition, offset)
@@ -277,6 +302,7 @@ def decide_safely(
     partition: int,
     offset: int,
     max_bytes: int,
+    event_types: Set[str],
     on_error: Callable[[Exception, int, int], None] | None = None,
 ) -> Decision:
     """`decide`, with the safety net: never raises an Exception. A record whose decision
@@ -285,7 +311,7 @@ def decide_safely(
     the traceback there). Without the net, one such record would crash every replica that
     takes its partition, over and over, and stop the partition for good."""
     try:
-        return decide(value, partition, offset, max_bytes)
+        return decide(value, partition, offset, max_bytes, event_types)
     except Exception as exc:
         if on_error is not None:
             on_error(exc, partition, offset)

@@ -181,7 +181,9 @@ def consumer_app(consumer_settings: ConsumerSettings, event_store: RedisEventSto
     accepted = []
     for offset, event in enumerate(SEED_EVENTS):
         value = compact_json(enrich(event))
-        decision = decide(value, 0, offset, consumer_settings.max_message_bytes)
+        decision = decide(
+            value, 0, offset, consumer_settings.max_message_bytes, consumer_settings.event_types
+        )
         assert isinstance(decision, Accepted), decision
         accepted.append(decision)
     event_store.store_batch(accepted, "2026-11-24T04:29:53.123Z")

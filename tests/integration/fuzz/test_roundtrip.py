@@ -71,7 +71,13 @@ def test_what_the_producer_answers_201_is_stored_as_sent(
     assert sorted(json.loads(m.value())["eventId"] for m in messages) == sorted(sent_by_id)
 
     decisions = [
-        decide(m.value(), m.partition(), m.offset(), consumer_settings.max_message_bytes)
+        decide(
+            m.value(),
+            m.partition(),
+            m.offset(),
+            consumer_settings.max_message_bytes,
+            consumer_settings.event_types,
+        )
         for m in messages
     ]
     accepted = [d for d in decisions if isinstance(d, Accepted)]

@@ -56,11 +56,24 @@ def test_values_from_the_environment() -> None:
             {"CONSUMER_REDIS_WAIT_TIMEOUT_MS": "5000", "CONSUMER_REDIS_TIMEOUT_SECONDS": "5"},
             "CONSUMER_REDIS_WAIT_TIMEOUT_MS",
         ),
+        ({"EVENT_TYPES": "LOGIN,new type"}, "EVENT_TYPES"),
+        ({"EVENT_TYPES": "LOGIN," + "X" * 65}, "EVENT_TYPES"),
+        ({"EVENT_TYPES": ",".join(f"T{i}" for i in range(1001))}, "EVENT_TYPES names 1001"),
     ],
 )
 def test_bad_values_are_rejected_by_name(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
         ConsumerSettings.from_env(env)
+
+
+def test_the_consumer_reads_the_event_types_the_producer_reads() -> None:
+    assert ConsumerSettings.from_env({}).event_types == {"LOGIN", "LOGOUT", "PRODUCT_VIEW"}
+    types = ",".join(f"T{i}" for i in range(1000))
+    assert len(ConsumerSettings.from_env({"EVENT_TYPES": types}).event_types) == 1000
+    assert ConsumerSettings.from_env({"EVENT_TYPES": " A , B.c:d-e "}).event_types == {
+        "A",
+        "B.c:d-e",
+    }
 
 
 def test_settings_are_frozen() -> None:

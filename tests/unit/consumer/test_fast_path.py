@@ -1,10 +1,11 @@
 """Property: the consumer's fast path decides every record exactly as marshmallow does.
 
-`decode_record` tries orjson plus a hand-written restatement of EventRecordSchema
-(`fast_record`) and hands whatever that does not accept to `checked_record`, the stdlib
-parser plus marshmallow. These properties run both on near-valid records (wrong types,
-missing and extra fields, bad uuids and timestamps, bools for schemaVersion, the original
-service's shape, odd number literals, invalid UTF-8) and require:
+`decode_event` (`decode_record` before its event type check) tries orjson plus a
+hand-written restatement of EventRecordSchema (`fast_record`) and hands whatever that does
+not accept to `checked_record`, the stdlib parser plus marshmallow. These properties run
+both on near-valid records (wrong types, missing and extra fields, bad uuids and
+timestamps, bools for schemaVersion, the original service's shape, odd number literals,
+invalid UTF-8) and require:
 
 * the same decision: both accept with identical records and byte-identical JSON, or both
   reject with the same reason and message;
@@ -28,11 +29,18 @@ from hypothesis import strategies as st
 from consumer_service.pipeline.processing import (
     InvalidRecord,
     checked_record,
-    decode_record,
+    decode_event,
     fast_record,
 )
 from shared.events import EVENT_TYPE_MAX, USER_ID_MAX
-from tests.strategies import any_text, identical, json_values, payloads, usual_text
+from tests.strategies import (
+    any_text,
+    identical,
+    json_values,
+    payloads,
+    text_near_the_rule,
+    usual_text,
+)
 
 MAX_BYTES = 64 * 1024
 PROPERTY = settings(
@@ -51,7 +59,7 @@ def reference(value: bytes | None) -> tuple[dict[str, Any], bytes] | InvalidReco
     """What the consumer decided before the fast path: size check, stdlib, marshmallow."""
     try:
         if value is None or len(value) > MAX_BYTES:
-            return decode_record(value, MAX_BYTES)  # these checks come before any parse
+            return decode_event(value, MAX_BYTES)  # these checks come before any parse
         return checked_record(value)
     except InvalidRecord as exc:
         return exc
@@ -59,7 +67,7 @@ def reference(value: bytes | None) -> tuple[dict[str, Any], bytes] | InvalidReco
 
 def decided(value: bytes | None) -> tuple[dict[str, Any], bytes] | InvalidRecord:
     try:
-        return decode_record(value, MAX_BYTES)
+        return decode_event(value, MAX_BYTES)
     except InvalidRecord as exc:
         return exc
 
@@ -146,6 +154,7 @@ lengths_of = {
         st.text(min_size=USER_ID_MAX - 1, max_size=USER_ID_MAX + 1),
         st.just(""),
         any_text,
+        text_near_the_rule,
     ),
     "eventType": st.one_of(
         st.sampled_from(["LOGIN", "LOGOUT", "PRODUCT_VIEW", "NEW_TYPE"]),

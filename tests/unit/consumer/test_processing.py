@@ -21,7 +21,10 @@ from consumer_service.pipeline.processing import (
     decide_safely,
     decode_record,
 )
+from shared.config import DEFAULT_EVENT_TYPES
 from shared.json_codec import compact_json
+
+TYPES = frozenset(DEFAULT_EVENT_TYPES)
 
 
 def record(**changes: Any) -> dict[str, Any]:
@@ -39,7 +42,7 @@ def record(**changes: Any) -> dict[str, Any]:
 
 def test_a_valid_record_is_accepted_with_its_position() -> None:
     r = record()
-    decision = decide(compact_json(r), 3, 42, 4096)
+    decision = decide(compact_json(r), 3, 42, 4096, TYPES)
     assert decision == Accepted(r, 3, 42)
     assert isinstance(decision, Accepted)
     stored = json.loads(decision.stored_form("2026-11-24T05:00:00.000Z"))
@@ -50,7 +53,7 @@ def test_the_stored_form_is_byte_for_byte_the_compact_json_of_record_plus_positi
     # stored_form appends to the JSON decide() already produced instead of re-encoding;
     # it must equal the full encoding, non-ASCII and nested payloads included.
     r = record(userId="usér-ü", payload={"a": [1, {"b": None, "c": "€"}], "d": 2.5})
-    decision = decide(compact_json(r), 5, 7, 4096)
+    decision = decide(compact_json(r), 5, 7, 4096, TYPES)
     assert isinstance(decision, Accepted)
     assert decision.encoded == compact_json(r)
     expected = compact_json(
@@ -79,7 +82,7 @@ DROP = object()
 
 
 def test_a_record_of_the_original_service_is_accepted_as_version_1() -> None:
-    decision = decide(original(), 2, 11, 4096)
+    decision = decide(original(), 2, 11, 4096, TYPES)
     assert isinstance(decision, Accepted)
     expected = {**json.loads(original()), "schemaVersion": 1}
     assert decision.record == expected
@@ -93,7 +96,7 @@ def test_a_record_of_the_original_service_is_accepted_as_version_1() -> None:
 
 @pytest.mark.parametrize("payload", [DROP, None])
 def test_the_original_shape_without_a_payload_gets_an_empty_one(payload: object) -> None:
-    decision = decide(original(payload=payload), 0, 0, 4096)
+    decision = decide(original(payload=payload), 0, 0, 4096, TYPES)
     assert isinstance(decision, Accepted)
     assert decision.record["payload"] == {}
     assert decision.record["schemaVersion"] == 1
@@ -119,13 +122,37 @@ def test_the_original_shape_without_a_payload_gets_an_empty_one(payload: object)
     ],
 )
 def test_nothing_else_is_loosened_for_the_original_shape(value: bytes) -> None:
-    decision = decide(value, 0, 0, 4096)
+    decision = decide(value, 0, 0, 4096, TYPES)
     assert isinstance(decision, Rejected)
     assert decision.reason == "invalid_schema"
 
 
-def test_an_event_type_unknown_to_this_consumer_is_still_accepted() -> None:
-    assert isinstance(decide(compact_json(record(eventType="CHECKOUT")), 0, 0, 4096), Accepted)
+def test_an_event_type_outside_event_types_is_dead_lettered_under_its_own_reason() -> None:
+    decision = decide(compact_json(record(eventType="CHECKOUT")), 0, 0, 4096, TYPES)
+    assert isinstance(decision, Rejected)
+    assert decision.reason == "unknown_event_type"
+    assert decision.message == (
+        'The eventType "CHECKOUT" is not one of this consumer\'s EVENT_TYPES.'
+    )
+    # Adding the type to the set is all it takes for the same record to be stored.
+    value = compact_json(record(eventType="CHECKOUT"))
+    assert isinstance(decide(value, 0, 0, 4096, TYPES | {"CHECKOUT"}), Accepted)
+
+
+def test_a_malformed_record_is_invalid_schema_whatever_its_type() -> None:
+    # The schema comes first: only a well-formed event is called unknown_event_type, so
+    # what that reason holds is what a replay after adding the type would store.
+    decision = decide(compact_json(record(eventType="CHECKOUT", eventId="x")), 0, 0, 4096, TYPES)
+    assert isinstance(decision, Rejected) and decision.reason == "invalid_schema"
+
+
+@pytest.mark.parametrize("event_type", ["\u202eNIGOL", "LOGIN\n", "x" * 64, "\ud800"])
+def test_the_event_type_is_matched_exactly_and_quoted_as_ascii(event_type: str) -> None:
+    value = json.dumps(record(eventType=event_type)).encode()
+    decision = decide(value, 0, 0, 4096, TYPES)
+    assert isinstance(decision, Rejected)
+    assert decision.reason in {"unknown_event_type", "not_json"}
+    assert decision.message.isascii()
 
 
 @pytest.mark.parametrize(
@@ -147,7 +174,7 @@ def test_an_event_type_unknown_to_this_consumer_is_still_accepted() -> None:
     ],
 )
 def test_poison_is_rejected_with_its_reason(value: bytes | None, reason: str) -> None:
-    decision = decide(value, 1, 7, 4096)
+    decision = decide(value, 1, 7, 4096, TYPES)
     assert isinstance(decision, Rejected)
     assert (decision.reason, decision.partition, decision.offset) == (reason, 1, 7)
     assert decision.message
@@ -179,7 +206,7 @@ def nested(depth: int) -> bytes:
     ],
 )
 def test_content_that_cannot_be_read_or_written_back_is_not_json(value: bytes, words: str) -> None:
-    decision = decide(value, 0, 5, 64 * 1024)
+    decision = decide(value, 0, 5, 64 * 1024, TYPES)
     assert isinstance(decision, Rejected)
     assert decision.reason == "not_json"
     assert words in decision.message
@@ -188,17 +215,17 @@ def test_content_that_cannot_be_read_or_written_back_is_not_json(value: bytes, w
 
 def test_nesting_up_to_the_limit_is_accepted_and_stored() -> None:
     # The record object itself is one level, its payload the rest.
-    decision = decide(with_payload(nested(MAX_NESTING - 1)), 0, 5, 64 * 1024)
+    decision = decide(with_payload(nested(MAX_NESTING - 1)), 0, 5, 64 * 1024, TYPES)
     assert isinstance(decision, Accepted)
     json.loads(decision.stored_form("2026-11-24T05:00:00.000Z"))
     # A big finite number and a surrogate PAIR (one emoji) are fine.
     paired = with_payload(b'{"n":1e300,"s":"\\ud83d\\ude00"}')
-    assert isinstance(decide(paired, 0, 5, 4096), Accepted)
+    assert isinstance(decide(paired, 0, 5, 4096, TYPES), Accepted)
 
 
 def test_a_schema_error_quoting_a_surrogate_field_name_is_still_encodable() -> None:
     value = compact_json(record()).replace(b'"schemaVersion"', b'"x\\ud800":1,"schemaVersion"')
-    decision = decide(value, 0, 1, 4096)
+    decision = decide(value, 0, 1, 4096, TYPES)
     assert isinstance(decision, Rejected)
     assert decision.reason == "invalid_schema"
     assert "ud800" in decision.message
@@ -207,7 +234,7 @@ def test_a_schema_error_quoting_a_surrogate_field_name_is_still_encodable() -> N
 
 def test_the_size_check_comes_before_parsing() -> None:
     with pytest.raises(InvalidRecord) as info:
-        decode_record(b"x" * 10_000, 100)
+        decode_record(b"x" * 10_000, 100, TYPES)
     assert info.value.reason == "too_large"
 
 
@@ -280,15 +307,15 @@ def test_the_dlq_error_header_is_utf8_bounded_on_a_character_boundary() -> None:
     ],
 )
 def test_ids_and_timestamps_must_match_their_pattern_whole(changes: dict[str, str]) -> None:
-    decision = decide(compact_json(record(**changes)), 0, 0, 65536)
+    decision = decide(compact_json(record(**changes)), 0, 0, 65536, TYPES)
     assert isinstance(decision, Rejected)
     assert decision.reason == "invalid_schema"
 
 
 def test_decide_safely_decides_as_decide_does() -> None:
     value = compact_json(record())
-    assert decide_safely(value, 1, 2, 4096) == decide(value, 1, 2, 4096)
-    assert decide_safely(b"nope", 1, 2, 4096) == decide(b"nope", 1, 2, 4096)
+    assert decide_safely(value, 1, 2, 4096, TYPES) == decide(value, 1, 2, 4096, TYPES)
+    assert decide_safely(b"nope", 1, 2, 4096, TYPES) == decide(b"nope", 1, 2, 4096, TYPES)
 
 
 def test_a_record_whose_decision_raises_is_a_processing_error(
@@ -299,7 +326,7 @@ def test_a_record_whose_decision_raises_is_a_processing_error(
 
     monkeypatch.setattr(processing, "decide", buggy)
     seen: list[tuple[Exception, int, int]] = []
-    decision = decide_safely(b"{}", 4, 7, 4096, lambda exc, p, o: seen.append((exc, p, o)))
+    decision = decide_safely(b"{}", 4, 7, 4096, TYPES, lambda exc, p, o: seen.append((exc, p, o)))
     assert isinstance(decision, Rejected)
     assert (decision.reason, decision.partition, decision.offset) == ("processing_error", 4, 7)
     assert "KeyError" in decision.message

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from producer_service import create_app
 from producer_service.config import ProducerSettings
 from producer_service.errors import error_response
+from shared.config import CommonSettings
 from shared.events import TIMESTAMP_PATTERN, UUID_PATTERN, new_event_id
 from shared.json_codec import MAX_JSON_NESTING
 from tests.unit.producer.fakes import InMemoryEventPublisher
@@ -412,6 +413,36 @@ def test_batch_validation_is_all_or_nothing(
     assert fake.records == []
 
 
+# A newline (a forged log line), a right-to-left override (text shown backwards), and
+# one of each other kind of character a userId may not hold.
+HOSTILE_USER_IDS = [
+    "mallory\u202e\ngpj.exe",
+    "tab\there",
+    "nul\x00",
+    "del\x7f",
+    "nel\x85",
+    "isolate\u2066x\u2069",
+    "mark\u200e",
+    "arabic\u061cmark",
+    "paragraph\u2029separator",
+]
+
+
+@pytest.mark.parametrize("user_id", HOSTILE_USER_IDS)
+def test_user_id_with_control_or_bidi_characters_is_400_never_published(
+    client: FlaskClient, fake: InMemoryEventPublisher, user_id: str
+) -> None:
+    response = post(client, "/events/generate", {**GOOD, "userId": user_id})
+    fields = assert_json_error(response, 400, "validation_error")["fields"]
+    assert list(fields) == ["userId"]
+    assert "control or bidirectional" in fields["userId"][0]
+    body = batch_of(3)
+    body["events"][2]["userId"] = user_id
+    error = assert_json_error(post(client, "/events/batch", body), 400, "validation_error")
+    assert [(item["index"], list(item["fields"])) for item in error["items"]] == [(2, ["userId"])]
+    assert fake.records == []
+
+
 @pytest.mark.parametrize(
     ("body", "text"),
     [
@@ -633,6 +664,8 @@ def test_openapi_is_generated_from_the_schemas(client: FlaskClient) -> None:
 
 
 def test_event_types_are_configurable(fake: InMemoryEventPublisher) -> None:
-    client = create_app(ProducerSettings(event_types=("PURCHASE",)), publisher=fake).test_client()
+    client = create_app(
+        ProducerSettings(common=CommonSettings(event_types=("PURCHASE",))), publisher=fake
+    ).test_client()
     assert post(client, "/events/generate", {**GOOD, "eventType": "PURCHASE"}).status_code == 201
     assert post(client, "/events/generate", GOOD).status_code == 400

@@ -66,7 +66,7 @@ def test_what_the_producer_accepts_is_stored_unchanged(sent: dict[str, Any]) -> 
     record = enrich(loaded)
     value = compact_json(record)
 
-    decision = decide(value, 3, 42, MAX_RECORD_BYTES)
+    decision = decide(value, 3, 42, MAX_RECORD_BYTES, frozenset(EVENT_TYPES))
     assert isinstance(decision, Accepted), decision
     assert decision.event_id == record["eventId"]
     stored = json.loads(decision.stored_form(PROCESSED_AT))
