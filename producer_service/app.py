@@ -19,6 +19,7 @@ from producer_service.quotas import Quota
 from producer_service.schemas import BatchInputSchema
 from producer_service.state import ProducerState, install, state, state_of
 from shared import web
+from shared.auth import Authenticator
 from shared.events import EventInputSchema
 from shared.web import error_response
 
@@ -81,6 +82,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_batch_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     install(app, _new_state(app, settings, publisher))
+    web.install_auth(app, Authenticator(settings.auth, settings.parsed_api_keys()))
     web.set_openapi(app, build_spec(settings))
     app.wsgi_app = _timed(app.wsgi_app)  # type: ignore[method-assign,assignment]
     app.after_request(_count_request)
@@ -101,7 +103,6 @@ def _new_state(
         batch_schema=BatchInputSchema(
             settings.event_types, settings.max_payload_bytes, settings.max_batch_events
         ),
-        api_keys=tuple(key.encode() for key in settings.api_keys),
         quota=Quota(app, settings) if settings.rate_limits else None,
     )
 

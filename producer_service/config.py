@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from limits import RateLimitItem, parse_many
 
+from shared.auth import WRITE, ApiKey, AuthSettings, parse_api_keys
 from shared.config import (
     DEFAULT_EVENT_TYPES,
     REDIS_SCHEMES,
@@ -51,6 +52,7 @@ class ProducerSettings:
     """Everything the producer service reads from its environment."""
 
     common: CommonSettings = field(default_factory=CommonSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     bind_host: str = setting("0.0.0.0", "PRODUCER_BIND_HOST", "listen address")
     port: int = setting(8000, "PRODUCER_PORT", "listen port", lo=0, hi=65535)
     workers: int = setting(
@@ -137,7 +139,9 @@ class ProducerSettings:
     api_keys: tuple[str, ...] = setting(
         (),
         "PRODUCER_API_KEYS",
-        "keys accepted in `X-API-Key`, comma-separated; empty: no authentication",
+        "API keys accepted in `X-API-Key` (or as a bearer token), comma-separated; an item "
+        "`KEY` grants `events:write`, `KEY SCOPE...` only the scopes listed (docs/security.md); "
+        "empty, and no JWT key: no authentication",
         repr=False,  # secrets: never printed
     )
     event_types: tuple[str, ...] = setting(
@@ -186,11 +190,21 @@ class ProducerSettings:
         if self.linger_ms >= self.ack_timeout_ms:
             raise ConfigError("PRODUCER_LINGER_MS must be smaller than PRODUCER_ACK_TIMEOUT_MS")
         parse_rate_limit(self.rate_limit)
+        self.parsed_api_keys()
         url = self.rate_limit_redis_url
         if url is not None and url.split("://", 1)[0].lower() not in REDIS_SCHEMES:
             raise ConfigError("REDIS_URL must start with redis://, rediss:// (TLS) or unix://")
         if not self.rate_limit_prefix:
             raise ConfigError("PRODUCER_RATE_LIMIT_PREFIX must not be empty")
+
+    def parsed_api_keys(self) -> tuple[ApiKey, ...]:
+        """PRODUCER_API_KEYS with the scopes of each key; ConfigError for a bad item."""
+        return parse_api_keys("PRODUCER_API_KEYS", self.api_keys, (WRITE,))
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when requests to /events must present a credential."""
+        return bool(self.api_keys) or self.auth.jwt_enabled
 
     @property
     def rate_limits(self) -> tuple[RateLimitItem, ...]:

@@ -25,6 +25,7 @@ from consumer_service.pipeline.status import StatusFile
 from consumer_service.storage import EventStore, open_store
 from consumer_service.topics import TopicMissing, topic_metadata
 from shared import web
+from shared.auth import Authenticator
 from shared.errors import Unavailable
 from shared.kafka import AuthenticationWatch, KafkaAuthenticationFailed, client_config
 from shared.web import error_response
@@ -131,8 +132,9 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = ReadState(settings, store)
     app.extensions[READINESS] = Readiness(settings, store, status_file)
-    web.set_openapi(app, build_spec(cluster=store.opaque_cursor).to_dict())
+    web.set_openapi(app, build_spec(settings, cluster=store.opaque_cursor).to_dict())
     web.register_error_handlers(app)
+    web.install_auth(app, Authenticator(settings.auth, settings.parsed_api_keys()))
     app.register_error_handler(Unavailable, handle_unavailable)
     app.register_blueprint(events_bp)
     app.register_blueprint(web.ops_blueprint(ready))

@@ -269,7 +269,11 @@ class PartitionLagSchema(Schema):
 
 class GroupMemberSchema(Schema):
     clientId = fields.String(attribute="client_id", required=True)
-    host = fields.String(required=True)
+    host = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "null when asked without a credential"},
+    )
     partitions = fields.List(fields.Integer(), required=True)
 
 
