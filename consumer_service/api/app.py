@@ -17,6 +17,7 @@ from flask import Flask, Response, current_app, jsonify
 
 from consumer_service import metrics as _worker_metrics  # noqa: F401  (names on /metrics)
 from consumer_service.api.dashboard.views import init_app as init_dashboard
+from consumer_service.api.erasure import bp as erasure_bp
 from consumer_service.api.events import EXTENSION, ReadState
 from consumer_service.api.events import bp as events_bp
 from consumer_service.api.openapi import build_spec
@@ -137,6 +138,7 @@ def create_app(
     web.install_auth(app, Authenticator(settings.auth, settings.parsed_api_keys()))
     app.register_error_handler(Unavailable, handle_unavailable)
     app.register_blueprint(events_bp)
+    app.register_blueprint(erasure_bp)
     app.register_blueprint(web.ops_blueprint(ready))
     init_dashboard(app, settings, store)
     return app

@@ -16,6 +16,7 @@ from marshmallow import fields
 from consumer_service.api.dashboard.views import ASSETS
 from consumer_service.api.schemas import (
     DashboardDataSchema,
+    ErasedSchema,
     EventPageSchema,
     HealthSchema,
     ProcessedQuerySchema,
@@ -24,8 +25,8 @@ from consumer_service.api.schemas import (
 from consumer_service.config import ConsumerSettings
 from consumer_service.storage.cluster_page import CURSOR_PREFIX
 from shared import web
-from shared.auth import READ
-from shared.events import FullRegexp, StoredEventSchema
+from shared.auth import ERASE, READ
+from shared.events import USER_ID_MAX, FullRegexp, StoredEventSchema
 from shared.web import json_response, text_response
 
 # The cluster store's cursor: its prefix, then base64url (storage.cluster_page.decode_cursor
@@ -72,6 +73,10 @@ def build_spec(settings: ConsumerSettings | None = None, *, cluster: bool = Fals
         spec, ClusterProcessedQuerySchema if cluster else ProcessedQuerySchema, guard
     )
     _document_event_and_stats(spec, guard)
+    _document_erasure(
+        spec,
+        {"security": security, "responses": web.auth_responses(ERASE, bool(security))},
+    )
     web.document_ops(
         spec,
         ready={
@@ -155,6 +160,45 @@ def _document_event_and_stats(spec: APISpec, guard: Guard) -> None:
                     "summary": "Totals",
                     "responses": {
                         "200": json_response("Stats", "Totals"),
+                        "503": json_response("Error", "Redis unavailable"),
+                    },
+                },
+            )
+        },
+    )
+
+
+def _document_erasure(spec: APISpec, guard: Guard) -> None:
+    spec.components.schema("Erased", schema=ErasedSchema)
+    spec.path(
+        path="/users/{userId}/events",
+        operations={
+            "delete": _guarded(
+                guard,
+                {
+                    "summary": "Delete every stored event of one user",
+                    "description": (
+                        "Deletes the user's events and their index entries in Redis, "
+                        "and answers how many. The seen marks stay, so a redelivery of a "
+                        "deleted event within the dedup window is not stored again; "
+                        "copies in Kafka and the dead-letter topic stay until their "
+                        "retention."
+                    ),
+                    "parameters": [
+                        {
+                            "in": "path",
+                            "name": "userId",
+                            "required": True,
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": USER_ID_MAX,
+                            },
+                        }
+                    ],
+                    "responses": {
+                        "200": json_response("Erased", "Deleted"),
+                        "400": json_response("Error", "A userId over the length limit"),
                         "503": json_response("Error", "Redis unavailable"),
                     },
                 },

@@ -20,14 +20,14 @@ from tests.tokens import SECRET, hs256
 from .conftest import FUZZ_SETTINGS, AppSlot, fuzz_config, fuzz_schema, same_document
 
 DOCUMENT = build_spec().to_dict()
-# The read API with credentials: a key limited to events:read, and JWTs.
-API_KEY = "fuzz-reader"
+# The read API with credentials: a key limited to the read API's two scopes, and JWTs.
+API_KEY = "fuzz-key"
 GUARDED = ConsumerSettings(
-    api_keys=(f"{API_KEY} events:read",), auth=AuthSettings(jwt_secret=SECRET)
+    api_keys=(f"{API_KEY} events:read events:erase",), auth=AuthSettings(jwt_secret=SECRET)
 )
 GUARDED_DOCUMENT = build_spec(GUARDED).to_dict()
 # Made at collection, valid for a day: any run of the suite ends well inside that.
-TOKEN = hs256("events:read", exp=int(time.time()) + 86_400)
+TOKEN = hs256("events:read events:erase", exp=int(time.time()) + 86_400)
 
 SLOT = AppSlot()
 schema = fuzz_schema(DOCUMENT, SLOT, fuzz_config())
@@ -72,8 +72,8 @@ def guarded_read_api(
 def test_read_api_with_jwts_answers_as_documented(
     case: schemathesis.Case, guarded_read_api: Flask
 ) -> None:
-    """As above with a bearer JWT granting events:read; requests re-sent without it or
-    with a wrong one must be refused with a documented 401."""
+    """As above with a bearer JWT granting events:read and events:erase; requests
+    re-sent without it or with a wrong one must be refused with a documented 401."""
     case.call_and_validate()
 
 
@@ -82,5 +82,5 @@ def test_read_api_with_jwts_answers_as_documented(
 def test_read_api_with_api_keys_answers_as_documented(
     case: schemathesis.Case, guarded_read_api: Flask
 ) -> None:
-    """As above with an API key limited to events:read."""
+    """As above with an API key limited to events:read and events:erase."""
     case.call_and_validate()
