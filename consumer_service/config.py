@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.auth import ERASE, READ, ApiKey, AuthSettings, parse_api_keys
 from shared.config import CommonSettings, Environ, check_choices, read_settings, setting
 from shared.errors import ConfigError
 
@@ -30,6 +31,7 @@ class ConsumerSettings:
     `validate` holds the rules that tie several settings together."""
 
     common: CommonSettings = field(default_factory=CommonSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     consumer_group: str = setting(
         "user-activity-consumers",
         "KAFKA_CONSUMER_GROUP",
@@ -252,9 +254,28 @@ class ConsumerSettings:
         lo=1,
         hi=1_000_000,
     )
+    api_keys: tuple[str, ...] = setting(
+        (),
+        "CONSUMER_API_KEYS",
+        "API keys the read API accepts in `X-API-Key` (or as a bearer token), "
+        "comma-separated; an item `KEY` grants `events:read` and `events:erase`, "
+        "`KEY SCOPE...` only the scopes listed (docs/security.md); empty, and no JWT key: "
+        "no authentication",
+        repr=False,  # secrets: never printed
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
+        self.parsed_api_keys()
+
+    def parsed_api_keys(self) -> tuple[ApiKey, ...]:
+        """CONSUMER_API_KEYS with the scopes of each key; ConfigError for a bad item."""
+        return parse_api_keys("CONSUMER_API_KEYS", self.api_keys, (READ, ERASE))
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when the read API and the dashboard's data need a credential."""
+        return bool(self.api_keys) or self.auth.jwt_enabled
 
     @property
     def dlq_topic(self) -> str:

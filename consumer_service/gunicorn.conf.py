@@ -5,7 +5,11 @@ Settings come from the same validated ConsumerSettings as the worker's.
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from consumer_service.config import ConsumerSettings
+from shared.auth import warn_if_open
 from shared.web import GunicornHooks
 
 _settings = ConsumerSettings.from_env()
@@ -14,7 +18,8 @@ _settings = ConsumerSettings.from_env()
 _hooks = GunicornHooks.start("consumer-api", _settings.common.log_level)
 
 wsgi_app = "consumer_service.api.app:create_app()"
-bind = f"0.0.0.0:{_settings.port}"
+BIND_HOST = "0.0.0.0"
+bind = f"{BIND_HOST}:{_settings.port}"
 workers = _settings.api_workers
 worker_class = "gthread"
 threads = 4
@@ -30,3 +35,9 @@ logger_class = _hooks.logger_class
 post_fork = _hooks.post_fork
 child_exit = _hooks.child_exit
 on_exit = _hooks.on_exit
+
+_log = logging.getLogger("consumer_service.gunicorn")
+
+
+def on_starting(server: Any) -> None:
+    warn_if_open(_log, "consumer", BIND_HOST, _settings.port, _settings.auth_enabled)

@@ -16,6 +16,7 @@ from typing import Any, get_type_hints
 
 from consumer_service.config import ConsumerSettings
 from producer_service.config import ProducerSettings
+from shared.auth import AuthSettings
 from shared.config import CommonSettings, Setting, declared
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
@@ -52,6 +53,12 @@ COMMON_SECTIONS = (
     ("Logging", ("LOG_",)),
     ("Events", ("EVENT_",)),
 )
+
+ACCESS_CONTROL = """\
+Each service also takes its own API keys (`PRODUCER_API_KEYS`, `CONSUMER_API_KEYS`). With
+no key and no JWT key a service is open, and says so in one warning at start when it
+listens beyond loopback. `/health`, `/ready` and `/metrics` are always open; see
+[security.md](security.md)."""
 
 # Read by the processes outside the settings objects.
 OTHER_VARIABLES = (
@@ -129,6 +136,7 @@ def render() -> str:
     out = [HEADER, "## Both services", ""]
     for title, prefixes in COMMON_SECTIONS:
         out += [f"### {title}", "", *table(CommonSettings, prefixes), ""]
+    out += ["### Access control", "", ACCESS_CONTROL, "", *table(AuthSettings), ""]
     out += ["## Producer", "", *table(ProducerSettings), ""]
     out += ["## Consumer", "", *table(ConsumerSettings), ""]
     out += ["## Read outside the settings", "", "| Variable | Default | Meaning |", "|---|---|---|"]

@@ -20,6 +20,7 @@ from producer_service.quotas import Quota
 from producer_service.schemas import BatchInputSchema
 from producer_service.state import ProducerState, install, state, state_of
 from shared import web
+from shared.auth import Authenticator
 from shared.events import EventInputSchema
 from shared.web import error_response
 
@@ -91,10 +92,12 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     producer_state = _new_state(app, settings, publisher)
     install(app, producer_state)
+    authenticator = Authenticator(settings.auth, settings.parsed_api_keys())
+    web.install_auth(app, authenticator)
     web.set_openapi(app, build_spec(settings))
     wsgi_app: WSGIApplication = app.wsgi_app
-    if fast_path and not producer_state.api_keys and producer_state.quota is None:
-        wsgi_app = SingleEventFastPath(wsgi_app, producer_state)
+    if fast_path and producer_state.quota is None:
+        wsgi_app = SingleEventFastPath(wsgi_app, producer_state, authenticator)
     app.wsgi_app = _timed(wsgi_app)  # type: ignore[method-assign,assignment]
     register_error_handlers(app)
     app.register_blueprint(events_bp)
@@ -114,7 +117,6 @@ def _new_state(
         batch_schema=BatchInputSchema(
             settings.event_types, settings.max_payload_bytes, settings.max_batch_events
         ),
-        api_keys=tuple(key.encode() for key in settings.api_keys),
         quota=Quota(app, settings) if settings.rate_limits else None,
     )
 

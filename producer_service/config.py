@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from limits import RateLimitItem, parse_many
 
+from shared.auth import WRITE, ApiKey, AuthSettings, parse_api_keys
 from shared.config import (
     CommonSettings,
     Environ,
@@ -48,6 +49,7 @@ class ProducerSettings:
     """Everything the producer service reads from its environment."""
 
     common: CommonSettings = field(default_factory=CommonSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     bind_host: str = setting("0.0.0.0", "PRODUCER_BIND_HOST", "listen address")
     port: int = setting(8000, "PRODUCER_PORT", "listen port", lo=0, hi=65535)
     workers: int = setting(
@@ -134,7 +136,9 @@ class ProducerSettings:
     api_keys: tuple[str, ...] = setting(
         (),
         "PRODUCER_API_KEYS",
-        "keys accepted in `X-API-Key`, comma-separated; empty: no authentication",
+        "API keys accepted in `X-API-Key` (or as a bearer token), comma-separated; an item "
+        "`KEY` grants `events:write`, `KEY SCOPE...` only the scopes listed (docs/security.md); "
+        "empty, and no JWT key: no authentication",
         repr=False,  # secrets: never printed
     )
     rate_limit: str = setting(
@@ -169,10 +173,20 @@ class ProducerSettings:
         if self.linger_ms >= self.ack_timeout_ms:
             raise ConfigError("PRODUCER_LINGER_MS must be smaller than PRODUCER_ACK_TIMEOUT_MS")
         parse_rate_limit(self.rate_limit)
+        self.parsed_api_keys()
         if self.rate_limit_redis_url is not None:
             check_redis_url("REDIS_URL", self.rate_limit_redis_url)
         if not self.rate_limit_prefix:
             raise ConfigError("PRODUCER_RATE_LIMIT_PREFIX must not be empty")
+
+    def parsed_api_keys(self) -> tuple[ApiKey, ...]:
+        """PRODUCER_API_KEYS with the scopes of each key; ConfigError for a bad item."""
+        return parse_api_keys("PRODUCER_API_KEYS", self.api_keys, (WRITE,))
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when requests to /events must present a credential."""
+        return bool(self.api_keys) or self.auth.jwt_enabled
 
     @property
     def event_types(self) -> tuple[str, ...]:

@@ -14,7 +14,10 @@ Everything else goes to the Flask app untouched (the body read here is handed on
 every refusal, every 4xx and its words come from one place: the view. The fast path
 only ever answers 201, or the 503 that the view's `Unavailable` would produce.
 
-It is off when the app checks credentials or charges a quota: those run as Flask hooks.
+With credentials configured, a request is taken only when its credential grants
+`events:write` (the same `shared.auth.Authenticator` the Flask hook asks); any other goes
+to the view, which answers the 401 or 403. The fast path is off when a quota is
+configured: the quota runs as a Flask hook.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from producer_service import metrics
 from producer_service.errors import error_response, unavailable_response
 from producer_service.events import IDEMPOTENCY_KEY_MAX, logged_facts
 from producer_service.state import ProducerState
+from shared.auth import WRITE, Authenticator, Unauthenticated
 from shared.errors import Unavailable
 from shared.events import enrich, record_json
 from shared.json_codec import json_problem, parse_json
@@ -50,8 +54,11 @@ class SingleEventFastPath:
     """WSGI middleware: answers `POST /events/generate` itself when it can (see the
     module's docstring), hands every other request to `app`."""
 
-    def __init__(self, app: WSGIApplication, state: ProducerState) -> None:
+    def __init__(
+        self, app: WSGIApplication, state: ProducerState, authenticator: Authenticator
+    ) -> None:
         self._app = app
+        self._authenticator = authenticator if authenticator.enabled else None
         self._publisher = state.publisher
         self._schema = state.input_schema
         self._max_bytes = state.settings.max_event_body_bytes
@@ -84,6 +91,9 @@ class SingleEventFastPath:
     def _accept(self, environ: WSGIEnvironment) -> tuple[dict[str, Any], bytes, str | None] | None:
         """The loaded event, its payload's JSON and its Idempotency-Key; or None when the
         view must decide, with the body (if read) put back for it."""
+        authenticator = self._authenticator
+        if authenticator is not None and not _allowed(authenticator, environ):
+            return None
         mimetype = environ.get("CONTENT_TYPE", "")
         if mimetype != "application/json" and not mimetype.startswith("application/json;"):
             return None
@@ -148,3 +158,15 @@ class SingleEventFastPath:
         start_response(_CREATED, [_JSON, ("Content-Length", str(len(value)))])
         metrics.count_request(PATH, "POST", 201, time.perf_counter() - started)
         return (value,)
+
+
+def _allowed(authenticator: Authenticator, environ: WSGIEnvironment) -> bool:
+    """Whether the request's credential grants `events:write`: the Flask hook's check
+    (shared.web.authorize) without its answers, which the view gives, asking again."""
+    try:
+        principal = authenticator.authenticate(
+            environ.get("HTTP_AUTHORIZATION"), environ.get("HTTP_X_API_KEY")
+        )
+    except Unauthenticated:
+        return False
+    return WRITE in principal.scopes

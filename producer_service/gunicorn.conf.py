@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from producer_service.config import ProducerSettings
+from shared.auth import warn_if_open
 from shared.config import redacted
 from shared.web import GunicornHooks
 
@@ -50,6 +51,8 @@ _log = logging.getLogger("producer_service.gunicorn")
 
 def on_starting(server: Any) -> None:
     _log.info("starting", extra={"settings": redacted(_settings)})
+    s = _settings
+    warn_if_open(_log, "producer", s.bind_host, s.port, s.auth_enabled)
 
 
 def post_worker_init(worker: Any) -> None:

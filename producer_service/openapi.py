@@ -19,6 +19,7 @@ from producer_service.schemas import (
     ErrorSchema,
 )
 from shared import web
+from shared.auth import WRITE
 from shared.events import EventInputSchema, EventRecordSchema
 from shared.web import json_response as _json
 from shared.web import ref as _ref
@@ -27,7 +28,6 @@ from shared.web import ref as _ref
 def _errors(*statuses: int) -> dict[str, Any]:
     meaning = {
         400: "Invalid JSON, an invalid event (with field messages) or a bad Idempotency-Key.",
-        401: "API keys are configured and the request has no valid one.",
         413: "The body is over the limit.",
         415: "The Content-Type is not application/json.",
         422: (
@@ -66,13 +66,10 @@ def build_spec(settings: ProducerSettings) -> dict[str, Any]:
         "after Kafka acknowledged the record (acks=all).",
         error_schema=ErrorSchema,
     )
-    if settings.api_keys:
-        spec.components.security_scheme(
-            "ApiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"}
-        )
+    guarded = web.security(spec, api_keys=bool(settings.api_keys), jwt=settings.auth.jwt_enabled)
     _add_components(spec, settings)
-    spec.path(path="/events/generate", operations={"post": _generate(settings)})
-    spec.path(path="/events/batch", operations={"post": _batch(settings)})
+    spec.path(path="/events/generate", operations={"post": _generate(settings, guarded)})
+    spec.path(path="/events/batch", operations={"post": _batch(settings, guarded)})
     web.document_ops(
         spec,
         ready={
@@ -100,29 +97,26 @@ def _add_components(spec: APISpec, settings: ProducerSettings) -> None:
     spec.components.schema("BatchReport", schema=BatchReportSchema)
 
 
-def _security(settings: ProducerSettings) -> list[dict[str, list[str]]]:
-    return [{"ApiKey": []}] if settings.api_keys else []
-
-
-def _generate(settings: ProducerSettings) -> dict[str, Any]:
+def _generate(settings: ProducerSettings, guarded: list[dict[str, list[str]]]) -> dict[str, Any]:
     """The operation object of POST /events/generate."""
     return {
         "summary": "Publish one event",
         "parameters": [IDEMPOTENCY_KEY_PARAMETER],
-        "security": _security(settings),
+        "security": guarded,
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": _ref("EventInput")}},
         },
         "responses": {
             "201": _json("EventRecord", "Kafka acknowledged the enriched event."),
-            **_errors(400, 401, 413, 415, 503),
+            **_errors(400, 413, 415, 503),
+            **web.auth_responses(WRITE, bool(guarded)),
             **quota_responses(settings),
         },
     }
 
 
-def _batch(settings: ProducerSettings) -> dict[str, Any]:
+def _batch(settings: ProducerSettings, guarded: list[dict[str, list[str]]]) -> dict[str, Any]:
     """The operation object of POST /events/batch."""
     return {
         "summary": f"Publish up to {settings.max_batch_events} events",
@@ -133,7 +127,7 @@ def _batch(settings: ProducerSettings) -> dict[str, Any]:
             "acknowledged none of the events."
         ),
         "parameters": [IDEMPOTENCY_KEY_PARAMETER],
-        "security": _security(settings),
+        "security": guarded,
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": _ref("BatchInput")}},
@@ -141,7 +135,8 @@ def _batch(settings: ProducerSettings) -> dict[str, Any]:
         "responses": {
             "201": _json("BatchAccepted", "Every event was acknowledged."),
             "207": _json("BatchReport", "Some events were acknowledged, some not."),
-            **_errors(400, 401, 413, 415, 422, 503),
+            **_errors(400, 413, 415, 422, 503),
+            **web.auth_responses(WRITE, bool(guarded)),
             **quota_responses(settings),
         },
     }

@@ -1,7 +1,7 @@
-"""PRODUCER_RATE_LIMIT: a quota of events per API key (or per client address), enforced
-with Flask-Limiter.
+"""PRODUCER_RATE_LIMIT: a quota of events per credential (an API key, or a JWT's `sub`;
+per client address when the producer is open), enforced with Flask-Limiter.
 
-What is counted: every request to `/events` that passed the API-key check, one unit for
+What is counted: every request to `/events` that passed the credential check, one unit for
 `/events/generate` and one per event for `/events/batch` (so splitting a batch neither
 gains nor loses quota). Both routes draw on one quota. A request over the quota is
 refused with 429 before anything is validated or published, and costs nothing.
@@ -27,7 +27,6 @@ still take.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -36,9 +35,9 @@ from typing import Any
 from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 
-from producer_service.auth import presented_key
 from producer_service.config import ProducerSettings
 from producer_service.errors import error_response
+from shared import web
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +66,11 @@ def _charged() -> None:
 
 class Quota:
     """The rate limit of one app. `charge` is called by the `/events` views after the
-    API-key check; it raises `RateLimitExceeded`, answered 429 by the handler registered
+    credential check; it raises `RateLimitExceeded`, answered 429 by the handler registered
     here, when the request's cost does not fit in the client's quota."""
 
     def __init__(self, app: Flask, settings: ProducerSettings) -> None:
-        self._keyed = bool(settings.api_keys)
+        self._keyed = settings.auth_enabled
         redis_url = settings.rate_limit_redis_url
         options: dict[str, str | int | float] = {}
         if redis_url is not None:
@@ -107,11 +106,12 @@ class Quota:
         self._check()
 
     def _client(self) -> str:
-        """Whom the quota belongs to: the API key the request was let in with (hashed, so
-        the counters' names in Redis give no key away), else the client's address."""
-        if self._keyed:
-            key = presented_key() or ""
-            return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+        """Whom the quota belongs to: the credential the request was let in with (an API
+        key by its hash, so the counters' names in Redis give no key away; a JWT by its
+        `sub`), else the client's address."""
+        let_in = web.principal()
+        if let_in is not None:
+            return let_in.subject
         return "addr:" + (request.remote_addr or "unknown")
 
     @staticmethod
@@ -124,7 +124,7 @@ class Quota:
         retry_after = self._retry_after()
         cost = self._cost()
         limit = exc.limit.limit
-        whose = "per API key" if self._keyed else "per client address"
+        whose = "per credential" if self._keyed else "per client address"
         message = (
             f"Over the rate limit of {limit} {whose}; this request would take {cost} (one "
             f"per event). Nothing was published. Retry in {retry_after} s."
@@ -158,7 +158,7 @@ def quota_responses(settings: ProducerSettings) -> dict[str, Any]:
     limit (a document for an unlimited service promises none)."""
     if not settings.rate_limits:
         return {}
-    whose = "API key" if settings.api_keys else "client address"
+    whose = "credential (API key, or JWT `sub`)" if settings.auth_enabled else "client address"
     return {
         "429": {
             "description": (

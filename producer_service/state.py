@@ -27,7 +27,6 @@ class ProducerState:
     publisher: EventPublisher
     input_schema: EventInputSchema
     batch_schema: BatchInputSchema
-    api_keys: tuple[bytes, ...]
     # PRODUCER_RATE_LIMIT's quota; None when there is no limit.
     quota: Quota | None = None
 

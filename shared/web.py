@@ -29,6 +29,7 @@ from flask.typing import ResponseReturnValue
 from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
+from shared.auth import Authenticator, Forbidden, Principal, Unauthenticated
 from shared.json_codec import compact_json
 from shared.logs import configure_logging, gunicorn_logger_class
 
@@ -112,6 +113,62 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(Exception, handle_unexpected)
 
 
+# --- access control ------------------------------------------------------------------
+
+# Where the app keeps its `Authenticator`, and where a let-in request's `Principal` goes
+# (the WSGI environ: cheaper than `g`, and readable by any layer of the request).
+AUTH = "web.auth"
+PRINCIPAL = "web.principal"
+
+
+def install_auth(app: Flask, authenticator: Authenticator) -> None:
+    """Check credentials with `authenticator` wherever a view asks (`authorize`), and
+    answer its refusals: 401 with a `WWW-Authenticate: Bearer` challenge, 403 naming
+    the missing scope, both in the JSON error shape."""
+    app.extensions[AUTH] = authenticator
+    app.register_error_handler(Unauthenticated, handle_unauthenticated)
+    app.register_error_handler(Forbidden, handle_forbidden)
+
+
+def authorize(scope: str) -> Principal | None:
+    """Let the current request in when its credential grants `scope`, noting its principal
+    in the environ (`PRINCIPAL`); None, letting every request in, when the app has no
+    credentials configured. Raises `Unauthenticated` or `Forbidden`."""
+    authenticator: Authenticator = current_app.extensions[AUTH]
+    if not authenticator.enabled:
+        return None
+    headers = request.headers
+    principal = authenticator.authenticate(headers.get("Authorization"), headers.get("X-API-Key"))
+    principal.require(scope)
+    request.environ[PRINCIPAL] = principal
+    return principal
+
+
+def scope_guard(scope: str) -> Callable[[], None]:
+    """A `before_request` function for a blueprint whose every route needs `scope`."""
+
+    def guard() -> None:
+        authorize(scope)
+
+    return guard
+
+
+def principal() -> Principal | None:
+    """Who the current request was let in as; None when the app is open."""
+    found: Principal | None = request.environ.get(PRINCIPAL)
+    return found
+
+
+def handle_unauthenticated(exc: Unauthenticated) -> Response:
+    challenge = 'Bearer error="invalid_token"' if exc.invalid_token else "Bearer"
+    return error_response(401, "unauthorized", str(exc), headers={"WWW-Authenticate": challenge})
+
+
+def handle_forbidden(exc: Forbidden) -> Response:
+    challenge = f'Bearer error="insufficient_scope", scope="{exc.scope}"'
+    return error_response(403, "forbidden", str(exc), headers={"WWW-Authenticate": challenge})
+
+
 # --- schemas -------------------------------------------------------------------------
 
 
@@ -170,6 +227,48 @@ def new_spec(
     spec.components.schema("Error", schema=error_schema)
     spec.components.schema("Health", schema=health_schema)
     return spec
+
+
+def security(spec: APISpec, *, api_keys: bool, jwt: bool) -> list[dict[str, list[str]]]:
+    """Register the security schemes of an app that accepts API keys and/or JWTs, and
+    return the `security` requirement of its guarded operations: `X-API-Key`, or
+    `Authorization: Bearer` with a JWT or a key. Empty (no scheme) for an open app."""
+    if not (api_keys or jwt):
+        return []
+    bearer = "a JWT" + (" or an API key" if api_keys else "") if jwt else "an API key"
+    spec.components.security_scheme(
+        "Bearer",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            **({"bearerFormat": "JWT"} if jwt else {}),
+            "description": f"`Authorization: Bearer` with {bearer}.",
+        },
+    )
+    if not api_keys:
+        return [{"Bearer": []}]
+    spec.components.security_scheme(
+        "ApiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    )
+    return [{"ApiKey": []}, {"Bearer": []}]
+
+
+def auth_responses(scope: str, guarded: bool) -> dict[str, Any]:
+    """The 401 and 403 answers of an operation that needs `scope`, when the app is
+    `guarded` (a document for an open app promises none)."""
+    if not guarded:
+        return {}
+    challenge = {
+        "description": '`Bearer`, with `error="invalid_token"` when a token was refused.',
+        "schema": {"type": "string"},
+    }
+    return {
+        "401": {
+            **json_response("Error", "No credential, or one that is not valid."),
+            "headers": {"WWW-Authenticate": challenge},
+        },
+        "403": json_response("Error", f"The credential is valid but does not grant {scope}."),
+    }
 
 
 def document_ops(spec: APISpec, ready: Mapping[str, Any]) -> None:

@@ -1,8 +1,10 @@
-"""`pipeline-admin`: operator tools for the dead-letter topic.
+"""`pipeline-admin`: operator tools for the dead-letter topic and the store.
 
     pipeline-admin dlq summary                       counts by reason and source partition
     pipeline-admin dlq show [--reason R] [--limit N] the records, their dlq.* headers, values
     pipeline-admin dlq replay [--reason R] [--since T] [--dry-run]
+    pipeline-admin user erase USER_ID                delete the user's stored events
+                                                     (consumer_service/admin/users.py)
 
 Settings come from the services' environment (KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC, the
 KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* / KAFKA_SSL_CA_LOCATION of a secured cluster, and
@@ -13,7 +15,7 @@ Reading never disturbs the pipeline (consumer_service/admin/scan.py says how), a
 replay's contract is in consumer_service/admin/replay.py: a record the consumer's rules
 still refuse stays in the DLQ, one that passes goes back to the main topic once per run.
 
-Exit status: 0 done; 1 Kafka did not answer, a topic is missing, or the broker did not
+Exit status: 0 done; 1 Kafka or Redis did not answer, a topic is missing, or the broker did not
 acknowledge every replayed record (running the replay again is safe); 2 bad arguments or
 settings, including credentials the broker refused; 3 replay finished, but some selected
 records still fail (or reached --max-attempts) and were left in the DLQ.
@@ -44,6 +46,7 @@ from consumer_service.admin.replay import (
     require_topic,
 )
 from consumer_service.admin.scan import DlqScan
+from consumer_service.admin.users import check_user_id, erase_user
 from consumer_service.config import ConsumerSettings
 from shared.config import CommonSettings
 from shared.errors import ConfigError, Unavailable
@@ -83,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline-admin",
         description="Operator tools for the user-activity pipeline.",
-        epilog="Exit status: 0 done; 1 Kafka error or missing topic; 2 bad arguments or "
+        epilog="Exit status: 0 done; 1 Kafka or Redis error, or missing topic; 2 bad arguments or "
         "settings; 3 replay left records that still fail in the DLQ.",
     )
     commands = parser.add_subparsers(dest="area", required=True)
@@ -92,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(actions.add_parser("summary", help="counts by reason and by source partition"))
     _add_show(actions.add_parser("show", help="the records, their dlq.* headers and values"))
     _add_replay(actions.add_parser("replay", help="re-publish records the consumer now accepts"))
+    user = commands.add_parser("user", help="a user's stored events")
+    user_actions = user.add_subparsers(dest="action", required=True)
+    erase = user_actions.add_parser("erase", help="delete every stored event of one user")
+    erase.add_argument("user_id", metavar="USER_ID")
     return parser
 
 
@@ -165,12 +172,21 @@ def main(
             if getattr(args, name, 1) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         connection = settings.common
-        if args.bootstrap:  # checked as KAFKA_BOOTSTRAP_SERVERS is
+        if getattr(args, "bootstrap", None):  # checked as KAFKA_BOOTSTRAP_SERVERS is
             connection = dataclasses.replace(connection, kafka_bootstrap_servers=args.bootstrap)
+        if args.area == "user":
+            check_user_id(args.user_id)
     except (ConfigError, ValueError) as exc:
         print(f"pipeline-admin: {exc}", file=err)
         return EXIT_USAGE
     configure_logging("WARNING", service="pipeline-admin")
+    if args.area == "user":
+        try:
+            erase_user(settings, args.user_id, out)
+        except Unavailable as exc:
+            print(f"pipeline-admin: {exc}", file=err)
+            return EXIT_KAFKA
+        return EXIT_OK
     topic = args.topic or settings.common.kafka_topic
     run = _Run(args, settings, connection, topic, out, err)
     try:

@@ -14,6 +14,7 @@ from flask import Flask, Response
 
 from consumer_service import metrics as _worker_metrics  # noqa: F401  (names on /metrics)
 from consumer_service.api.dashboard.views import init_app as init_dashboard
+from consumer_service.api.erasure import bp as erasure_bp
 from consumer_service.api.events import EXTENSION, ReadState
 from consumer_service.api.events import bp as events_bp
 from consumer_service.api.openapi import build_spec
@@ -22,6 +23,7 @@ from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.status import StatusFile
 from consumer_service.storage import EventStore, open_store
 from shared import web
+from shared.auth import Authenticator
 from shared.errors import Unavailable
 from shared.web import error_response
 
@@ -58,10 +60,12 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = ReadState(settings, store)
     app.extensions[READINESS] = Readiness(settings, store, status_file)
-    web.set_openapi(app, build_spec(cluster=store.opaque_cursor).to_dict())
+    web.set_openapi(app, build_spec(settings, cluster=store.opaque_cursor).to_dict())
     web.register_error_handlers(app)
+    web.install_auth(app, Authenticator(settings.auth, settings.parsed_api_keys()))
     app.register_error_handler(Unavailable, handle_unavailable)
     app.register_blueprint(events_bp)
+    app.register_blueprint(erasure_bp)
     app.register_blueprint(web.ops_blueprint(ready))
     init_dashboard(app, settings, store)
     return app

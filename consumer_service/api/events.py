@@ -1,4 +1,5 @@
-"""The read blueprint: `/events/processed` (paged, filtered), one event by id, `/stats`."""
+"""The read blueprint: `/events/processed` (paged, filtered), one event by id, `/stats`;
+each needs `events:read` when the API has credentials configured."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from marshmallow import ValidationError
 from consumer_service.api.schemas import ProcessedQuerySchema
 from consumer_service.config import ConsumerSettings
 from consumer_service.storage import EventStore, PageQuery
-from shared.web import error_response
+from shared.auth import READ
+from shared.web import error_response, scope_guard
 
 bp = Blueprint("events", __name__)
+bp.before_request(scope_guard(READ))
 
 EXTENSION = "consumer_service"
 

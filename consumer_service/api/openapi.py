@@ -16,14 +16,17 @@ from marshmallow import fields
 from consumer_service.api.dashboard.views import ASSETS
 from consumer_service.api.schemas import (
     DashboardDataSchema,
+    ErasedSchema,
     EventPageSchema,
     HealthSchema,
     ProcessedQuerySchema,
     StatsSchema,
 )
+from consumer_service.config import ConsumerSettings
 from consumer_service.storage.cluster_page import CURSOR_PREFIX
 from shared import web
-from shared.events import FullRegexp, StoredEventSchema
+from shared.auth import ERASE, READ
+from shared.events import USER_ID_MAX, FullRegexp, StoredEventSchema
 from shared.web import json_response, text_response
 
 # The cluster store's cursor: its prefix, then base64url (storage.cluster_page.decode_cursor
@@ -42,20 +45,38 @@ class ClusterProcessedQuerySchema(ProcessedQuerySchema):
     )
 
 
-def build_spec(*, cluster: bool = False) -> APISpec:
-    """The document /openapi.json serves. `cluster`: the API reads a Redis Cluster, whose
-    `cursor` is the `v1.` form; otherwise the single-node digits. Both forms are described
-    either way."""
+# What an operation that needs `events:read` adds to its operation object.
+Guard = dict[str, Any]
+
+
+def build_spec(settings: ConsumerSettings | None = None, *, cluster: bool = False) -> APISpec:
+    """The document /openapi.json serves for an API built with `settings` (None: one with
+    no credentials configured). `cluster`: the API reads a Redis Cluster, whose `cursor`
+    is the `v1.` form; otherwise the single-node digits. Both forms are described either
+    way."""
     spec = web.new_spec(
         "User-activity consumer: read API",
         "Events processed from Kafka and stored in Redis, in processing order.",
         health_schema=HealthSchema,
     )
+    api_keys = bool(settings and settings.api_keys)
+    jwt = bool(settings and settings.auth.jwt_enabled)
+    security = web.security(spec, api_keys=api_keys, jwt=jwt)
+    guard: Guard = {
+        "security": security,
+        "responses": web.auth_responses(READ, bool(security)),
+    }
     spec.components.schema("StoredEvent", schema=StoredEventSchema)
     spec.components.schema("EventPage", schema=EventPageSchema)
     spec.components.schema("Stats", schema=StatsSchema)
-    _document_processed(spec, ClusterProcessedQuerySchema if cluster else ProcessedQuerySchema)
-    _document_event_and_stats(spec)
+    _document_processed(
+        spec, ClusterProcessedQuerySchema if cluster else ProcessedQuerySchema, guard
+    )
+    _document_event_and_stats(spec, guard)
+    _document_erasure(
+        spec,
+        {"security": security, "responses": web.auth_responses(ERASE, bool(security))},
+    )
     web.document_ops(
         spec,
         ready={
@@ -66,75 +87,133 @@ def build_spec(*, cluster: bool = False) -> APISpec:
             },
         },
     )
-    _document_dashboard(spec)
+    _document_dashboard(spec, guard)
     return spec
 
 
-def _document_processed(spec: APISpec, query: type[ProcessedQuerySchema]) -> None:
+def _guarded(guard: Guard, operation: dict[str, Any]) -> dict[str, Any]:
+    """`operation` needing `events:read`: its security and its 401 and 403 answers."""
+    return {
+        **operation,
+        "security": guard["security"],
+        "responses": {**operation["responses"], **guard["responses"]},
+    }
+
+
+def _document_processed(spec: APISpec, query: type[ProcessedQuerySchema], guard: Guard) -> None:
     spec.path(
         path="/events/processed",
         operations={
-            "get": {
-                "summary": "Processed events, oldest first, paged by cursor",
-                "description": (
-                    "Every parameter is optional. An empty value (`?until=`) is invalid "
-                    "for every parameter and answered 400, as is an unknown parameter. "
-                    "`since` and `until` select `since <= timestamp < until`; a window "
-                    "that can hold no event (`until` not after `since`) is an empty page."
-                ),
-                "parameters": [{"in": "query", "schema": query}],
-                "responses": {
-                    "200": json_response("EventPage", "A page"),
-                    "400": json_response("Error", "Invalid query"),
-                    "503": json_response("Error", "Redis unavailable"),
+            "get": _guarded(
+                guard,
+                {
+                    "summary": "Processed events, oldest first, paged by cursor",
+                    "description": (
+                        "Every parameter is optional. An empty value (`?until=`) is invalid "
+                        "for every parameter and answered 400, as is an unknown parameter. "
+                        "`since` and `until` select `since <= timestamp < until`; a window "
+                        "that can hold no event (`until` not after `since`) is an empty page."
+                    ),
+                    "parameters": [{"in": "query", "schema": query}],
+                    "responses": {
+                        "200": json_response("EventPage", "A page"),
+                        "400": json_response("Error", "Invalid query"),
+                        "503": json_response("Error", "Redis unavailable"),
+                    },
                 },
-            }
+            )
         },
     )
 
 
-def _document_event_and_stats(spec: APISpec) -> None:
+def _document_event_and_stats(spec: APISpec, guard: Guard) -> None:
     spec.path(
         path="/events/processed/{eventId}",
         operations={
-            "get": {
-                "summary": "One processed event",
-                "parameters": [
-                    {
-                        "in": "path",
-                        "name": "eventId",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
-                "responses": {
-                    "200": json_response("StoredEvent", "The event"),
-                    "404": json_response("Error", "Not processed (or past retention)"),
-                    "503": json_response("Error", "Redis unavailable"),
+            "get": _guarded(
+                guard,
+                {
+                    "summary": "One processed event",
+                    "parameters": [
+                        {
+                            "in": "path",
+                            "name": "eventId",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": json_response("StoredEvent", "The event"),
+                        "404": json_response("Error", "Not processed (or past retention)"),
+                        "503": json_response("Error", "Redis unavailable"),
+                    },
                 },
-            }
+            )
         },
     )
     spec.path(
         path="/stats",
         operations={
-            "get": {
-                "summary": "Totals",
-                "responses": {
-                    "200": json_response("Stats", "Totals"),
-                    "503": json_response("Error", "Redis unavailable"),
+            "get": _guarded(
+                guard,
+                {
+                    "summary": "Totals",
+                    "responses": {
+                        "200": json_response("Stats", "Totals"),
+                        "503": json_response("Error", "Redis unavailable"),
+                    },
                 },
-            }
+            )
         },
     )
 
 
-def _document_dashboard(spec: APISpec) -> None:
+def _document_erasure(spec: APISpec, guard: Guard) -> None:
+    spec.components.schema("Erased", schema=ErasedSchema)
+    spec.path(
+        path="/users/{userId}/events",
+        operations={
+            "delete": _guarded(
+                guard,
+                {
+                    "summary": "Delete every stored event of one user",
+                    "description": (
+                        "Deletes the user's events and their index entries in Redis, "
+                        "and answers how many. The seen marks stay, so a redelivery of a "
+                        "deleted event within the dedup window is not stored again; "
+                        "copies in Kafka and the dead-letter topic stay until their "
+                        "retention."
+                    ),
+                    "parameters": [
+                        {
+                            "in": "path",
+                            "name": "userId",
+                            "required": True,
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": USER_ID_MAX,
+                            },
+                        }
+                    ],
+                    "responses": {
+                        "200": json_response("Erased", "Deleted"),
+                        "400": json_response("Error", "A userId over the length limit"),
+                        "503": json_response("Error", "Redis unavailable"),
+                    },
+                },
+            )
+        },
+    )
+
+
+def _document_dashboard(spec: APISpec, guard: Guard) -> None:
     spec.components.schema("DashboardData", schema=DashboardDataSchema)
     _document_text_get(
         spec,
         "/dashboard",
-        "The live dashboard: an HTML page that polls /dashboard/data",
+        "The live dashboard: an HTML page that polls /dashboard/data (the page holds no "
+        "data, so it is open; it asks for a token when the data needs one)",
         text_response("The page", "text/html"),
     )
     for name, mimetype in ASSETS.items():
@@ -144,14 +223,20 @@ def _document_dashboard(spec: APISpec) -> None:
     spec.path(
         path="/dashboard/data",
         operations={
-            "get": {
-                "summary": "What the dashboard shows, now",
-                "description": (
-                    "Always 200: a part whose source does not answer carries an `error` "
-                    "(Redis: `stats` null and `recent` empty; Kafka: no partitions)."
-                ),
-                "responses": {"200": json_response("DashboardData", "Figures")},
-            }
+            "get": _guarded(
+                guard,
+                {
+                    "summary": "What the dashboard shows, now",
+                    "description": (
+                        "200 once let in: a part whose source does not answer carries an "
+                        "`error` (Redis: `stats` null and `recent` empty; Kafka: no "
+                        "partitions). Asked without a credential (an API with none "
+                        "configured), members' `host` is null and each `error` a fixed text "
+                        "naming no address, user or broker message."
+                    ),
+                    "responses": {"200": json_response("DashboardData", "Figures")},
+                },
+            )
         },
     )
 

@@ -232,6 +232,17 @@ class HealthSchema(web.HealthSchema):
 # its KafkaSnapshot and the Redis figures); the field's own name is the JSON key.
 
 
+class ErasedSchema(Schema):
+    """The answer of DELETE /users/{userId}/events."""
+
+    userId = fields.String(required=True)
+    deleted = fields.Integer(
+        required=True,
+        validate=validate.Range(min=0),
+        metadata={"description": "Stored events of the user deleted by this call"},
+    )
+
+
 class RecentEventSchema(Schema):
     eventId = fields.String(required=True)
     userId = fields.String(required=True)
@@ -269,7 +280,11 @@ class PartitionLagSchema(Schema):
 
 class GroupMemberSchema(Schema):
     clientId = fields.String(attribute="client_id", required=True)
-    host = fields.String(required=True)
+    host = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "null when asked without a credential"},
+    )
     partitions = fields.List(fields.Integer(), required=True)
 
 

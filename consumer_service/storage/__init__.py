@@ -3,6 +3,7 @@
     base         the contract, its values and errors, and what the Redis backends share
     keys         the Redis key layout: every key name is built there
     script       the store script (store_batch.lua): its text, answers and arguments
+    erase        the erase script (erase_user.lua): deleting one user's events
     single       `RedisEventStore`, on one Redis node
     cluster      `RedisClusterEventStore`, on a Redis Cluster (with cluster_nodes and
                  cluster_page)

@@ -164,6 +164,14 @@ class EventStore(Protocol):
         """True when the backend answers."""
         ...
 
+    def erase_user(self, user_id: str) -> int:
+        """Delete every stored event of `user_id` with its index entries; the number of
+        events deleted (0 for a user with none). Done in steps of a bounded size, each
+        atomic: an event of the user stored while it runs may be deleted too or stay. The
+        seen marks stay, so a redelivery of a deleted event within the dedup window is
+        not stored again."""
+        ...
+
 
 class RedisStore(EventStore):
     """The part of an `EventStore` on Redis that both backends share: the settings of

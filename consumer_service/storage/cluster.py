@@ -10,6 +10,7 @@ With `wait_replicas` > 0 each node's pipeline ends with WAIT on the same connect
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -29,6 +30,7 @@ from consumer_service.storage.base import (
 from consumer_service.storage.cluster_nodes import ClusterNodes, Queue
 from consumer_service.storage.cluster_page import PartitionMerge, cursor_positions, decode_cursor
 from consumer_service.storage.durability import Durability, read_durability
+from consumer_service.storage.erase import ERASE_USER_LUA, erase_args, erase_until_done
 from consumer_service.storage.keys import ClusterKeyLayout
 from consumer_service.storage.script import DUPLICATE, STORE_BATCH_SHA
 from shared.errors import Unavailable
@@ -157,6 +159,23 @@ class RedisClusterEventStore(RedisStore):
 
             adds.append((key, add))
         self._nodes.on_nodes(adds)
+
+    def erase_user(self, user_id: str) -> int:
+        total = 0
+        for partition in self.partitions():
+            tag = self.keys.partition(partition)
+            args = erase_args(tag.prefix, user_id)
+            total += erase_until_done(functools.partial(self._erase_step, tag.seq, args))
+        return total
+
+    def _erase_step(self, key: str, args: Sequence[Any]) -> list[Any]:
+        """One erase script call, routed by the partition's `key` (its P:seq)."""
+
+        def run(pipe: redis.client.Pipeline) -> None:
+            # EVAL, not EVALSHA: erasing is rare, and the text costs nothing next to it.
+            pipe.eval(ERASE_USER_LUA, 1, key, *args)
+
+        return cast("list[Any]", self._nodes.on_nodes([(key, run)])[0])
 
     # Reads ----------------------------------------------------------------------------
 

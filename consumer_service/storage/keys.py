@@ -1,6 +1,6 @@
 """The store's Redis key layout: every key name is built here (and, the same way, by
-store_batch.lua from the prefix it is given). Readers outside the store (the dashboard,
-the benchmarks) ask this module for names instead of spelling them.
+store_batch.lua and erase_user.lua from the prefix they are given). Readers outside the
+store (the dashboard, the benchmarks) ask this module for names instead of spelling them.
 
 Single node, under one prefix P (default `ua`):
 

@@ -21,6 +21,7 @@ from consumer_service.storage.base import (
     decode_event,
 )
 from consumer_service.storage.durability import Durability, read_durability
+from consumer_service.storage.erase import ERASE_USER_LUA, erase_args, erase_until_done
 from consumer_service.storage.keys import KeyLayout
 from consumer_service.storage.script import FENCED, STORE_BATCH_LUA
 from shared.errors import Unavailable
@@ -49,6 +50,7 @@ class RedisEventStore(RedisStore):
         self._redis = client
         self._keys = KeyLayout(prefix)
         self._script = client.register_script(STORE_BATCH_LUA)
+        self._erase = client.register_script(ERASE_USER_LUA)
 
     @classmethod
     def from_url(
@@ -92,6 +94,13 @@ class RedisEventStore(RedisStore):
         if results == FENCED:
             raise StoreFenced(f"batch {chain.number if chain else 0} waits for its predecessor")
         return BatchResult.from_codes(events, results)
+
+    def erase_user(self, user_id: str) -> int:
+        args = erase_args(self._prefix, user_id)
+        try:
+            return erase_until_done(lambda: self._erase(keys=[], args=args))
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis did not erase the user's events: {exc}") from exc
 
     def get(self, event_id: str) -> dict[str, Any] | None:
         try:

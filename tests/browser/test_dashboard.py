@@ -3,7 +3,8 @@ no other origin, and real traffic through a real worker moves what it shows."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,9 +14,14 @@ from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
+from consumer_service.api import create_app
+from consumer_service.api.dashboard.views import state_of
 from consumer_service.config import ConsumerSettings
+from consumer_service.storage import RedisEventStore
 from tests.conftest import TEST_PARTITIONS
 from tests.integration.consumer.conftest import Raw, WorkerThread, make_record, produce
+
+from .helpers import ServedApp
 
 # Installing Chromium on first use (root on Debian, like infra/redis.sh) can take minutes;
 # every wait below has its own, much shorter bound.
@@ -159,3 +165,74 @@ def test_traffic_moves_the_numbers_on_the_page(
         "both workers as members, sharing the partitions",
     )
     assert console_errors(browser) == []
+
+
+@pytest.fixture
+def guarded_read_api(
+    settings: ConsumerSettings, make_store: Callable[..., RedisEventStore]
+) -> Iterator[str]:
+    """The read API with API keys: one granting events:read, one only events:erase."""
+    guarded = replace(settings, api_keys=("reader events:read", "eraser events:erase"))
+    app = create_app(guarded, make_store(guarded))
+    try:
+        with ServedApp(app) as served:
+            yield served.url
+    finally:
+        state_of(app).close()
+
+
+def refusals(driver: webdriver.Chrome) -> list[dict[str, Any]]:
+    """Console errors other than the browser's own note of a 401 or 403 answer."""
+    return [
+        e
+        for e in console_errors(driver)
+        if "status of 401" not in e["message"] and "status of 403" not in e["message"]
+    ]
+
+
+def use_credential(driver: webdriver.Chrome, value: str) -> None:
+    driver.find_element(By.ID, "token").send_keys(value)
+    driver.find_element(By.CSS_SELECTOR, "#login button").click()
+
+
+def test_a_guarded_replica_asks_for_a_credential_and_keeps_it_for_the_tab(
+    browser: webdriver.Chrome,
+    guarded_read_api: str,
+    settings: ConsumerSettings,
+    start_worker: Callable[..., WorkerThread],
+) -> None:
+    start_worker(settings)
+    browser.get(f"{guarded_read_api}/dashboard")
+    login = browser.find_element(By.ID, "login")
+    wait_for(browser, login.is_displayed, 20, "the credential form")
+    assert polls(browser) == 0
+    assert browser.find_element(By.ID, "login-reason").text == ""
+
+    use_credential(browser, "eraser")
+    wait_for(
+        browser,
+        lambda: "events:read" in browser.find_element(By.ID, "login-reason").text,
+        20,
+        "why a key without events:read is refused",
+    )
+    assert polls(browser) == 0
+
+    use_credential(browser, "reader")
+    wait_for(browser, lambda: polls(browser) >= 2, 20, "two updates")
+    assert not login.is_displayed()
+    wait_for(
+        browser,
+        lambda: len(rows(browser, "members", "client-id")) == 1,
+        60,
+        "the worker as the group's member",
+    )
+    host = browser.find_element(By.CSS_SELECTOR, "#members tbody tr td:nth-child(2)").text
+    assert host not in ("", "\u2013"), "an authenticated reader sees the member's host"
+
+    # A reload in the same tab keeps the credential (sessionStorage).
+    before = polls(browser)
+    browser.refresh()
+    wait_for(browser, lambda: polls(browser) >= 1, 20, "an update after the reload")
+    assert not browser.find_element(By.ID, "login").is_displayed()
+    assert before >= 2
+    assert refusals(browser) == []

@@ -26,6 +26,10 @@ from consumer_service.topics import TopicMissing, topic_metadata
 from shared.kafka import AuthenticationWatch, KafkaAuthenticationFailed, client_config
 
 KAFKA_TIMEOUT_SECONDS = 1.5
+# A snapshot's `summary` of its error.
+KAFKA_REFUSED = "Kafka refused the connection (authentication failed)."
+KAFKA_SILENT = "Kafka did not answer."
+TOPIC_MISSING = "The topic is not available."
 KAFKA_CACHE_SECONDS = 2.0
 
 # Plain value objects, shareable by every call. confluent-kafka's type hints do not
@@ -45,17 +49,20 @@ class PartitionLag:
 @dataclass(frozen=True)
 class GroupMember:
     client_id: str
-    host: str
+    host: str | None
     partitions: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class KafkaSnapshot:
     """The topic and group as the broker saw them at `sampled_at` (Unix seconds); on
-    failure only `error` and `sampled_at` are set."""
+    failure only `error`, `summary` and `sampled_at` are set. `summary` says what went
+    wrong in fixed words, naming no broker address, user or broker message: what a
+    reader without credentials is told."""
 
     sampled_at: float
     error: str | None = None
+    summary: str | None = None
     produced: int | None = None
     group_state: str | None = None
     partitions: tuple[PartitionLag, ...] = ()
@@ -123,9 +130,10 @@ class KafkaGroupView:
         try:
             return self._ask(sampled_at)
         except KafkaAuthenticationFailed as exc:
-            return KafkaSnapshot(sampled_at, error=str(exc))
+            return KafkaSnapshot(sampled_at, error=str(exc), summary=KAFKA_REFUSED)
         except (KafkaException, TimeoutError) as exc:
-            return KafkaSnapshot(sampled_at, error=f"Kafka did not answer: {exc or 'timeout'}")
+            error = f"Kafka did not answer: {exc or 'timeout'}"
+            return KafkaSnapshot(sampled_at, error=error, summary=KAFKA_SILENT)
 
     def _ask(self, sampled_at: float) -> KafkaSnapshot:
         admin = self._client()
@@ -135,7 +143,7 @@ class KafkaGroupView:
         try:
             found = topic_metadata(admin, self._settings.common, self._auth, t, topic)
         except TopicMissing as exc:
-            return KafkaSnapshot(sampled_at, error=str(exc))
+            return KafkaSnapshot(sampled_at, error=str(exc), summary=TOPIC_MISSING)
         tps = [TopicPartition(topic, p) for p in sorted(found.partitions)]
         # All four requested before any is awaited: they run side by side.
         latest = admin.list_offsets({tp: LATEST for tp in tps}, request_timeout=t)

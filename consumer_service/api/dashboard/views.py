@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from consumer_service.api.dashboard.kafka import KafkaGroupView
+from consumer_service.api.dashboard.kafka import KafkaGroupView, KafkaSnapshot
 from consumer_service.api.dashboard.reads import RedisDashboardReads
 from consumer_service.api.schemas import RECENT_EVENTS, DashboardDataSchema
 from consumer_service.config import ConsumerSettings
 from consumer_service.storage import EventStore
+from shared import web
+from shared.auth import READ
 from shared.errors import Unavailable
 
 EXT = "consumer_service.api.dashboard"
 
 REDIS_TIMEOUT_SECONDS = 1.0
+# What a reader without credentials is told of a Redis failure.
+REDIS_SILENT = "Redis did not answer."
 # How often the page asks for /dashboard/data (it says so in every answer).
 POLL_SECONDS = 1.0
 
@@ -120,26 +125,36 @@ def _asset(name: str) -> Response:
 
 @dashboard_bp.get("/dashboard/data")
 def data() -> Response:
-    """The figures of DashboardDataSchema, never cached. Always 200: a source that does
-    not answer is reported in its part of the answer."""
+    """The figures of DashboardDataSchema, never cached; needs `events:read` when the API
+    has credentials configured. Once let in, always 200: a source that does not answer is
+    reported in its part of the answer. A request let in without a credential (an open
+    API) gets members without their host and errors in fixed words: broker addresses,
+    SASL user names and raw error texts are for authenticated readers only."""
+    detailed = web.authorize(READ) is not None
     state = state_of(current_app)
     settings = state.settings
+    kafka = state.kafka.snapshot()
     body = {
         "generatedAt": time.time(),
         "topic": settings.common.kafka_topic,
         "group": settings.consumer_group,
         "pollSeconds": POLL_SECONDS,
-        **_redis_figures(state),
-        "kafka": state.kafka.snapshot(),
+        **_redis_figures(state, detailed),
+        "kafka": kafka if detailed else _terse(kafka),
     }
     response = jsonify(DashboardDataSchema().dump(body))
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-def _redis_figures(state: DashboardState) -> dict[str, Any]:
+def _terse(kafka: KafkaSnapshot) -> KafkaSnapshot:
+    members = tuple(replace(m, host=None) for m in kafka.members)
+    return replace(kafka, error=kafka.summary, members=members)
+
+
+def _redis_figures(state: DashboardState, detailed: bool) -> dict[str, Any]:
     """`stats`, `redis` and `recent` of the answer (`redis` keyed as the schema's
-    attributes)."""
+    attributes); the error's own words only when `detailed`."""
     try:
         stats = state.store.stats()
         memory = state.reads.memory()
@@ -147,7 +162,11 @@ def _redis_figures(state: DashboardState) -> dict[str, Any]:
     except Unavailable as exc:
         return {
             "stats": None,
-            "redis": {"error": str(exc), "used_bytes": None, "max_bytes": None},
+            "redis": {
+                "error": str(exc) if detailed else REDIS_SILENT,
+                "used_bytes": None,
+                "max_bytes": None,
+            },
             "recent": [],
         }
     return {

@@ -5,12 +5,17 @@
 // while a replica answers from its cache), events out from the store's processed counter
 // (taken at generatedAt). Anything that came from an event (user ids, reasons) goes into
 // the page as text, never as markup.
+//
+// When the replica answers 401 or 403, the page asks for a credential (a JWT or an API
+// key), keeps it in this tab's sessionStorage (gone when the tab closes; never a cookie,
+// so no other page can make the browser send it) and sends it as a bearer token.
 "use strict";
 
 (function () {
   const WINDOW_SECONDS = 120;
   const RETRY_SECONDS = 2;
   const FETCH_TIMEOUT_MS = 8000;
+  const TOKEN_KEY = "dashboard.token";
 
   const series = {
     in: { samples: [], last: null },
@@ -18,6 +23,7 @@
   };
   let polls = 0;
   let seenRecent = null;
+  let nextPoll = null;
 
   const $ = (id) => document.getElementById(id);
 
@@ -208,7 +214,7 @@
       kafka.members.map((m) => {
         const tr = document.createElement("tr");
         tr.dataset.clientId = m.clientId;
-        tr.append(cell(m.clientId, "mono"), cell(m.host), cell(m.partitions.join(", ") || "none"));
+        tr.append(cell(m.clientId, "mono"), cell(m.host || "–"), cell(m.partitions.join(", ") || "none"));
         return tr;
       }),
       kafka.error ? "Kafka did not answer" : "no members",
@@ -270,13 +276,57 @@
     status.dataset.polls = String(polls);
   }
 
+  function storedToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY);
+    } catch (err) {
+      return null; // storage disabled: the page still works where no credential is needed
+    }
+  }
+
+  // A 401 or 403: show the credential form, with the replica's reason.
+  async function askForToken(response) {
+    let reason = "HTTP " + response.status;
+    try {
+      const body = await response.json();
+      if (body && body.error && body.error.message) reason = body.error.message;
+    } catch (err) {
+      // Not JSON: the status says enough.
+    }
+    $("login-reason").textContent = storedToken() ? reason : "";
+    $("login").hidden = false;
+  }
+
+  function useToken(event) {
+    event.preventDefault();
+    const value = $("token").value.trim();
+    if (!value) return;
+    try {
+      sessionStorage.setItem(TOKEN_KEY, value);
+    } catch (err) {
+      $("login-reason").textContent = "this browser does not let the page keep it";
+      return;
+    }
+    $("token").value = "";
+    $("login").hidden = true;
+    clearTimeout(nextPoll);
+    poll();
+  }
+
   async function poll() {
     let next = RETRY_SECONDS;
     let d = null;
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), FETCH_TIMEOUT_MS);
     try {
-      const response = await fetch("/dashboard/data", { cache: "no-store", signal: abort.signal });
+      const headers = {};
+      const token = storedToken();
+      if (token) headers.Authorization = "Bearer " + token;
+      const response = await fetch("/dashboard/data", { cache: "no-store", signal: abort.signal, headers: headers });
+      if (response.status === 401 || response.status === 403) {
+        await askForToken(response);
+        throw new Error("a credential granting events:read is needed");
+      }
       if (!response.ok) throw new Error("HTTP " + response.status);
       d = await response.json();
     } catch (err) {
@@ -296,8 +346,11 @@
         setStatus("could not draw the figures (" + err.message + ")", true);
       }
     }
-    setTimeout(poll, next * 1000);
+    nextPoll = setTimeout(poll, next * 1000);
   }
 
-  document.addEventListener("DOMContentLoaded", poll);
+  document.addEventListener("DOMContentLoaded", () => {
+    $("login").addEventListener("submit", useToken);
+    poll();
+  });
 })();

@@ -3,20 +3,40 @@ holding a few stored events (and the real Kafka, which /ready asks)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import schemathesis
 from flask import Flask
 
-from consumer_service.api import build_spec
+from consumer_service.api import build_spec, create_app
+from consumer_service.config import ConsumerSettings
+from consumer_service.storage import RedisEventStore
+from shared.auth import AuthSettings
+from tests.tokens import SECRET, hs256
 
 from .conftest import FUZZ_SETTINGS, AppSlot, fuzz_config, fuzz_schema, same_document
 
 DOCUMENT = build_spec().to_dict()
+# The read API with credentials: a key limited to the read API's two scopes, and JWTs.
+API_KEY = "fuzz-key"
+GUARDED = ConsumerSettings(
+    api_keys=(f"{API_KEY} events:read events:erase",), auth=AuthSettings(jwt_secret=SECRET)
+)
+GUARDED_DOCUMENT = build_spec(GUARDED).to_dict()
+# Made at collection, valid for a day: any run of the suite ends well inside that.
+TOKEN = hs256("events:read events:erase", exp=int(time.time()) + 86_400)
 
 SLOT = AppSlot()
 schema = fuzz_schema(DOCUMENT, SLOT, fuzz_config())
+jwt_schema = fuzz_schema(
+    GUARDED_DOCUMENT, SLOT, fuzz_config(auth={"openapi": {"Bearer": {"bearer": TOKEN}}})
+)
+key_schema = fuzz_schema(
+    GUARDED_DOCUMENT, SLOT, fuzz_config(auth={"openapi": {"ApiKey": {"api_key": API_KEY}}})
+)
 
 
 @pytest.fixture
@@ -31,4 +51,36 @@ def read_api(consumer_app: Flask) -> Iterator[Flask]:
 def test_read_api_answers_as_documented(case: schemathesis.Case, read_api: Flask) -> None:
     """No 5xx but a documented 503; every status, content type and body as documented;
     schema-valid requests answered 2xx (or a documented 404), invalid ones 4xx."""
+    case.call_and_validate()
+
+
+@pytest.fixture
+def guarded_read_api(
+    consumer_app: Flask, consumer_settings: ConsumerSettings, event_store: RedisEventStore
+) -> Iterator[Flask]:
+    """The read API over the same seeded store (`consumer_app` stored the events), with
+    GUARDED's credentials."""
+    settings = replace(consumer_settings, api_keys=GUARDED.api_keys, auth=GUARDED.auth)
+    app = create_app(settings, event_store)
+    with SLOT.plugged(app):
+        same_document(app, GUARDED_DOCUMENT)
+        yield app
+
+
+@jwt_schema.parametrize()
+@FUZZ_SETTINGS
+def test_read_api_with_jwts_answers_as_documented(
+    case: schemathesis.Case, guarded_read_api: Flask
+) -> None:
+    """As above with a bearer JWT granting events:read and events:erase; requests
+    re-sent without it or with a wrong one must be refused with a documented 401."""
+    case.call_and_validate()
+
+
+@key_schema.parametrize()
+@FUZZ_SETTINGS
+def test_read_api_with_api_keys_answers_as_documented(
+    case: schemathesis.Case, guarded_read_api: Flask
+) -> None:
+    """As above with an API key limited to events:read and events:erase."""
     case.call_and_validate()

@@ -3,6 +3,7 @@ deployed by default, once with API keys configured."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,8 @@ from flask import Flask
 
 from producer_service.config import ProducerSettings
 from producer_service.openapi import build_spec
+from shared.auth import AuthSettings
+from tests.tokens import SECRET, hs256
 
 from .conftest import (
     API_KEY,
@@ -44,6 +47,10 @@ def only_keyed_batches_get_422(case: schemathesis.Case, status: int) -> None:
 # depend on them; `same_document` checks that.
 DOCUMENT = build_spec(ProducerSettings())
 KEYED_DOCUMENT = build_spec(ProducerSettings(api_keys=(API_KEY,)))
+JWT_AUTH = AuthSettings(jwt_secret=SECRET)
+JWT_DOCUMENT = build_spec(ProducerSettings(auth=JWT_AUTH))
+# Made at collection, valid for a day: any run of the suite ends well inside that.
+TOKEN = hs256("events:write", exp=int(time.time()) + 86_400)
 
 SLOT = AppSlot()
 schema = fuzz_schema(DOCUMENT, SLOT, fuzz_config(BATCH_RULES))
@@ -51,6 +58,9 @@ keyed_schema = fuzz_schema(
     KEYED_DOCUMENT,
     SLOT,
     fuzz_config(BATCH_RULES, auth={"openapi": {"ApiKey": {"api_key": API_KEY}}}),
+)
+jwt_schema = fuzz_schema(
+    JWT_DOCUMENT, SLOT, fuzz_config(BATCH_RULES, auth={"openapi": {"Bearer": {"bearer": TOKEN}}})
 )
 
 
@@ -65,6 +75,13 @@ def producer(kafka_bootstrap: str, topic: str) -> Iterator[Flask]:
 def keyed_producer(kafka_bootstrap: str, topic: str) -> Iterator[Flask]:
     with running_producer(kafka_bootstrap, topic, api_keys=(API_KEY,)) as app, SLOT.plugged(app):
         same_document(app, KEYED_DOCUMENT)
+        yield app
+
+
+@pytest.fixture
+def jwt_producer(kafka_bootstrap: str, topic: str) -> Iterator[Flask]:
+    with running_producer(kafka_bootstrap, topic, auth=JWT_AUTH) as app, SLOT.plugged(app):
+        same_document(app, JWT_DOCUMENT)
         yield app
 
 
@@ -83,4 +100,14 @@ def test_producer_with_api_keys_answers_as_documented(
 ) -> None:
     """As above with the key sent; schemathesis also re-sends requests without the key
     and with a wrong one, which must be refused with a documented 401."""
+    only_keyed_batches_get_422(case, case.call_and_validate().status_code)
+
+
+@jwt_schema.parametrize()
+@FUZZ_SETTINGS
+def test_producer_with_jwts_answers_as_documented(
+    case: schemathesis.Case, jwt_producer: Flask
+) -> None:
+    """As above with a bearer JWT granting events:write; requests re-sent without it or
+    with a wrong one must be refused with a documented 401."""
     only_keyed_batches_get_422(case, case.call_and_validate().status_code)

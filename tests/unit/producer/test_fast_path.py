@@ -139,11 +139,47 @@ def test_a_closed_publisher_is_a_503_not_a_500() -> None:
     assert response.get_json()["error"]["type"] == "unavailable"
 
 
-@pytest.mark.parametrize("api_keys", [("k1",), ()])
-def test_credentials_and_quotas_go_through_flask(api_keys: tuple[str, ...]) -> None:
-    settings_ = ProducerSettings(common=CommonSettings(kafka_topic="t"), api_keys=api_keys)
-    app = create_app(settings_, publisher=InMemoryEventPublisher())
-    response = post(
-        app, b'{"userId":"u1","eventType":"LOGIN"}', {"Content-Type": "application/json"}
+@pytest.mark.parametrize(
+    ("headers", "status", "fast"),
+    [
+        ({}, 401, False),
+        ({"X-API-Key": "wrong"}, 401, False),
+        ({"X-API-Key": "reader"}, 403, False),
+        ({"X-API-Key": "writer"}, 201, True),
+        ({"Authorization": "Bearer writer"}, 201, True),
+    ],
+)
+def test_with_credentials_only_a_writer_takes_the_fast_path(
+    headers: dict[str, str], status: int, fast: bool
+) -> None:
+    settings_ = ProducerSettings(
+        common=CommonSettings(kafka_topic="t"), api_keys=("writer", "reader events:read")
     )
-    assert response.status_code == (401 if api_keys else 201)
+    app = create_app(settings_, publisher=InMemoryEventPublisher())
+    seen: list[str] = []
+
+    @app.before_request
+    def flask_saw_it() -> None:
+        seen.append("view")
+
+    body = b'{"userId":"u1","eventType":"LOGIN"}'
+    response = post(app, body, {"Content-Type": "application/json", **headers})
+    assert response.status_code == status
+    assert seen == ([] if fast else ["view"])
+    if status in (401, 403):
+        assert response.get_json()["error"]["type"] in ("unauthorized", "forbidden")
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_quota_turns_the_fast_path_off() -> None:
+    settings_ = ProducerSettings(common=CommonSettings(kafka_topic="t"), rate_limit="1000/second")
+    app = create_app(settings_, publisher=InMemoryEventPublisher())
+    seen: list[str] = []
+
+    @app.before_request
+    def flask_saw_it() -> None:
+        seen.append("view")
+
+    body = b'{"userId":"u1","eventType":"LOGIN"}'
+    assert post(app, body, {"Content-Type": "application/json"}).status_code == 201
+    assert seen == ["view"]

@@ -128,7 +128,7 @@ def test_the_quota_is_per_api_key(settings: ProducerSettings, fake: InMemoryEven
     bearer = {"Authorization": "Bearer k1"}
     assert post(client, "/events/generate", GOOD, **bearer).status_code == 201
     message = assert_rate_limited(post(client, "/events/generate", GOOD, **{"X-API-Key": "k1"}))
-    assert "per API key" in message
+    assert "per credential" in message
     assert post(client, "/events/generate", GOOD, **{"X-API-Key": "k2"}).status_code == 201
     assert len(fake.records) == 3
 

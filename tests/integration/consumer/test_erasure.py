@@ -1,0 +1,143 @@
+"""Erasing a user's stored events on one Redis node: `DELETE /users/{userId}/events` and
+`pipeline-admin user erase`, against the real Redis."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from flask.testing import FlaskClient
+
+from consumer_service.admin.cli import main as admin_main
+from consumer_service.api import create_app
+from consumer_service.config import ConsumerSettings
+from consumer_service.pipeline.processing import Accepted
+from consumer_service.storage import RedisEventStore
+from consumer_service.storage.erase import ERASE_PER_CALL
+
+from .conftest import make_record
+
+NOW = "2026-11-24T05:00:00.000Z"
+KEYS = ("eraser events:erase", "reader events:read")
+ERASER = {"X-API-Key": "eraser"}
+READER = {"X-API-Key": "reader"}
+
+
+@pytest.fixture
+def store(settings: ConsumerSettings, make_store: Callable[..., RedisEventStore]) -> Any:
+    return make_store(settings)
+
+
+@pytest.fixture
+def client(settings: ConsumerSettings, store: RedisEventStore) -> FlaskClient:
+    return create_app(replace(settings, api_keys=KEYS), store).test_client()
+
+
+def store_events(store: RedisEventStore, users: list[str], start: int = 0) -> list[Accepted]:
+    types = ("LOGIN", "LOGOUT", "PRODUCT_VIEW")
+    events = [
+        Accepted(make_record(user, types[n % 3], payload={"n": n}), n % 6, start + n)
+        for n, user in enumerate(users)
+    ]
+    store.store_batch(events, NOW)
+    return events
+
+
+def ids_of(client: FlaskClient, query: str = "") -> list[str]:
+    body = client.get(f"/events/processed?limit=1000{query}", headers=READER).get_json()
+    return [e["eventId"] for e in body["events"]]
+
+
+def test_a_users_events_go_with_their_index_entries(
+    client: FlaskClient, store: RedisEventStore
+) -> None:
+    events = store_events(store, ["ann", "bob", "ann", "cat", "ann", "bob"])
+    kept = [e.event_id for e in events if e.record["userId"] != "ann"]
+    answer = client.delete("/users/ann/events", headers=ERASER)
+    assert answer.status_code == 200
+    assert answer.get_json() == {"userId": "ann", "deleted": 3}
+
+    assert ids_of(client) == kept
+    assert ids_of(client, "&userId=ann") == []
+    for event_type in ("LOGIN", "LOGOUT", "PRODUCT_VIEW"):
+        listed = ids_of(client, f"&eventType={event_type}")
+        assert set(listed) <= set(kept)
+    for event in events:
+        found = client.get(f"/events/processed/{event.event_id}", headers=READER)
+        assert found.status_code == (200 if event.event_id in kept else 404)
+    stats = client.get("/stats", headers=READER).get_json()
+    assert stats["stored"] == 3
+    # Again: nothing left to delete.
+    assert client.delete("/users/ann/events", headers=ERASER).get_json()["deleted"] == 0
+
+
+def test_a_redelivery_of_an_erased_event_is_not_stored_again(
+    client: FlaskClient, store: RedisEventStore
+) -> None:
+    events = store_events(store, ["ann", "ann"])
+    client.delete("/users/ann/events", headers=ERASER)
+    again = store.store_batch(events, NOW)
+    assert (again.stored, again.redelivered) == ((), tuple(events))
+    assert ids_of(client, "&userId=ann") == []
+    # A new event of the user is stored as usual.
+    (new,) = store_events(store, ["ann"], start=100)
+    assert ids_of(client, "&userId=ann") == [new.event_id]
+
+
+def test_a_user_with_more_events_than_one_step(client: FlaskClient, store: RedisEventStore) -> None:
+    many = ERASE_PER_CALL * 2 + 7
+    store_events(store, ["ann"] * many + ["bob"])
+    assert client.delete("/users/ann/events", headers=ERASER).get_json()["deleted"] == many
+    assert client.get("/stats", headers=READER).get_json()["stored"] == 1
+
+
+@pytest.mark.parametrize(
+    "user", ["a/b", "//x/", "line\nbreak", "ü ser 🚀", "x" * 128, "*", "ann:event:x"]
+)
+def test_any_valid_user_id(client: FlaskClient, store: RedisEventStore, user: str) -> None:
+    store_events(store, [user, "bob"])
+    answer = client.delete(f"/users/{quote(user, safe='')}/events", headers=ERASER)
+    assert answer.get_json() == {"userId": user, "deleted": 1}
+    assert client.get("/stats", headers=READER).get_json()["stored"] == 1
+
+
+def test_the_answers_of_the_erase_route(client: FlaskClient) -> None:
+    too_long = client.delete(f"/users/{'x' * 129}/events", headers=ERASER)
+    assert too_long.status_code == 400
+    assert too_long.get_json()["error"]["type"] == "invalid_user_id"
+    assert client.delete("/users/ann/events").status_code == 401
+    assert client.delete("/users/ann/events", headers=READER).status_code == 403
+    assert client.get("/users/ann/events", headers=ERASER).status_code == 405
+
+
+def admin(settings: ConsumerSettings, *argv: str) -> tuple[int, str, str]:
+    env = {
+        "REDIS_URL": settings.common.redis_url,
+        "CONSUMER_REDIS_PREFIX": settings.redis_prefix,
+        "CONSUMER_REDIS_MODE": "single",
+    }
+    out, err = io.StringIO(), io.StringIO()
+    code = admin_main(list(argv), env=env, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_pipeline_admin_user_erase(
+    settings: ConsumerSettings, store: RedisEventStore, client: FlaskClient
+) -> None:
+    store_events(store, ["ann", "bob", "ann"])
+    code, out, _ = admin(settings, "user", "erase", "ann")
+    assert code == 0
+    assert json.loads(out) == {"userId": "ann", "deleted": 2}
+    assert ids_of(client, "&userId=ann") == []
+    assert admin(settings, "user", "erase", "x" * 129)[0] == 2
+    assert admin(settings, "user", "erase", "")[0] == 2
+    unreachable = replace(
+        settings, common=replace(settings.common, redis_url="redis://127.0.0.1:1/0")
+    )
+    code, _, err = admin(unreachable, "user", "erase", "ann")
+    assert code == 1 and "Redis" in err
