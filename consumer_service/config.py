@@ -238,9 +238,16 @@ class ConsumerSettings:
     max_scan_per_page: int = setting(
         5000,
         "CONSUMER_MAX_SCAN_PER_PAGE",
-        "index entries one filtered page may examine",
+        "index entries one filtered page may examine (listed from the time index or walked)",
         lo=1,
         hi=1_000_000,
+    )
+    max_page_bytes: int = setting(
+        1024 * 1024,
+        "CONSUMER_MAX_PAGE_BYTES",
+        "a page ends after the event that brings its stored events to this many bytes",
+        lo=1024,
+        hi=256 * 1024 * 1024,
     )
 
     def __post_init__(self) -> None:

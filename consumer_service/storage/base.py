@@ -22,6 +22,11 @@ from consumer_service.storage.script import (
 )
 from shared.errors import PipelineError, Unavailable
 
+# A page's default bounds (the read API passes its settings): index entries examined,
+# and the bytes of stored bodies after which it ends.
+MAX_SCAN = 5000
+MAX_PAGE_BYTES = 1024 * 1024
+
 
 class StoreFenced(PipelineError):
     """The store wrote nothing because the batch before it (`Chain.after`) is not
@@ -150,9 +155,14 @@ class EventStore(Protocol):
         text) stands for. Raises ValueError when it is not one. Asks nothing of Redis."""
         ...
 
-    def page(self, query: PageQuery, max_scan: int = 5000) -> Page:
+    def page(
+        self, query: PageQuery, max_scan: int = MAX_SCAN, max_bytes: int = MAX_PAGE_BYTES
+    ) -> Page:
         """Events after `query.cursor` in processing order, filtered. Examines at most
-        `max_scan` index entries, so a page may be short with `next_cursor` still set."""
+        `max_scan` index entries (page_read.py: what the indexes decide costs no body),
+        and ends after the event that brings the bodies it returns to `max_bytes` or
+        more; either way the page may be short with `next_cursor` still set. A time
+        window holding no event costs a few commands, whatever the store holds."""
         ...
 
     def stats(self) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from redis.exceptions import RedisClusterException
 
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.storage.base import (
+    MAX_PAGE_BYTES,
+    MAX_SCAN,
     BatchResult,
     Chain,
     Page,
@@ -191,10 +193,12 @@ class RedisClusterEventStore(RedisStore):
         decode_cursor(token)
         return token
 
-    def page(self, query: PageQuery, max_scan: int = 5000) -> Page:
+    def page(
+        self, query: PageQuery, max_scan: int = MAX_SCAN, max_bytes: int = MAX_PAGE_BYTES
+    ) -> Page:
         positions = cursor_positions(query.cursor)
         parts = self.partitions()
-        merge = PartitionMerge(self._nodes, self.keys, parts, positions, query, max_scan)
+        merge = PartitionMerge(self._nodes, self.keys, parts, positions, query, max_scan, max_bytes)
         events, next_cursor = merge.read()
         return Page(events, self._total(parts), next_cursor)
 
