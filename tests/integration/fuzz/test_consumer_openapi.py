@@ -4,14 +4,17 @@ holding a few stored events (and the real Kafka, which /ready asks)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import schemathesis
 from flask import Flask
 
 from consumer_service.api import build_spec
+from consumer_service.config import ConsumerSettings
+from consumer_service.storage import RedisEventStore
 
-from .conftest import FUZZ_SETTINGS, AppSlot, fuzz_config, fuzz_schema, same_document
+from .conftest import FUZZ_SETTINGS, AppSlot, fuzz_config, fuzz_schema, same_document, seeded_app
 
 DOCUMENT = build_spec().to_dict()
 
@@ -32,3 +35,39 @@ def test_read_api_answers_as_documented(case: schemathesis.Case, read_api: Flask
     """No 5xx but a documented 503; every status, content type and body as documented;
     schema-valid requests answered 2xx (or a documented 404), invalid ones 4xx."""
     case.call_and_validate()
+
+
+# The same operation under budgets so small that nearly every page ends early: the
+# cursor each page hands on must be one the API takes back.
+TIGHT = AppSlot()
+tight_schema = fuzz_schema(DOCUMENT, TIGHT, fuzz_config()).include(
+    method="GET", path="/events/processed"
+)
+
+
+@pytest.fixture
+def tight_read_api(
+    consumer_settings: ConsumerSettings, event_store: RedisEventStore
+) -> Iterator[Flask]:
+    app = seeded_app(
+        replace(consumer_settings, max_scan_per_page=1, max_page_bytes=1024), event_store
+    )
+    with TIGHT.plugged(app):
+        same_document(app, DOCUMENT)
+        yield app
+
+
+@tight_schema.parametrize()
+@FUZZ_SETTINGS
+def test_pages_under_tight_budgets_hand_on_cursors_the_api_takes(
+    case: schemathesis.Case, tight_read_api: Flask
+) -> None:
+    case.call_and_validate()
+    # The same query again, read here: the page it answers and the one after.
+    client = tight_read_api.test_client()
+    page = client.get("/events/processed", query_string=case.query or {})
+    if page.status_code != 200 or page.get_json()["next"] is None:
+        return
+    query = {**(case.query or {}), "cursor": page.get_json()["next"]}
+    follow = client.get("/events/processed", query_string=query)
+    assert follow.status_code == 200, follow.get_json()
