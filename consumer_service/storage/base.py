@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.storage.durability import Durability
+from consumer_service.storage.keys import KeyLayout
 from consumer_service.storage.script import (
     DUPLICATE,
     EVICT_BASE,
@@ -26,6 +27,11 @@ from shared.errors import PipelineError, Unavailable
 # and the bytes of stored bodies after which it ends.
 MAX_SCAN = 5000
 MAX_PAGE_BYTES = 1024 * 1024
+
+
+# Runs a function with a Redis client (single node) or the cluster client; a failure
+# comes out as the store's own error for it.
+Run = Callable[[Callable[[Any], Any]], Any]
 
 
 class StoreFenced(PipelineError):
@@ -199,6 +205,11 @@ class RedisStore(EventStore):
     @abstractmethod
     def close(self) -> None:
         """Release the store's connections."""
+
+    @abstractmethod
+    def layouts(self) -> list[tuple[Run, KeyLayout]]:
+        """Every single-node key layout of the store (one, or one per registered
+        partition of a cluster), each with what runs reads and writes in it."""
 
     def _script_args(
         self,

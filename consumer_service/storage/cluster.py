@@ -26,12 +26,13 @@ from consumer_service.storage.base import (
     Page,
     PageQuery,
     RedisStore,
+    Run,
     decode_event,
 )
 from consumer_service.storage.cluster_nodes import ClusterNodes, Queue
 from consumer_service.storage.cluster_page import PartitionMerge, cursor_positions, decode_cursor
 from consumer_service.storage.durability import Durability, read_durability
-from consumer_service.storage.keys import ClusterKeyLayout
+from consumer_service.storage.keys import ClusterKeyLayout, KeyLayout
 from consumer_service.storage.script import DUPLICATE, STORE_BATCH_SHA
 from shared.errors import Unavailable
 
@@ -257,6 +258,9 @@ class RedisClusterEventStore(RedisStore):
 
     def close(self) -> None:
         self._nodes.close()
+
+    def layouts(self) -> list[tuple[Run, KeyLayout]]:
+        return [(self._nodes.read, self.keys.partition(p)) for p in self.partitions()]
 
 
 def _origin(ev: Accepted) -> str:

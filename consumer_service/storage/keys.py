@@ -14,7 +14,8 @@ Single node, under one prefix P (default `ua`):
     P:time             zset eventId -> the event's timestamp in ms (timeindex.py): the
                        events of P:index by event time, for the read API's time window.
                        Entered and removed with P:index, so while both hold as many
-                       entries they hold the same events (an older release kept none)
+                       entries they hold the same events (an older release kept none:
+                       time_backfill.py brings such a store in step)
     P:stats            hash processed, duplicates, deadLettered, deadLettered:<reason>,
                        type:<eventType>
     P:writer:<writer>  string, the number of the writer's last stored batch (a chain)

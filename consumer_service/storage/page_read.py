@@ -24,11 +24,11 @@ walked, and an event without a time entry is judged by its body.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from consumer_service.storage.base import PageQuery
+from consumer_service.storage.base import PageQuery, Run
 from consumer_service.storage.keys import KeyLayout
 from consumer_service.storage.script import READ_BODIES_LUA
 from consumer_service.storage.timeindex import time_score
@@ -38,10 +38,6 @@ BODY_CHUNK = 50
 # Index entries walked per round trip when the filters may skip some: entries cost a few
 # dozen bytes each, so a sparse filter takes few round trips.
 WALK_CHUNK = 500
-
-# Runs a function with a Redis client (single node) or the cluster client, mapping a
-# failure to `Unavailable`.
-Run = Callable[[Callable[[Any], Any]], Any]
 
 
 @dataclass

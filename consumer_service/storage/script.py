@@ -1,7 +1,7 @@
 """The store's scripts, shipped with the package: store_batch.lua (its text, the names of
-its answers and the encoding of its arguments) and read_bodies.lua, the read API's
-body reads. Each script's header documents the layout of KEYS and ARGV and what each
-answer means."""
+its answers and the encoding of its arguments), read_bodies.lua (the read API's body
+reads) and repair_time_index.lua (time_backfill.py's writes). Each script's header
+documents the layout of KEYS and ARGV and what each answer means."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ STORE_BATCH_SHA = hashlib.sha1(STORE_BATCH_LUA.encode()).hexdigest()
 
 READ_BODIES_LUA = (
     resources.files("consumer_service.storage").joinpath("read_bodies.lua").read_text("utf-8")
+)
+REPAIR_TIME_INDEX_LUA = (
+    resources.files("consumer_service.storage").joinpath("repair_time_index.lua").read_text("utf-8")
 )
 
 # What the script answers per event; a stored event answers its sequence number (STORED:

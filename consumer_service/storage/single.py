@@ -4,7 +4,7 @@ batch is one call of the store script, under one prefix (keys.py's layout)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import redis
@@ -18,6 +18,7 @@ from consumer_service.storage.base import (
     Page,
     PageQuery,
     RedisStore,
+    Run,
     StoreFenced,
     StoreRefused,
     decode_event,
@@ -117,8 +118,7 @@ class RedisEventStore(RedisStore):
             raise Unavailable(f"Redis did not answer: {exc}") from exc
 
     def _page(self, q: PageQuery, max_scan: int, max_bytes: int) -> Page:
-        client = self._redis
-        reader = IndexReader(lambda call: call(client), self._keys, q, ScanBudget(max_scan))
+        reader = IndexReader(self._run, self._keys, q, ScanBudget(max_scan))
         events: list[dict[str, Any]] = []
         position = int(q.cursor)
         size = 0
@@ -175,3 +175,12 @@ class RedisEventStore(RedisStore):
 
     def close(self) -> None:
         self._redis.close()
+
+    def layouts(self) -> list[tuple[Run, KeyLayout]]:
+        return [(self._run, self._keys)]
+
+    def _run(self, call: Callable[[redis.Redis], Any]) -> Any:
+        try:
+            return call(self._redis)
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis did not answer: {exc}") from exc

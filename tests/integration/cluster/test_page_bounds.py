@@ -5,6 +5,10 @@ through retention, and events stored without a time entry are still found."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +19,7 @@ import redis
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.storage import EventStore, PageQuery
 from consumer_service.storage.keys import ClusterKeyLayout, KeyLayout
+from consumer_service.storage.time_backfill import Repaired, backfill
 from tests.integration.consumer.conftest import make_record
 
 from .test_store_contract import NOW, StoreFactory
@@ -82,6 +87,7 @@ class Raw:
     node) and a client."""
 
     def __init__(self, backend: str, url: str, prefix: str) -> None:
+        self.prefix = prefix
         self.client: Any
         if backend == "cluster":
             self.client = redis.RedisCluster.from_url(url)
@@ -208,3 +214,38 @@ def test_age_retention_and_stale_reads_keep_the_time_index_in_step(
     store.page(PageQuery(limit=1000))
     assert all(entries == times for entries, times in raw.sizes())
     assert sum(n for n, _ in raw.sizes()) == 8
+
+
+def test_the_backfill_brings_an_older_store_in_step(
+    make_any_store: StoreFactory, raw: Raw, backend: str, request: pytest.FixtureRequest
+) -> None:
+    store = make_any_store()
+    batch = events(60)
+    store.store_batch(batch, NOW)
+    # As an older release left it: no time entries; plus one whose event is gone.
+    for layout in raw.layouts:
+        raw.client.delete(layout.time)
+        raw.client.zadd(layout.time, {"gone": 1.0})
+    assert all(entries != times for entries, times in raw.sizes())
+    url = request.getfixturevalue("redis_cluster").url if backend == "cluster" else None
+    env = {
+        "REDIS_URL": url or request.getfixturevalue("redis_url"),
+        "CONSUMER_REDIS_PREFIX": raw.prefix,
+        "CONSUMER_REDIS_MODE": backend,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer_service.storage.time_backfill"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"entered": 64, "removed": len(raw.layouts)}
+    assert all(entries == times for entries, times in raw.sizes())
+    window = PageQuery(limit=1000, since=minute(10), until=minute(20))
+    assert sorted(e["eventId"] for e in store.page(window).events) == sorted(
+        expected(batch, window)
+    )
+    assert backfill(store) == Repaired(0, 0)  # again: nothing left to do
