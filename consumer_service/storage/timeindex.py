@@ -64,17 +64,21 @@ _FIELDS = ((0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19), (20, 23))
 
 def _real_instant(timestamp: str) -> int | None:
     """The milliseconds of `timestamp` when it names a real instant, else None."""
-    year, month, day, hour, minute, second, millis = _fields(timestamp)
-    if not (
-        1 <= month <= 12
-        and 1 <= day <= days_in_month(year, month)
-        and hour <= 23
-        and minute <= 59
-        and second <= 59
-    ):
+    start = _day_start(timestamp[:10])
+    hour, minute, second = int(timestamp[11:13]), int(timestamp[14:16]), int(timestamp[17:19])
+    if start is None or hour > 23 or minute > 59 or second > 59:
         return None
-    seconds = (hour * 60 + minute) * 60 + second
-    return days_from_civil(year, month, day) * _MS_PER_DAY + seconds * 1000 + millis
+    return start + ((hour * 60 + minute) * 60 + second) * 1000 + int(timestamp[20:23])
+
+
+# The worker scores every event it stores; its events' days are few.
+@lru_cache(maxsize=1024)
+def _day_start(date: str) -> int | None:
+    """The milliseconds of 00:00 of `date` (YYYY-MM-DD), or None when it is no real date."""
+    year, month, day = int(date[0:4]), int(date[5:7]), int(date[8:10])
+    if not (1 <= month <= 12 and 1 <= day <= days_in_month(year, month)):
+        return None
+    return days_from_civil(year, month, day) * _MS_PER_DAY
 
 
 def _next_instant(timestamp: str) -> int:
