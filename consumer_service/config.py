@@ -238,7 +238,7 @@ class ConsumerSettings:
     max_scan_per_page: int = setting(
         5000,
         "CONSUMER_MAX_SCAN_PER_PAGE",
-        "index entries one filtered page may examine (listed from the time index or walked)",
+        "index entries one page may walk, and list from the time index (per partition)",
         lo=1,
         hi=1_000_000,
     )

@@ -6,13 +6,16 @@ the filters can decide without an event's body, they decide from the indexes: it
 (ZMSCORE on the type's index, when the user's index is walked) and its time (ZMSCORE on
 the time index). Bodies are read only for the events that pass, and only as many as
 the page's byte budget takes (`IndexReader.bodies`). A time window that holds few
-events (at most the scan budget) is not walked at all: its events are listed from the
-time index, their seqs read from the walked index, and a window holding none costs one
-round trip.
+events (at most `max_scan` in the layout) is not walked at all: its events are listed
+from the time index, their seqs read from the walked index, and a window holding none
+costs one round trip.
 
-Every index entry examined, walked or listed, is charged to a `ScanBudget` shared by
-the page; once it is spent the page ends with a cursor, so no page examines more than
-`max_scan` entries, however sparse its filters.
+Every entry walked is charged to a `ScanBudget` shared by the page (by every partition
+of a cluster); once it is spent the page ends with a cursor. So a page walks at most
+`max_scan` entries, and lists at most `max_scan` per layout, however sparse its
+filters. A listing is not charged to the walk budget: it is read again whole by every
+page of the window, and charging it would let one partition's listing starve the
+others' walks page after page.
 
 The time index is trusted only while it holds as many entries as the index: the store
 script enters and removes both together, so they then hold the same events. Events
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from consumer_service.storage.base import PageQuery, Run
@@ -42,9 +45,14 @@ WALK_CHUNK = 500
 
 @dataclass
 class ScanBudget:
-    """Index entries a page may still examine."""
+    """Index entries a page may still walk, of `limit`; `limit` also caps the entries
+    of a window listed from one layout's time index."""
 
-    left: int
+    limit: int
+    left: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.left = self.limit
 
     @property
     def spent(self) -> bool:
@@ -92,8 +100,9 @@ class IndexReader:
 
     @property
     def budget_spent(self) -> bool:
-        """True once the page has examined as many entries as it may."""
-        return self._budget.spent
+        """True once the page may read no further here: it has walked as many entries
+        as it may. Never for a listed window (its cost was bounded when listed)."""
+        return self._listed is None and self._budget.spent
 
     def candidates(self, after: int, count: int) -> Candidates:
         """At most `count` (`count` >= 1) entries after seq `after` that may match."""
@@ -145,7 +154,7 @@ class IndexReader:
 
     def _plan(self) -> None:
         """With a time window: list it from the time index when the index can be trusted
-        and the window holds no more entries than the budget has left."""
+        and the window holds no more than `ScanBudget.limit` entries in this layout."""
         self._planned = True
         if self._window is None:
             return
@@ -160,9 +169,8 @@ class IndexReader:
                 return cast("list[int]", pipe.execute())
 
         in_index, in_time, in_window = self._run(count)
-        if in_index != in_time or in_window > self._budget.left:
+        if in_index != in_time or in_window > self._budget.limit:
             return
-        self._budget.left -= in_window
         self._listed = self._list(low, high) if in_window else []
         self._listed_seqs = [seq for seq, _ in self._listed]
 
