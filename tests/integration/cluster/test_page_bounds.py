@@ -262,3 +262,19 @@ def test_a_window_listed_in_one_partition_leaves_the_others_their_turn(
     query = PageQuery(limit=100, since=minute(0), until=minute(20))
     got, _ = read_all(store, query, max_scan=5)
     assert sorted(e["eventId"] for e in got) == sorted(expected(batch, query))
+
+
+def test_entries_a_reader_finds_stale_leave_both_indexes(
+    make_any_store: StoreFactory, raw: Raw
+) -> None:
+    store = make_any_store()
+    batch = events(20)
+    store.store_batch(batch, NOW)
+    # Bodies gone as retention would leave them: their index entries still there.
+    for accepted in batch[:6]:
+        for layout in raw.layouts:
+            raw.client.delete(layout.event(accepted.event_id))
+    got, _ = read_all(store, PageQuery(limit=3))
+    assert sorted(e["eventId"] for e in got) == sorted(a.event_id for a in batch[6:])
+    assert all(entries == times for entries, times in raw.sizes())
+    assert sum(n for n, _ in raw.sizes()) == len(batch) - 6
