@@ -250,7 +250,7 @@ class ConsumerSettings:
     max_scan_per_page: int = setting(
         5000,
         "CONSUMER_MAX_SCAN_PER_PAGE",
-        "index entries one filtered page may examine",
+        "index entries one page may walk, and list from the time index (per partition)",
         lo=1,
         hi=1_000_000,
     )
@@ -262,6 +262,14 @@ class ConsumerSettings:
         "`KEY SCOPE...` only the scopes listed (docs/security.md); empty, and no JWT key: "
         "no authentication",
         repr=False,  # secrets: never printed
+    )
+
+    max_page_bytes: int = setting(
+        1024 * 1024,
+        "CONSUMER_MAX_PAGE_BYTES",
+        "a page ends after the event that brings its stored events to this many bytes",
+        lo=1024,
+        hi=256 * 1024 * 1024,
     )
 
     def __post_init__(self) -> None:

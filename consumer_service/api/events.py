@@ -72,7 +72,7 @@ def list_processed() -> Response:
         since=q.get("since"),
         until=q.get("until"),
     )
-    page = st.store.page(query, st.settings.max_scan_per_page)
+    page = st.store.page(query, st.settings.max_scan_per_page, st.settings.max_page_bytes)
     return jsonify(
         {
             "events": page.events,

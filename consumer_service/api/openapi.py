@@ -112,7 +112,12 @@ def _document_processed(spec: APISpec, query: type[ProcessedQuerySchema], guard:
                         "Every parameter is optional. An empty value (`?until=`) is invalid "
                         "for every parameter and answered 400, as is an unknown parameter. "
                         "`since` and `until` select `since <= timestamp < until`; a window "
-                        "that can hold no event (`until` not after `since`) is an empty page."
+                        "that can hold no event (`until` not after `since`) is an empty page.\n\n"
+                        "Every page is bounded, whatever the store holds: it examines at most "
+                        "`CONSUMER_MAX_SCAN_PER_PAGE` index entries (default 5,000) and ends "
+                        "after the event that brings its events to `CONSUMER_MAX_PAGE_BYTES` "
+                        "(default 1 MiB). A page can therefore hold fewer than `limit` events, "
+                        "even none, with `next` set: keep paging until `next` is null."
                     ),
                     "parameters": [{"in": "query", "schema": query}],
                     "responses": {

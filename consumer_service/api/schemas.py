@@ -8,6 +8,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 
+from consumer_service.storage.timeindex import days_from_civil, days_in_month
 from shared import web
 from shared.events import EVENT_TYPE_MAX, USER_ID_MAX, FullRegexp, StoredEventSchema
 
@@ -30,18 +31,8 @@ _INSTANT = re.compile(INSTANT_PATTERN)
 _MS_PER_DAY = 86_400_000
 
 
-def _days_from_civil(year: int, month: int, day: int) -> int:
-    # Days since 1970-01-01 in the proleptic Gregorian calendar, for any year (the
-    # `datetime` module stops at year 1, and an offset can move an instant out of it).
-    year -= month <= 2
-    era = year // 400
-    year_of_era = year - era * 400
-    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
-    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
-    return era * 146_097 + day_of_era - 719_468
-
-
 def _civil_from_days(days: int) -> tuple[int, int, int]:
+    # The inverse of days_from_civil: the date of a day number, any year.
     days += 719_468
     era = days // 146_097
     day_of_era = days - era * 146_097
@@ -55,15 +46,9 @@ def _civil_from_days(days: int) -> tuple[int, int, int]:
     return year_of_era + era * 400 + (month <= 2), month, day
 
 
-def _days_in_month(year: int, month: int) -> int:
-    if month == 2:
-        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
-    return 30 if month in (4, 6, 9, 11) else 31
-
-
 # The first and last millisecond a stored timestamp (4-digit year) can name.
-EARLIEST_MS = _days_from_civil(0, 1, 1) * _MS_PER_DAY
-LATEST_MS = _days_from_civil(9999, 12, 31) * _MS_PER_DAY + _MS_PER_DAY - 1
+EARLIEST_MS = days_from_civil(0, 1, 1) * _MS_PER_DAY
+LATEST_MS = days_from_civil(9999, 12, 31) * _MS_PER_DAY + _MS_PER_DAY - 1
 
 
 def parse_instant(text: str) -> int:
@@ -80,7 +65,7 @@ def parse_instant(text: str) -> int:
         raise ValueError(text)
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     fraction, zone = match.group(7) or "", match.group(8)
-    if day > _days_in_month(year, month):
+    if day > days_in_month(year, month):
         raise ValueError(text)
     millis = int(fraction[:3].ljust(3, "0"))
     if fraction[3:].strip("0"):
@@ -90,7 +75,7 @@ def parse_instant(text: str) -> int:
         sign = -1 if zone[0] == "-" else 1
         offset_minutes = sign * (int(zone[1:3]) * 60 + int(zone[4:6]))
     seconds = ((hour * 60 + minute - offset_minutes) * 60) + second
-    return _days_from_civil(year, month, day) * _MS_PER_DAY + seconds * 1000 + millis
+    return days_from_civil(year, month, day) * _MS_PER_DAY + seconds * 1000 + millis
 
 
 def format_instant(ms: int) -> str:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.storage.durability import Durability
+from consumer_service.storage.keys import KeyLayout
 from consumer_service.storage.script import (
     DUPLICATE,
     EVICT_BASE,
@@ -21,6 +22,16 @@ from consumer_service.storage.script import (
     event_blobs,
 )
 from shared.errors import PipelineError, Unavailable
+
+# A page's default bounds (the read API passes its settings): index entries examined,
+# and the bytes of stored bodies after which it ends.
+MAX_SCAN = 5000
+MAX_PAGE_BYTES = 1024 * 1024
+
+
+# Runs a function with a Redis client (single node) or the cluster client; a failure
+# comes out as the store's own error for it.
+Run = Callable[[Callable[[Any], Any]], Any]
 
 
 class StoreFenced(PipelineError):
@@ -150,9 +161,14 @@ class EventStore(Protocol):
         text) stands for. Raises ValueError when it is not one. Asks nothing of Redis."""
         ...
 
-    def page(self, query: PageQuery, max_scan: int = 5000) -> Page:
+    def page(
+        self, query: PageQuery, max_scan: int = MAX_SCAN, max_bytes: int = MAX_PAGE_BYTES
+    ) -> Page:
         """Events after `query.cursor` in processing order, filtered. Examines at most
-        `max_scan` index entries, so a page may be short with `next_cursor` still set."""
+        `max_scan` index entries (page_read.py: what the indexes decide costs no body),
+        and ends after the event that brings the bodies it returns to `max_bytes` or
+        more; either way the page may be short with `next_cursor` still set. A time
+        window holding no event costs a few commands, whatever the store holds."""
         ...
 
     def stats(self) -> dict[str, Any]:
@@ -197,6 +213,11 @@ class RedisStore(EventStore):
     @abstractmethod
     def close(self) -> None:
         """Release the store's connections."""
+
+    @abstractmethod
+    def layouts(self) -> list[tuple[Run, KeyLayout]]:
+        """Every single-node key layout of the store (one, or one per registered
+        partition of a cluster), each with what runs reads and writes in it."""
 
     def _script_args(
         self,

@@ -20,18 +20,21 @@ from redis.exceptions import RedisClusterException
 
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.storage.base import (
+    MAX_PAGE_BYTES,
+    MAX_SCAN,
     BatchResult,
     Chain,
     Page,
     PageQuery,
     RedisStore,
+    Run,
     decode_event,
 )
 from consumer_service.storage.cluster_nodes import ClusterNodes, Queue
 from consumer_service.storage.cluster_page import PartitionMerge, cursor_positions, decode_cursor
 from consumer_service.storage.durability import Durability, read_durability
 from consumer_service.storage.erase import ERASE_USER_LUA, erase_args, erase_until_done
-from consumer_service.storage.keys import ClusterKeyLayout
+from consumer_service.storage.keys import ClusterKeyLayout, KeyLayout
 from consumer_service.storage.script import DUPLICATE, STORE_BATCH_SHA
 from shared.errors import Unavailable
 
@@ -210,10 +213,12 @@ class RedisClusterEventStore(RedisStore):
         decode_cursor(token)
         return token
 
-    def page(self, query: PageQuery, max_scan: int = 5000) -> Page:
+    def page(
+        self, query: PageQuery, max_scan: int = MAX_SCAN, max_bytes: int = MAX_PAGE_BYTES
+    ) -> Page:
         positions = cursor_positions(query.cursor)
         parts = self.partitions()
-        merge = PartitionMerge(self._nodes, self.keys, parts, positions, query, max_scan)
+        merge = PartitionMerge(self._nodes, self.keys, parts, positions, query, max_scan, max_bytes)
         events, next_cursor = merge.read()
         return Page(events, self._total(parts), next_cursor)
 
@@ -272,6 +277,9 @@ class RedisClusterEventStore(RedisStore):
 
     def close(self) -> None:
         self._nodes.close()
+
+    def layouts(self) -> list[tuple[Run, KeyLayout]]:
+        return [(self._nodes.read, self.keys.partition(p)) for p in self.partitions()]
 
 
 def _origin(ev: Accepted) -> str:

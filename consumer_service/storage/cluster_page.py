@@ -9,11 +9,12 @@ import heapq
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from consumer_service.storage.base import PageQuery, decode_event
+from consumer_service.storage.base import MAX_PAGE_BYTES, PageQuery, decode_event
 from consumer_service.storage.cluster_nodes import ClusterNodes
-from consumer_service.storage.keys import ClusterKeyLayout, KeyLayout
+from consumer_service.storage.keys import ClusterKeyLayout
+from consumer_service.storage.page_read import BODY_CHUNK, IndexReader, ScanBudget
 
 CURSOR_PREFIX = "v1."
 _CURSOR_BODY = re.compile(r"^[A-Za-z0-9_-]{1,8000}$")
@@ -62,12 +63,13 @@ def cursor_positions(cursor: int | str) -> dict[int, int]:
 
 @dataclass
 class _Head:
-    """One partition's unread index entries during a page: (seq, eventId, body)."""
+    """One partition's unread candidates during a page: (seq, eventId, body)."""
 
-    keys: KeyLayout
-    index: str
+    reader: IndexReader
     position: int
     rows: list[tuple[int, str, bytes | None]] = field(default_factory=list)
+    # Entries up to here were examined; those not among `rows` do not match.
+    reached: int = 0
     done: bool = False
 
 
@@ -75,8 +77,10 @@ class PartitionMerge:
     """One page read across `parts` from `positions` (`cursor_positions`): the heads of
     every partition, merged by (processedAt, partition, seq). Each partition is read
     strictly in seq order and its position only moves past what was read, so an event
-    stored later lands after the cursor: never skipped. Raises `Unavailable` when the
-    cluster does not answer."""
+    stored later lands after the cursor: never skipped. Every partition's reads share
+    one scan budget of `max_scan` entries (page_read.py), and the page ends after the
+    event that brings its bodies to `max_bytes`. Raises `Unavailable` when the cluster
+    does not answer."""
 
     def __init__(
         self,
@@ -86,35 +90,38 @@ class PartitionMerge:
         positions: Mapping[int, int],
         query: PageQuery,
         max_scan: int,
+        max_bytes: int = MAX_PAGE_BYTES,
     ) -> None:
-        self._nodes = nodes
         self._query = query
-        self._max_scan = max_scan
-        self._chunk = max(min(query.limit, max_scan), 50)
+        self._max_bytes = max_bytes
+        self._size = 0  # bytes of the bodies in the page so far
+        # Bodies are read ahead per partition: no more than the page can use.
+        self._chunk = min(query.limit, BODY_CHUNK)
+        budget = ScanBudget(max_scan)
         self._heads: dict[int, _Head] = {}
         for p in parts:
-            layout = keys.partition(p)
-            index = layout.index_for(query.user_id, query.event_type)
-            self._heads[p] = _Head(layout, index, positions.get(p, 0))
+            reader = IndexReader(nodes.read, keys.partition(p), query, budget)
+            start = positions.get(p, 0)
+            self._heads[p] = _Head(reader, start, reached=start)
         self._ready: list[tuple[str, int, int]] = []
 
     def read(self) -> tuple[list[dict[str, Any]], str | None]:
         """The page's events, and the next cursor (None when every partition is read)."""
         events: list[dict[str, Any]] = []
-        scanned = 0
         for p in self._heads:
             self._push(p)
         heapq.heapify(self._ready)
-        while self._ready and len(events) < self._query.limit and scanned < self._max_scan:
+        while self._ready and len(events) < self._query.limit and self._size < self._max_bytes:
             _, p, _ = heapq.heappop(self._ready)
             head = self._heads[p]
             seq, _id, body = head.rows.pop(0)
-            head.position = seq
-            scanned += 1
+            # Past the entries examined after it too, once nothing read is left.
+            head.position = seq if head.rows else max(seq, head.reached)
             assert body is not None
             event = decode_event(body)
             if self._query.matches(event):
                 events.append(event)
+                self._size += len(body)
             before = len(self._ready)
             self._push(p)
             if len(self._ready) > before:
@@ -127,52 +134,47 @@ class PartitionMerge:
     def _push(self, p: int) -> None:
         """Put partition `p`'s next live entry among the ready heads, if it has one."""
         head = self._heads[p]
-        while not head.rows and not head.done:
-            self._fetch(head, self._chunk)
-        while head.rows and head.rows[0][2] is None:
-            self._drop_stale(head)
-        if head.rows:
-            body = head.rows[0][2]
-            assert body is not None
-            self._ready.append((_processed_at(body), p, head.rows[0][0]))
-        elif not head.done:
-            self._push(p)
+        while True:
+            while not head.rows and not head.done and not head.reader.budget_spent:
+                self._fetch(head, self._chunk)
+            stale = []
+            while head.rows and head.rows[0][2] is None:
+                stale.append(head.rows.pop(0)[1])
+            if stale:
+                # Left behind by retention; dropped here so the next reader skips less.
+                head.reader.drop_stale(stale)
+                if not head.rows:
+                    head.position = max(head.position, head.reached)
+            if head.rows:
+                body = head.rows[0][2]
+                assert body is not None
+                self._ready.append((_processed_at(body), p, head.rows[0][0]))
+                return
+            if head.done or head.reader.budget_spent:
+                return
 
     def _look_ahead(self) -> None:
         """Find out whether the partitions with nothing buffered are read to the end, so
         the last page says so rather than leaving one empty page to follow."""
         for head in self._heads.values():
             if not head.rows and not head.done:
-                self._fetch(head, 1)
-                while head.rows and head.rows[0][2] is None:
-                    self._drop_stale(head)
+                head.done = not head.reader.more_after(head.position)
 
     def _fetch(self, head: _Head, count: int) -> None:
-        after = head.rows[-1][0] if head.rows else head.position
-        rows = cast(
-            "list[tuple[bytes, float]]",
-            self._nodes.read(
-                lambda rc: rc.zrangebyscore(
-                    head.index, f"({after}", "+inf", start=0, num=count, withscores=True
-                )
-            ),
-        )
-        if len(rows) < count:
-            head.done = True
-        if not rows:
-            return
-        ids = [m.decode() for m, _ in rows]
-        bodies = cast(
-            "list[bytes | None]",
-            self._nodes.read(lambda rc: rc.mget([head.keys.event(i) for i in ids])),
-        )
-        head.rows += [(int(s), i, b) for (_, s), i, b in zip(rows, ids, bodies, strict=True)]
-
-    def _drop_stale(self, head: _Head) -> None:
-        # Left behind by retention; dropped here so the next reader skips less.
-        seq, event_id, _ = head.rows.pop(0)
-        head.position = seq
-        self._nodes.read(lambda rc: rc.zrem(head.index, event_id))
+        """Read the next `count` candidates of the partition with their bodies."""
+        found = head.reader.candidates(head.reached, count)
+        ids = [event_id for _, event_id in found.rows]
+        bodies = head.reader.bodies(ids, self._max_bytes - self._size) if ids else []
+        head.rows += [(seq, i, b) for (seq, i), b in zip(found.rows, bodies, strict=False)]
+        if len(bodies) < len(found.rows):
+            # The rest waits for a later fetch (or page): only what was read is passed.
+            head.reached = found.rows[len(bodies) - 1][0]
+            head.done = False
+        else:
+            head.reached = found.reached
+            head.done = found.done
+        if not head.rows:
+            head.position = max(head.position, head.reached)
 
 
 def _processed_at(body: bytes) -> str:

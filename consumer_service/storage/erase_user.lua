@@ -4,8 +4,9 @@ oldest first, so Redis keeps answering others while a user with many events goes
 caller repeats until none is left.
 
 For each event of the user's index P:user:<userId>: its body P:event:<eventId>, its entry
-in P:index and in its type's index P:type:<eventType>, then its entry in the user's
-index. The seen marks stay (and, on a cluster, the eventId claims): they hold an eventId
+in P:index, in the time index P:time and in its type's index P:type:<eventType>, then its
+entry in the user's index. P:index and P:time stay in step, as the read API's time
+window relies on. The seen marks stay (and, on a cluster, the eventId claims): they hold an eventId
 and a Kafka position, no personal data, and while they live a redelivery or replay of an
 erased event is answered as a duplicate instead of being stored again. The counters
 (`processed`, `type:<eventType>`) count what was ever processed, as after retention.
@@ -26,6 +27,7 @@ retention already removed counts 0), and entries still in the user's index.
 local prefix, user, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local by_user = prefix .. ':user:' .. user
 local index = prefix .. ':index'
+local time_index = prefix .. ':time'
 local ids = redis.call('ZRANGE', by_user, 0, limit - 1)
 local erased = 0
 for _, id in ipairs(ids) do
@@ -39,6 +41,7 @@ for _, id in ipairs(ids) do
     erased = erased + redis.call('DEL', event_key)
   end
   redis.call('ZREM', index, id)
+  redis.call('ZREM', time_index, id)
 end
 if #ids > 0 then
   redis.call('ZREM', by_user, unpack(ids))

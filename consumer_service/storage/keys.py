@@ -11,6 +11,11 @@ Single node, under one prefix P (default `ua`):
     P:index            zset eventId -> seq: every stored event in processing order
     P:user:<userId>    zset eventId -> seq: one user's events
     P:type:<eventType> zset eventId -> seq: one event type's events
+    P:time             zset eventId -> the event's timestamp in ms (timeindex.py): the
+                       events of P:index by event time, for the read API's time window.
+                       Entered and removed with P:index, so while both hold as many
+                       entries they hold the same events (an older release kept none:
+                       time_backfill.py brings such a store in step)
     P:stats            hash processed, duplicates, deadLettered, deadLettered:<reason>,
                        type:<eventType>
     P:writer:<writer>  string, the number of the writer's last stored batch (a chain)
@@ -66,6 +71,10 @@ class KeyLayout:
     @property
     def stats(self) -> str:
         return self._key("stats")
+
+    @property
+    def time(self) -> str:
+        return self._key("time")
 
     @property
     def pattern(self) -> str:

@@ -1,6 +1,7 @@
-"""The store script (store_batch.lua, shipped with the package): its text, the names of
-its answers and the encoding of its arguments. The script's header documents the layout
-of KEYS and ARGV and what each answer means."""
+"""The store's scripts, shipped with the package: store_batch.lua (its text, the names of
+its answers and the encoding of its arguments), read_bodies.lua (the read API's body
+reads) and repair_time_index.lua (time_backfill.py's writes). Each script's header
+documents the layout of KEYS and ARGV and what each answer means."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from importlib import resources
 
 from consumer_service.pipeline.processing import Accepted
+from consumer_service.storage.timeindex import time_score
 
 STORE_BATCH_LUA = (
     resources.files("consumer_service.storage").joinpath("store_batch.lua").read_text("utf-8")
@@ -17,6 +19,13 @@ STORE_BATCH_LUA = (
 
 # Redis names a script by the SHA-1 of its text.
 STORE_BATCH_SHA = hashlib.sha1(STORE_BATCH_LUA.encode()).hexdigest()
+
+READ_BODIES_LUA = (
+    resources.files("consumer_service.storage").joinpath("read_bodies.lua").read_text("utf-8")
+)
+REPAIR_TIME_INDEX_LUA = (
+    resources.files("consumer_service.storage").joinpath("repair_time_index.lua").read_text("utf-8")
+)
 
 # What the script answers per event; a stored event answers its sequence number (STORED:
 # always > 0). FENCED is the whole answer of a chained batch that wrote nothing.
@@ -49,6 +58,7 @@ def event_blobs(events: Sequence[Accepted], processed_at: str) -> list[bytes]:
         event_id = ev.event_id.encode()
         event_type = str(record["eventType"]).encode()
         user_id = str(record["userId"]).encode()
+        time = time_score(record["timestamp"]).encode()
         body = ev.stored_form(processed_at)
         add(
             (
@@ -60,6 +70,8 @@ def event_blobs(events: Sequence[Accepted], processed_at: str) -> list[bytes]:
                 event_type,
                 short(len(user_id)),
                 user_id,
+                short(len(time)),
+                time,
                 _LONG.pack(len(body)),
                 body,
             )

@@ -4,18 +4,21 @@ batch is one call of the store script, under one prefix (keys.py's layout)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import redis
 
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.storage.base import (
+    MAX_PAGE_BYTES,
+    MAX_SCAN,
     BatchResult,
     Chain,
     Page,
     PageQuery,
     RedisStore,
+    Run,
     StoreFenced,
     StoreRefused,
     decode_event,
@@ -23,6 +26,7 @@ from consumer_service.storage.base import (
 from consumer_service.storage.durability import Durability, read_durability
 from consumer_service.storage.erase import ERASE_USER_LUA, erase_args, erase_until_done
 from consumer_service.storage.keys import KeyLayout
+from consumer_service.storage.page_read import IndexReader, ScanBudget
 from consumer_service.storage.script import FENCED, STORE_BATCH_LUA
 from shared.errors import Unavailable
 
@@ -114,67 +118,47 @@ class RedisEventStore(RedisStore):
             raise ValueError("Not a valid cursor.")
         return int(token)
 
-    def page(self, query: PageQuery, max_scan: int = 5000) -> Page:
-        key = self._keys.index_for(query.user_id, query.event_type)
+    def page(
+        self, query: PageQuery, max_scan: int = MAX_SCAN, max_bytes: int = MAX_PAGE_BYTES
+    ) -> Page:
         try:
-            return self._page(key, query, max_scan)
+            return self._page(query, max_scan, max_bytes)
         except redis.RedisError as exc:
             raise Unavailable(f"Redis did not answer: {exc}") from exc
 
-    def _page(self, key: str, q: PageQuery, max_scan: int) -> Page:
+    def _page(self, q: PageQuery, max_scan: int, max_bytes: int) -> Page:
+        reader = IndexReader(self._run, self._keys, q, ScanBudget(max_scan))
         events: list[dict[str, Any]] = []
-        stale: list[bytes] = []
-        last = q.cursor
-        scanned = 0
-        exhausted = False
-        while len(events) < q.limit and scanned < max_scan:
-            chunk = min(max(q.limit - len(events), 50), max_scan - scanned)
-            rows = cast(
-                "list[tuple[bytes, float]]",
-                self._redis.zrangebyscore(
-                    key, f"({last}", "+inf", start=0, num=chunk, withscores=True
-                ),
-            )
-            if not rows:
-                exhausted = True
-                break
-            bodies = cast(
-                "list[bytes | None]",
-                self._redis.mget([self._keys.event(m.decode()) for m, _ in rows]),
-            )
-            for (member, score), body in zip(rows, bodies, strict=True):
-                scanned += 1
-                last = int(score)
+        position = int(q.cursor)
+        size = 0
+        while len(events) < q.limit and size < max_bytes:
+            found = reader.candidates(position, q.limit - len(events))
+            ids = [event_id for _, event_id in found.rows]
+            bodies = reader.bodies(ids, max_bytes - size) if ids else []
+            stale: list[str] = []
+            for (seq, event_id), body in zip(found.rows, bodies, strict=False):
+                position = seq
                 if body is None:
-                    stale.append(member)
+                    stale.append(event_id)
                     continue
                 event = decode_event(body)
                 if q.matches(event):
                     events.append(event)
-                    if len(events) == q.limit:
-                        break
-            if len(rows) < chunk and len(events) < q.limit:
-                exhausted = True
+                    size += len(body)
+            reader.drop_stale(stale)
+            if len(bodies) < len(found.rows):
+                break  # the byte budget is spent
+            # Every candidate was read: so is every entry up to `reached`.
+            position = max(position, found.reached)
+            if found.done:
+                return Page(events, self._total(), None)
+            if reader.budget_spent:
                 break
-        return self._finish_page(key, events, stale, last, exhausted)
+        more = reader.more_after(position)
+        return Page(events, self._total(), position if more else None)
 
-    def _finish_page(
-        self,
-        key: str,
-        events: list[dict[str, Any]],
-        stale: Sequence[bytes],
-        last: int | str,
-        exhausted: bool,
-    ) -> Page:
-        """The page once read: drop the stale entries met, and end it when nothing is left
-        after `last`."""
-        if stale:
-            # Left behind by retention; dropped here so the next reader skips less.
-            self._redis.zrem(key, *stale)
-        if not exhausted and not self._redis.zrangebyscore(key, f"({last}", "+inf", start=0, num=1):
-            exhausted = True
-        total = int(self._redis.zcard(self._keys.index))
-        return Page(events, total, None if exhausted else last)
+    def _total(self) -> int:
+        return int(self._redis.zcard(self._keys.index))
 
     def stats(self) -> dict[str, Any]:
         try:
@@ -200,3 +184,12 @@ class RedisEventStore(RedisStore):
 
     def close(self) -> None:
         self._redis.close()
+
+    def layouts(self) -> list[tuple[Run, KeyLayout]]:
+        return [(self._run, self._keys)]
+
+    def _run(self, call: Callable[[redis.Redis], Any]) -> Any:
+        try:
+            return call(self._redis)
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis did not answer: {exc}") from exc

@@ -26,9 +26,10 @@ ARGV layout
   [10] n_dead           how many (reason, count) pairs follow
   then n_dead pairs     reason, count: dead-letter counters to add
   then events           every event, concatenated: its origin ("<partition>:<offset>"),
-                          eventId, eventType and userId, each a 2-byte big-endian length
-                          and the bytes, then its stored form (compact JSON) with a
-                          4-byte length
+                          eventId, eventType, userId and time score (its timestamp in
+                          ms as a decimal number, storage/timeindex.py), each a 2-byte
+                          big-endian length and the bytes, then its stored form
+                          (compact JSON) with a 4-byte length
 
 One argument for the whole batch rather than five per event: the client spends less time
 encoding arguments than the script spends cutting them apart, and struct.unpack cuts
@@ -75,6 +76,9 @@ local FIRST_DEAD = 11
 local WRITER_TTL = 600
 local stats = prefix .. ':stats'
 local index = prefix .. ':index'
+-- Entered and removed together with `index`, so that while the two hold as many entries
+-- they hold the same events, and a reader may list a time window from it alone.
+local time_index = prefix .. ':time'
 
 -- A write the batch depends on: its failure fails the script, naming the key.
 local function must(cmd, key, ...)
@@ -96,12 +100,14 @@ local function tolerate(cmd, key, ...)
 end
 
 -- Age retention: events expire by TTL in the order they were stored, so the stale
--- entries of an index are at its front. Bounded work per call.
-local function prune_front(key, limit)
+-- entries of an index are at its front. Bounded work per call. `also`: a key whose
+-- entries for the same events go too (the time index, kept in step with the index).
+local function prune_front(key, limit, also)
   for _ = 1, limit do
     local first = tolerate('ZRANGE', key, 0, 0)
     if not first or #first == 0 then return end
     if redis.call('EXISTS', prefix .. ':event:' .. first[1]) == 1 then return end
+    if also then tolerate('ZREM', also, first[1]) end
     tolerate('ZREM', key, first[1])
   end
 end
@@ -132,17 +138,18 @@ if writer ~= '' and after > 0 then
 end
 
 -- 0. The events, cut out of the blob: event e is ids[e], users_of[e], ...
-local ids, users_of, types_of, origins, bodies_of = {}, {}, {}, {}, {}
+local ids, users_of, types_of, origins, times_of, bodies_of = {}, {}, {}, {}, {}, {}
 do
   local blob = ARGV[FIRST_DEAD + 2 * n_dead]
   local cut = struct.unpack
   local pos, n, size = 1, 0, #blob
   while pos <= size do
     n = n + 1
-    local ok, origin, id, etype, user, body, next_pos = pcall(
-      cut, '>Hc0Hc0Hc0Hc0I4c0', blob, pos)
+    local ok, origin, id, etype, user, time, body, next_pos = pcall(
+      cut, '>Hc0Hc0Hc0Hc0Hc0I4c0', blob, pos)
     if not ok then error({err = 'STORE_FAILED bad event at byte ' .. pos}) end
-    origins[n], ids[n], types_of[n], users_of[n], bodies_of[n] = origin, id, etype, user, body
+    origins[n], ids[n], types_of[n], users_of[n] = origin, id, etype, user
+    times_of[n], bodies_of[n] = time, body
     pos = next_pos
   end
 end
@@ -192,7 +199,7 @@ if stored > 0 then
   end
 
   -- 3. Bodies and indexes. A user's or a type's entries go in one ZADD each.
-  local bodies, in_index = {}, {}
+  local bodies, in_index, in_time = {}, {}, {}
   for _, e in ipairs(new) do
     local id, user, etype, seq = ids[e], users_of[e], types_of[e], results[e]
     if max_age > 0 then
@@ -203,6 +210,8 @@ if stored > 0 then
     end
     in_index[#in_index + 1] = seq
     in_index[#in_index + 1] = id
+    in_time[#in_time + 1] = times_of[e]
+    in_time[#in_time + 1] = id
     local u = by_user[user]
     if not u then u = {}; by_user[user] = u; users[#users + 1] = user end
     u[#u + 1] = seq
@@ -214,6 +223,7 @@ if stored > 0 then
   end
   if #bodies > 0 then must_mset(bodies) end
   must_each_chunk('ZADD', index, in_index)
+  must_each_chunk('ZADD', time_index, in_time)
   for _, user in ipairs(users) do
     local ukey = prefix .. ':user:' .. user
     must_each_chunk('ZADD', ukey, by_user[user])
@@ -285,10 +295,13 @@ if max_events > 0 then
       end
       redis.call('DEL', ekey)
     end
+    for first = 1, #old, CHUNK do
+      tolerate('ZREM', time_index, unpack(old, first, math.min(first + CHUNK - 1, #old)))
+    end
     tolerate('ZREMRANGEBYRANK', index, 0, excess - 1)
   end
 end
 if max_age > 0 then
-  prune_front(index, 2 * stored + 16)
+  prune_front(index, 2 * stored + 16, time_index)
 end
 return results

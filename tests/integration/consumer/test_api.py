@@ -105,11 +105,36 @@ def test_pages_come_in_processing_order_and_end_with_next_null(
         ("&until=9999-12-31T23:59:59-01:00", lambda n, r: True),
         ("&until=0001-01-01T00:00:00%2B01:00", lambda n, r: False),
         ("&since=9999-12-31T23:59:59-01:00", lambda n, r: False),
+        # Windows after and before every event: listed from the time index, empty.
+        ("&since=9999-01-01T00:00:00Z", lambda n, r: False),
+        ("&until=1970-01-01T00:00:00Z", lambda n, r: False),
+        ("&userId=ann&eventType=LOGIN&since=9999-01-01T00:00:00Z", lambda n, r: False),
     ],
 )
 def test_filters(client: FlaskClient, stored: list[dict[str, Any]], query: str, keep: Any) -> None:
     want = [r["eventId"] for n, r in enumerate(stored) if keep(n, r)]
     assert [e["eventId"] for e in all_pages(client, query, 17)] == want
+
+
+@pytest.mark.parametrize("limit", [1, 1000])
+def test_a_cursor_past_the_last_event_is_an_empty_last_page(
+    client: FlaskClient, stored: list[dict[str, Any]], limit: int
+) -> None:
+    body = client.get(f"/events/processed?limit={limit}&cursor=999999999999999999").get_json()
+    assert (body["events"], body["next"], body["total"]) == ([], None, 250)
+
+
+def test_a_page_ends_at_the_byte_budget_and_goes_on_from_its_cursor(
+    settings: ConsumerSettings, make_store: Callable[..., RedisEventStore]
+) -> None:
+    store = make_store(settings)
+    big = [Accepted(make_record(payload={"blob": "x" * 5000}), 0, n) for n in range(20)]
+    store.store_batch(big, "2026-01-02T00:00:00.000Z")
+    client = create_app(with_(settings, max_page_bytes=16_384), store).test_client()
+    first = client.get("/events/processed?limit=1000").get_json()
+    # Three bodies of about 5.2 kB come to less than 16 kB; the fourth reaches it.
+    assert first["count"] == 4 and first["next"] is not None
+    assert [e["eventId"] for e in all_pages(client, "", 1000)] == [a.event_id for a in big]
 
 
 def test_one_event_and_404(client: FlaskClient, stored: list[dict[str, Any]]) -> None:

@@ -72,6 +72,12 @@ def test_a_users_events_go_with_their_index_entries(
         assert found.status_code == (200 if event.event_id in kept else 404)
     stats = client.get("/stats", headers=READER).get_json()
     assert stats["stored"] == 3
+    # The time index lost the same entries as the index: the two stay in step, as the
+    # read API's time windows rely on.
+    for run, keys in store.layouts():
+        index = run(lambda r, keys=keys: r.zrange(keys.index, 0, -1))
+        times = run(lambda r, keys=keys: r.zrange(keys.time, 0, -1))
+        assert sorted(index) == sorted(times) == sorted(e.encode() for e in kept)
     # Again: nothing left to delete.
     assert client.delete("/users/ann/events", headers=ERASER).get_json()["deleted"] == 0
 

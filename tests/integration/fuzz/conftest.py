@@ -178,6 +178,11 @@ def event_store(consumer_settings: ConsumerSettings) -> Iterator[RedisEventStore
 @pytest.fixture
 def consumer_app(consumer_settings: ConsumerSettings, event_store: RedisEventStore) -> Flask:
     """The read API over `event_store`, holding SEED_EVENTS."""
+    return seeded_app(consumer_settings, event_store)
+
+
+def seeded_app(consumer_settings: ConsumerSettings, event_store: RedisEventStore) -> Flask:
+    """The read API with `consumer_settings` over `event_store`, holding SEED_EVENTS."""
     accepted = []
     for offset, event in enumerate(SEED_EVENTS):
         value = compact_json(enrich(event))

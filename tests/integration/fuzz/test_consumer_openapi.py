@@ -17,7 +17,7 @@ from consumer_service.storage import RedisEventStore
 from shared.auth import AuthSettings
 from tests.tokens import SECRET, hs256
 
-from .conftest import FUZZ_SETTINGS, AppSlot, fuzz_config, fuzz_schema, same_document
+from .conftest import FUZZ_SETTINGS, AppSlot, fuzz_config, fuzz_schema, same_document, seeded_app
 
 DOCUMENT = build_spec().to_dict()
 # The read API with credentials: a key limited to the read API's two scopes, and JWTs.
@@ -84,3 +84,39 @@ def test_read_api_with_api_keys_answers_as_documented(
 ) -> None:
     """As above with an API key limited to events:read and events:erase."""
     case.call_and_validate()
+
+
+# The same operation under budgets so small that nearly every page ends early: the
+# cursor each page hands on must be one the API takes back.
+TIGHT = AppSlot()
+tight_schema = fuzz_schema(DOCUMENT, TIGHT, fuzz_config()).include(
+    method="GET", path="/events/processed"
+)
+
+
+@pytest.fixture
+def tight_read_api(
+    consumer_settings: ConsumerSettings, event_store: RedisEventStore
+) -> Iterator[Flask]:
+    app = seeded_app(
+        replace(consumer_settings, max_scan_per_page=1, max_page_bytes=1024), event_store
+    )
+    with TIGHT.plugged(app):
+        same_document(app, DOCUMENT)
+        yield app
+
+
+@tight_schema.parametrize()
+@FUZZ_SETTINGS
+def test_pages_under_tight_budgets_hand_on_cursors_the_api_takes(
+    case: schemathesis.Case, tight_read_api: Flask
+) -> None:
+    case.call_and_validate()
+    # The same query again, read here: the page it answers and the one after.
+    client = tight_read_api.test_client()
+    page = client.get("/events/processed", query_string=case.query or {})
+    if page.status_code != 200 or page.get_json()["next"] is None:
+        return
+    query = {**(case.query or {}), "cursor": page.get_json()["next"]}
+    follow = client.get("/events/processed", query_string=query)
+    assert follow.status_code == 200, follow.get_json()

@@ -156,6 +156,7 @@ MAXIMA = {
     "CONSUMER_STALL_SECONDS": 86_400.0,
     "CONSUMER_READY_CACHE_SECONDS": 60.0,
     "CONSUMER_MAX_SCAN_PER_PAGE": 1_000_000,
+    "CONSUMER_MAX_PAGE_BYTES": 256 * 1024 * 1024,
 }
 # Cross-field rules that the largest value of one setting would break on its own.
 COMPANIONS = {
