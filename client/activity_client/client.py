@@ -436,7 +436,7 @@ class EventClient:
             self._sender.start()
 
     def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             with self._lock:
                 batch = self._next_batch()
                 if batch is None:
@@ -452,7 +452,7 @@ class EventClient:
     def _next_batch(self) -> list[Item] | None:
         """With the lock held: the next batch once it is full, `flush_interval` after the
         first event arrived, or at once when someone flushes; None to stop."""
-        if self._work:
+        if self._work and not self._stop.is_set():
             return []  # a part left by a failed _deliver: deliver it again
         linger_until: float | None = None
         while not self._stop.is_set():
@@ -610,7 +610,10 @@ class EventClient:
 
     def _report_drop(self, body: bytes, reason: str) -> None:
         if self._on_drop is None:
-            logger.warning("event dropped", extra={"reason": reason})
+            # The first and every 1,000th: an overload must not turn into a log flood.
+            dropped = self._dropped
+            if dropped == 1 or dropped % 1000 == 0:
+                logger.warning("events dropped", extra={"dropped": dropped, "reason": reason})
             return
         try:
             self._on_drop(Item(0, body, "").event(), reason)
