@@ -64,10 +64,11 @@ class Counters:
 class _Group:
     """Bodies waiting for one spool transaction, and how it went."""
 
-    __slots__ = ("bodies", "done", "error")
+    __slots__ = ("bodies", "checkpoint", "done", "error")
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.checkpoint: str | None = None
         self.done = False
         self.error: SpoolError | None = None
 
@@ -201,6 +202,34 @@ class EventClient:
         body = encode_event(user_id, event_type, payload)
         if self._spool_path is not None:
             return self._track_spooled([body]) == 1
+        return self._track_in_memory(body)
+
+    def track_many(self, events: Iterable[Mapping[str, Any]], checkpoint: str | None = None) -> int:
+        """Accept events given as `{"userId", "eventType", "payload"?}` mappings, in order;
+        how many were accepted (the rest were dropped, as by `track()`).
+
+        With a spool, the call is one transaction, the way to spool many events fast, and
+        `checkpoint` (any string, e.g. a position in a file) is stored in that same
+        transaction: `checkpoint()` then tells a later process where a backfill stopped.
+        Every event is checked first: if one raises (as in `track()`), none is accepted."""
+        bodies = [encode_event(*_fields(event)) for event in events]
+        if self._spool_path is not None:
+            return self._track_spooled(bodies, checkpoint)
+        if checkpoint is not None:
+            raise ValueError("a checkpoint needs a spool")
+        return sum(self._track_in_memory(body) for body in bodies)
+
+    def checkpoint(self) -> str | None:
+        """The last checkpoint `track_many()` stored in the spool, by this process or an
+        earlier one; None without one (or without a spool)."""
+        if self._spool_path is None:
+            return None
+        with self._spool_cond:
+            while self._spool_writing:  # not in the middle of another thread's transaction
+                self._spool_cond.wait()
+            return self._open_spool().checkpoint()
+
+    def _track_in_memory(self, body: bytes) -> bool:
         with self._lock:
             if self._closing:
                 raise ClientClosed("the client is closed")
@@ -222,16 +251,6 @@ class EventClient:
         if self._sender is None:
             self._start_sender()
         return True
-
-    def track_many(self, events: Iterable[Mapping[str, Any]]) -> int:
-        """Accept events given as `{"userId", "eventType", "payload"?}` mappings, in order;
-        how many were accepted. With a spool, each call is one transaction: the way to
-        spool many events fast. Raises as `track()` does (events before a bad one are
-        accepted)."""
-        bodies = [encode_event(e["userId"], e["eventType"], e.get("payload")) for e in events]
-        if self._spool_path is not None:
-            return self._track_spooled(bodies)
-        return sum(self.track(*_fields(e)) for e in events) if bodies else 0
 
     def _wait_for_room(self) -> bool:
         """With the lock held: wait for room in the queue as the policy says."""
@@ -259,19 +278,21 @@ class EventClient:
             self._dropped += count - admitted
             return admitted
 
-    def _track_spooled(self, bodies: list[bytes]) -> int:
-        """Write `bodies` to the spool (grouped with other threads' events into one
-        transaction), then queue them; how many were accepted."""
+    def _track_spooled(self, bodies: list[bytes], checkpoint: str | None = None) -> int:
+        """Write `bodies` (and `checkpoint`) to the spool, grouped with other threads'
+        events into one transaction, then queue them; how many were accepted."""
         if self._closing:
             raise ClientClosed("the client is closed")
         admitted = self._admit(len(bodies))
         for body in bodies[admitted:]:
             self._report_drop(body, "the queue is full")
-        if not admitted:
+        if not admitted and checkpoint is None:
             return 0
         with self._spool_cond:
             group = self._spool_group
             group.bodies.extend(bodies[:admitted])
+            if checkpoint is not None:
+                group.checkpoint = checkpoint
             while not group.done:
                 if self._spool_writing:
                     self._spool_cond.wait()
@@ -280,7 +301,7 @@ class EventClient:
                 self._spool_writing = True
                 self._spool_cond.release()
                 try:
-                    current.error = self._commit_group(current.bodies)
+                    current.error = self._commit_group(current.bodies, current.checkpoint)
                 finally:
                     self._spool_cond.acquire()
                     current.done = True
@@ -292,13 +313,13 @@ class EventClient:
             self._start_sender()
         return admitted
 
-    def _commit_group(self, bodies: list[bytes]) -> SpoolError | None:
+    def _commit_group(self, bodies: list[bytes], checkpoint: str | None) -> SpoolError | None:
         """One spool transaction for `bodies`, then queue them; the error, if any."""
         with self._lock:
             keys = [self._groups.key_for(body) for body in bodies]
         try:
             spool = self._open_spool()
-            rows = spool.append(list(zip(keys, bodies, strict=True)))
+            rows = spool.append(list(zip(keys, bodies, strict=True)), checkpoint)
         except SpoolError as exc:
             with self._lock:
                 self._outstanding -= len(bodies)

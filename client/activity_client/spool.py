@@ -27,7 +27,8 @@ from activity_client.errors import SpoolError
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS events "
-    "(row INTEGER PRIMARY KEY, key TEXT NOT NULL, body BLOB NOT NULL)"
+    "(row INTEGER PRIMARY KEY, key TEXT NOT NULL, body BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
 )
 FORK_INFIX = ".fork-"
 SYNC_MODES = ("full", "normal")
@@ -52,8 +53,7 @@ class Spool:
             self._writer = self._connect()
             self._remover = self._connect()
             with self._guard("create the table"):
-                self._writer.execute(SCHEMA)
-                self._writer.commit()
+                self._writer.executescript(SCHEMA)
             self._adopt_orphans()
             with self._guard("read"):
                 top = self._writer.execute("SELECT max(row) FROM events").fetchone()[0]
@@ -93,9 +93,12 @@ class Spool:
             rows = self._writer.execute("SELECT row, key, body FROM events ORDER BY row")
             return [(r, k, bytes(b)) for r, k, b in rows]
 
-    def append(self, events: Sequence[tuple[str, bytes]]) -> list[int]:
-        """Write `(key, body)` pairs durably in one transaction; their rows, in order.
-        Raises SpoolError (nothing written) when the transaction fails."""
+    def append(
+        self, events: Sequence[tuple[str, bytes]], checkpoint: str | None = None
+    ) -> list[int]:
+        """Write `(key, body)` pairs, and `checkpoint` when given, durably in one
+        transaction; their rows, in order. Raises SpoolError (nothing written) when the
+        transaction fails."""
         first = self._next_row
         rows = list(range(first, first + len(events)))
         with self._guard("write"):
@@ -105,6 +108,11 @@ class Spool:
                     "INSERT INTO events (row, key, body) VALUES (?, ?, ?)",
                     [(row, key, body) for row, (key, body) in zip(rows, events, strict=True)],
                 )
+                if checkpoint is not None:
+                    self._writer.execute(
+                        "INSERT OR REPLACE INTO meta (name, value) VALUES ('checkpoint', ?)",
+                        (checkpoint,),
+                    )
                 self._writer.execute("COMMIT")
             except sqlite3.Error:
                 with contextlib.suppress(sqlite3.Error):
@@ -112,6 +120,14 @@ class Spool:
                 raise
         self._next_row = first + len(events)
         return rows
+
+    def checkpoint(self) -> str | None:
+        """The checkpoint last stored by `append`, or None."""
+        with self._guard("read"):
+            row = self._writer.execute(
+                "SELECT value FROM meta WHERE name = 'checkpoint'"
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def delete(self, rows: Iterable[int]) -> None:
         """Forget `rows` (acknowledged, or refused for good), in one transaction."""

@@ -3,6 +3,7 @@ tracked is stored exactly once and in order, whatever happened to the process.""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.client.conftest import Producer, Stack, client_env, expect_stored
+from tests.integration.producer.test_sigterm import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -66,3 +68,44 @@ def test_fork_child_gets_its_own_sender(
     )
     assert run.returncode == 0, run.stdout + run.stderr
     expect_stored(stack, {"forked-parent": list(range(200)), "forked-child": list(range(100))})
+
+
+def test_cli_backfill_resumes_through_its_spool(
+    stack: Stack, start_producer: Callable[..., Producer], tmp_path: Path
+) -> None:
+    source = tmp_path / "events.jsonl"
+    lines = []
+    for n in range(3000):
+        lines.append(
+            json.dumps({"userId": f"cli-{n % 4}", "eventType": "LOGIN", "payload": {"n": n}})
+        )
+        if n == 100:
+            lines.append("not json")
+        if n == 200:
+            lines.append(json.dumps({"userId": "cli-0", "eventType": "NOT_A_TYPE"}))
+    source.write_text("\n".join(lines) + "\n")
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "activity_client.cli",
+        "send",
+        str(source),
+        "--url",
+        f"http://127.0.0.1:{port}",
+        "--no-progress",
+    ]
+    # Nobody listens yet: the file is spooled, nothing is acknowledged.
+    first = subprocess.run(
+        [*command, "--timeout", "1"], env=client_env(), capture_output=True, text=True, timeout=60
+    )
+    assert first.returncode == 3, first.stderr
+    assert "run the same command again" in first.stderr
+    start_producer(port)
+    second = subprocess.run(command, env=client_env(), capture_output=True, text=True, timeout=90)
+    # 1: the bad line and the event the server refused were reported.
+    assert second.returncode == 1, second.stderr
+    assert "NOT_A_TYPE" in second.stderr
+    third = subprocess.run(command, env=client_env(), capture_output=True, text=True, timeout=60)
+    assert third.returncode == 0 and "nothing to do" in third.stderr, third.stderr
+    expect_stored(stack, {f"cli-{u}": list(range(u, 3000, 4)) for u in range(4)})
