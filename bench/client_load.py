@@ -5,8 +5,9 @@
 Tracks EVENTS events shaped as bench/wrk/batch.lua's (1,000 users) from N threads, then
 flushes, and prints one JSON line: the wall-clock time of the first track() call (so
 the parent can time "tracked to stored"), the seconds the track() calls took, their mean
-cost in microseconds per call per thread, and the seconds until everything was
-acknowledged. Needs `client/` on PYTHONPATH.
+cost in microseconds per call per thread (wall clock, and the calling thread's CPU: on a
+busy machine the first also holds time the process was not running), and the seconds
+until everything was acknowledged. Needs `client/` on PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -26,18 +27,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("events", type=int)
     parser.add_argument("--spool")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sync", default="full", choices=["full", "normal"])
     args = parser.parse_args(argv)
-    client = EventClient(args.url, spool_path=args.spool, max_queue=max(args.events, 1))
+    client = EventClient(
+        args.url, spool_path=args.spool, spool_sync=args.sync, max_queue=max(args.events, 1)
+    )
     per_thread = args.events // args.threads
     costs: list[float] = []
+    cpu_costs: list[float] = []
 
     def tracker(offset: int) -> None:
         track = client.track
         started = time.perf_counter()
+        cpu = time.thread_time()
         for i in range(offset, offset + per_thread):
             payload = {"productId": f"sku-{i}", "price": 19.99, "currency": "EUR"}
             track(f"user-{i % 1000}", "PRODUCT_VIEW", payload)
         costs.append((time.perf_counter() - started) / per_thread * 1e6)
+        cpu_costs.append((time.thread_time() - cpu) / per_thread * 1e6)
 
     threads = [
         threading.Thread(target=tracker, args=(n * per_thread,)) for n in range(args.threads)
@@ -60,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         "first_track_at": first,
         "track_seconds": round(tracked, 3),
         "track_us": round(sum(costs) / len(costs), 2),
+        "track_cpu_us": round(sum(cpu_costs) / len(cpu_costs), 2),
+        "sync": args.sync,
         "acked_seconds": round(acked, 3),
         "all_acked": ok,
         "sent": counters.sent,

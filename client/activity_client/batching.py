@@ -12,9 +12,10 @@ new key.
 from __future__ import annotations
 
 import json
+import json.encoder
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 # Keys per run of events: at most this many events share one. Bounds the set of bodies
@@ -23,8 +24,16 @@ KEY_RUN_MAX = 1000
 # `{"events":[` + `]}`.
 ENVELOPE_BYTES = 13
 
-_encoder = json.JSONEncoder(
-    separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
+
+def _not_json(value: object) -> object:
+    raise TypeError(f"a payload cannot hold {type(value).__name__}: it is not JSON")
+
+
+# The C encoder json.dumps builds on each call, built once: compact, keys sorted, NaN
+# and infinities refused, non-ASCII text as UTF-8. Its markers are off (no cycle check:
+# a cyclic payload ends in RecursionError, reported as ValueError).
+_encode: Callable[[object, int], Sequence[str]] = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    None, _not_json, json.encoder.encode_basestring, None, ":", ",", True, False, False
 )
 
 
@@ -61,13 +70,17 @@ def encode_event(user_id: str, event_type: str, payload: Mapping[str, Any] | Non
         raise TypeError("event_type must be a non-empty str")
     if payload is None:
         payload = {}
-    elif not isinstance(payload, Mapping):
-        raise TypeError("payload must be a mapping (a JSON object) or None")
-    text = _encoder.encode({"userId": user_id, "eventType": event_type, "payload": payload})
+    elif type(payload) is not dict:
+        if not isinstance(payload, Mapping):
+            raise TypeError("payload must be a mapping (a JSON object) or None")
+        payload = dict(payload)
     try:
-        return text.encode()
+        chunks = _encode({"userId": user_id, "eventType": event_type, "payload": payload}, 0)
+        return "".join(chunks).encode()
     except UnicodeEncodeError:
         raise ValueError("the event holds an unpaired surrogate, which JSON cannot carry") from None
+    except RecursionError:
+        raise ValueError("the payload is nested too deeply (or refers to itself)") from None
 
 
 def new_key() -> str:

@@ -4,12 +4,14 @@ exactly once, in order, through retries, restarts and (with a spool) crashes."""
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import sys
 import threading
 import time
 import weakref
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,15 +63,41 @@ class Counters:
     queued: int
 
 
+class _Lane:
+    """One sender: its queue, the batch it is delivering (in parts), the keys it hands
+    out, its connection and its thread. A user's events always go to the same lane, so
+    lanes send side by side without reordering any user's events."""
+
+    __slots__ = ("groups", "index", "queue", "thread", "transport", "wake", "work")
+
+    def __init__(self, index: int, lock: threading.Lock, transport: Transport) -> None:
+        self.index = index
+        self.queue: deque[Item] = deque()
+        self.work: deque[list[Item]] = deque()
+        self.groups = KeyGroups()
+        self.transport = transport
+        self.thread: threading.Thread | None = None
+        self.wake = threading.Condition(lock)  # the lane's thread waits here for work
+
+    def low_water(self) -> int | None:
+        """With the lock held: the number of its oldest unsettled event, or None."""
+        if self.work:
+            return min(item.seq for part in self.work for item in part)
+        return self.queue[0].seq if self.queue else None
+
+
 class _Group:
-    """Bodies waiting for one spool transaction, and how it went."""
+    """Events waiting for one spool transaction (lane, body), and how it went. Its
+    threads wait on `cond` (on the client's spool mutex) until it is `done`, or until it
+    is `handed` over and one of them `claimed` the writing of it."""
 
-    __slots__ = ("bodies", "checkpoint", "done", "error")
+    __slots__ = ("bodies", "checkpoint", "claimed", "cond", "done", "error", "handed")
 
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
+    def __init__(self, mutex: threading.Lock) -> None:
+        self.bodies: list[tuple[int, bytes]] = []
         self.checkpoint: str | None = None
-        self.done = False
+        self.cond = threading.Condition(mutex)
+        self.done = self.handed = self.claimed = False
         self.error: SpoolError | None = None
 
 
@@ -79,8 +107,9 @@ class EventClient:
     Guarantees (details in client/README.md):
     - every accepted event is sent under an `Idempotency-Key` it keeps across every
       retry, so the server stores it once however often it is resent;
-    - batches go one at a time, and a batch is settled (acknowledged, or its invalid
-      items reported) before the next is sent, so one user's events keep their order;
+    - each user's events go through one of `senders` lanes (connections), and a lane
+      settles a batch (acknowledged, or its invalid items reported) before it sends the
+      next, so one user's events keep their order;
     - 429, 5xx, 401/403 and connection failures are retried with jittered exponential
       backoff that honours `Retry-After`, without limit unless `max_retry_seconds` is
       set; a 413 halves the batch; items a 400 names invalid go to `on_error` and the
@@ -102,6 +131,7 @@ class EventClient:
         max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         flush_interval: float = 0.2,
+        senders: int = 4,
         max_queue: int = 100_000,
         when_full: str = "block",
         block_timeout: float = 10.0,
@@ -116,6 +146,7 @@ class EventClient:
         _check_range("max_batch_events", max_batch_events, 1, SERVER_MAX_BATCH_EVENTS)
         _check_range("max_batch_bytes", max_batch_bytes, 1024, 1 << 30)
         _check_range("flush_interval", flush_interval, 0.0, 3600.0)
+        _check_range("senders", senders, 1, 64)
         _check_range("max_queue", max_queue, 1, 1 << 40)
         _check_range("block_timeout", block_timeout, 0.0, 1e6)
         _check_range("request_timeout", request_timeout, 0.1, 3600.0)
@@ -128,7 +159,8 @@ class EventClient:
             raise ValueError(f"when_full must be one of {WHEN_FULL}, not {when_full!r}")
         self._url = url
         self._api_key = api_key
-        self._transport = Transport(url, api_key, request_timeout)
+        Transport(url, api_key, request_timeout)  # checks the URL now, not in a sender
+        self._senders = int(senders)
         self._request_timeout = request_timeout
         self._max_events = max_batch_events
         self._max_bytes = max_batch_bytes
@@ -155,22 +187,22 @@ class EventClient:
     def _reset_state(self) -> None:
         """Fresh locks, queue and counters: at start, and in a forked child."""
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)  # the sender waits here for work
         self._progress = threading.Condition(self._lock)  # flush(), close(), full queue
-        self._queue: deque[Item] = deque()
-        self._work: deque[list[Item]] = deque()  # the batch being delivered, in parts
-        self._groups = KeyGroups()
+        self._lanes = [
+            _Lane(i, self._lock, Transport(self._url, self._api_key, self._request_timeout))
+            for i in range(self._senders)
+        ]
         self._next_seq = 0
         self._outstanding = 0
         self._flushing = 0
         self._closing = False
         self._closed = False
-        self._stop = threading.Event()  # close() gave up waiting: the sender stops
-        self._sender: threading.Thread | None = None
+        self._stop = threading.Event()  # close() gave up waiting: the senders stop
         self._tracked = self._sent = self._failed = self._dropped = self._retries = 0
         self._bad_seen = 0
-        self._spool_cond = threading.Condition(threading.Lock())
-        self._spool_group = _Group()
+        self._spool_mutex = threading.Lock()
+        self._spool_idle = threading.Condition(self._spool_mutex)  # no transaction running
+        self._spool_group = _Group(self._spool_mutex)  # the next transaction's events
         self._spool_writing = False
 
     def _recover(self) -> None:
@@ -179,12 +211,22 @@ class EventClient:
         rows = self._spool.load()
         with self._lock:
             for row, key, body in rows:
-                self._queue.append(Item(self._next_seq, body, key, row))
+                lane = self._lanes[self._lane_of(json.loads(body)["userId"])]
+                lane.queue.append(Item(self._next_seq, body, key, row))
                 self._next_seq += 1
             self._outstanding += len(rows)
         if rows:
             logger.info("resending events left in the spool", extra={"events": len(rows)})
-            self._start_sender()
+            for lane in self._lanes:
+                if lane.queue:
+                    self._start_sender(lane)
+
+    def _lane_of(self, user_id: str) -> int:
+        """The lane of a user's events: the same in every process with as many lanes
+        (crc32, not hash(), which differs per process)."""
+        if self._senders == 1:
+            return 0
+        return zlib.crc32(user_id.encode("utf-8", "surrogatepass")) % self._senders
 
     # -- the caller's side ---------------------------------------------------------
 
@@ -200,9 +242,10 @@ class EventClient:
         an event that cannot be sent as JSON, ClientClosed after `close()`, SpoolError
         when the spool cannot take it (disk full): the event was then not accepted."""
         body = encode_event(user_id, event_type, payload)
+        lane = self._lane_of(user_id)
         if self._spool_path is not None:
-            return self._track_spooled([body]) == 1
-        return self._track_in_memory(body)
+            return self._track_spooled([(lane, body)]) == 1
+        return self._track_in_memory(lane, body)
 
     def track_many(self, events: Iterable[Mapping[str, Any]], checkpoint: str | None = None) -> int:
         """Accept events given as `{"userId", "eventType", "payload"?}` mappings, in order;
@@ -212,24 +255,27 @@ class EventClient:
         `checkpoint` (any string, e.g. a position in a file) is stored in that same
         transaction: `checkpoint()` then tells a later process where a backfill stopped.
         Every event is checked first: if one raises (as in `track()`), none is accepted."""
-        bodies = [encode_event(*_fields(event)) for event in events]
+        bodies = [
+            (self._lane_of(event["userId"]), encode_event(*_fields(event))) for event in events
+        ]
         if self._spool_path is not None:
             return self._track_spooled(bodies, checkpoint)
         if checkpoint is not None:
             raise ValueError("a checkpoint needs a spool")
-        return sum(self._track_in_memory(body) for body in bodies)
+        return sum(self._track_in_memory(lane, body) for lane, body in bodies)
 
     def checkpoint(self) -> str | None:
         """The last checkpoint `track_many()` stored in the spool, by this process or an
         earlier one; None without one (or without a spool)."""
         if self._spool_path is None:
             return None
-        with self._spool_cond:
+        with self._spool_mutex:
             while self._spool_writing:  # not in the middle of another thread's transaction
-                self._spool_cond.wait()
+                self._spool_idle.wait()
             return self._open_spool().checkpoint()
 
-    def _track_in_memory(self, body: bytes) -> bool:
+    def _track_in_memory(self, index: int, body: bytes) -> bool:
+        lane = self._lanes[index]
         with self._lock:
             if self._closing:
                 raise ClientClosed("the client is closed")
@@ -239,17 +285,17 @@ class EventClient:
             else:
                 dropped = False
                 self._outstanding += 1
-                key = self._groups.key_for(body)
-                self._queue.append(Item(self._next_seq, body, key))
+                key = lane.groups.key_for(body)
+                lane.queue.append(Item(self._next_seq, body, key))
                 self._next_seq += 1
                 self._tracked += 1
-                if len(self._queue) == self._max_events:
-                    self._wake.notify()
+                if len(lane.queue) == self._max_events:
+                    lane.wake.notify()
         if dropped:
             self._report_drop(body, "the queue is full")
             return False
-        if self._sender is None:
-            self._start_sender()
+        if lane.thread is None:
+            self._start_sender(lane)
         return True
 
     def _wait_for_room(self) -> bool:
@@ -278,60 +324,82 @@ class EventClient:
             self._dropped += count - admitted
             return admitted
 
-    def _track_spooled(self, bodies: list[bytes], checkpoint: str | None = None) -> int:
+    def _track_spooled(self, bodies: list[tuple[int, bytes]], checkpoint: str | None = None) -> int:
         """Write `bodies` (and `checkpoint`) to the spool, grouped with other threads'
         events into one transaction, then queue them; how many were accepted."""
         if self._closing:
             raise ClientClosed("the client is closed")
         admitted = self._admit(len(bodies))
-        for body in bodies[admitted:]:
+        for _, body in bodies[admitted:]:
             self._report_drop(body, "the queue is full")
         if not admitted and checkpoint is None:
             return 0
-        with self._spool_cond:
-            group = self._spool_group
-            group.bodies.extend(bodies[:admitted])
-            if checkpoint is not None:
-                group.checkpoint = checkpoint
-            while not group.done:
-                if self._spool_writing:
-                    self._spool_cond.wait()
-                    continue
-                current, self._spool_group = self._spool_group, _Group()
-                self._spool_writing = True
-                self._spool_cond.release()
-                try:
-                    current.error = self._commit_group(current.bodies, current.checkpoint)
-                finally:
-                    self._spool_cond.acquire()
-                    current.done = True
-                    self._spool_writing = False
-                    self._spool_cond.notify_all()
+        group = self._spool_write(bodies[:admitted], checkpoint)
         if group.error is not None:
             raise SpoolError(str(group.error)) from group.error
-        if self._sender is None:
-            self._start_sender()
+        for lane, _ in bodies[:admitted]:
+            if self._lanes[lane].thread is None:
+                self._start_sender(self._lanes[lane])
         return admitted
 
-    def _commit_group(self, bodies: list[bytes], checkpoint: str | None) -> SpoolError | None:
+    def _spool_write(self, bodies: list[tuple[int, bytes]], checkpoint: str | None) -> _Group:
+        """Have `bodies` written in the next spool transaction; return its group once it
+        is done. One thread at a time writes: the first to arrive while none does, then
+        one of the threads of the group that waited meanwhile, handed over by the writer
+        before it returns. So each transaction takes every event that arrived while the
+        previous one ran, and only a group's own threads wake for it."""
+        with self._spool_mutex:
+            group = self._spool_group
+            group.bodies.extend(bodies)
+            if checkpoint is not None:
+                group.checkpoint = checkpoint
+            if not self._spool_writing:
+                self._spool_writing = True
+                self._spool_group = _Group(self._spool_mutex)
+            else:
+                while not group.done and not (group.handed and not group.claimed):
+                    group.cond.wait()
+                if group.done:
+                    return group
+                group.claimed = True
+        error = self._commit_group(group.bodies, group.checkpoint)
+        with self._spool_mutex:
+            group.error = error
+            group.done = True
+            group.cond.notify_all()
+            waiting = self._spool_group
+            if waiting.bodies or waiting.checkpoint is not None:
+                self._spool_group = _Group(self._spool_mutex)
+                waiting.handed = True
+                waiting.cond.notify()
+            else:
+                self._spool_writing = False
+                self._spool_idle.notify_all()
+        return group
+
+    def _commit_group(
+        self, bodies: list[tuple[int, bytes]], checkpoint: str | None
+    ) -> SpoolError | None:
         """One spool transaction for `bodies`, then queue them; the error, if any."""
         with self._lock:
-            keys = [self._groups.key_for(body) for body in bodies]
+            keys = [self._lanes[lane].groups.key_for(body) for lane, body in bodies]
+        pairs = [(key, body) for key, (_, body) in zip(keys, bodies, strict=True)]
         try:
             spool = self._open_spool()
-            rows = spool.append(list(zip(keys, bodies, strict=True)), checkpoint)
+            rows = spool.append(pairs, checkpoint)
         except SpoolError as exc:
             with self._lock:
                 self._outstanding -= len(bodies)
                 self._progress.notify_all()
             return exc
         with self._lock:
-            for body, key, row in zip(bodies, keys, rows, strict=True):
-                self._queue.append(Item(self._next_seq, body, key, row))
+            for (index, body), key, row in zip(bodies, keys, rows, strict=True):
+                lane = self._lanes[index]
+                lane.queue.append(Item(self._next_seq, body, key, row))
                 self._next_seq += 1
+                if len(lane.queue) == self._max_events:
+                    lane.wake.notify()
             self._tracked += len(bodies)
-            if len(self._queue) >= self._max_events:
-                self._wake.notify()
         return None
 
     def _open_spool(self) -> Spool:
@@ -349,7 +417,7 @@ class EventClient:
         with self._lock:
             target = self._next_seq
             self._flushing += 1
-            self._wake.notify()
+            self._wake_all()
             try:
                 done = self._wait_settled(target, deadline)
             finally:
@@ -363,14 +431,14 @@ class EventClient:
         """With the lock held: wait until every event numbered below `target` is
         settled, or until `deadline`."""
         while self._low_water() < target:
-            if self._sender is None or not self._sender.is_alive():
-                if not self._queue and not self._work:
-                    break
-                self._lock.release()
-                try:
-                    self._start_sender()
-                finally:
-                    self._lock.acquire()
+            for lane in self._lanes:
+                idle = lane.thread is None or not lane.thread.is_alive()
+                if idle and (lane.queue or lane.work):
+                    self._lock.release()
+                    try:
+                        self._start_sender(lane)
+                    finally:
+                        self._lock.acquire()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
@@ -379,11 +447,12 @@ class EventClient:
 
     def _low_water(self) -> int:
         """The number of the oldest event not yet settled (`_next_seq` when none)."""
-        if self._work:
-            return min(item.seq for part in self._work for item in part)
-        if self._queue:
-            return self._queue[0].seq
-        return self._next_seq
+        lows = [low for lane in self._lanes if (low := lane.low_water()) is not None]
+        return min(lows, default=self._next_seq)
+
+    def _wake_all(self) -> None:
+        for lane in self._lanes:
+            lane.wake.notify()
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush for up to `timeout` seconds, then stop the sender. True if everything was
@@ -394,28 +463,36 @@ class EventClient:
             if self._closed:
                 return self._outstanding == 0
             self._closing = True
-            self._wake.notify()
+            self._wake_all()
             self._progress.notify_all()
         ok = self.flush(timeout)
         self._stop.set()
-        sender = self._sender
-        if sender is not None:
-            with self._lock:
-                self._wake.notify()
-            sender.join(timeout=min(self._request_timeout, 1.0 if timeout is None else timeout))
+        with self._lock:
+            self._wake_all()
+        grace = min(self._request_timeout, 1.0 if timeout is None else timeout)
+        deadline = time.monotonic() + grace
+        for lane in self._lanes:
+            if lane.thread is not None:
+                lane.thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             self._closed = True
-            left = [item for part in self._work for item in part] + list(self._queue)
+            left: list[Item] = []
+            for lane in self._lanes:
+                left += [item for part in lane.work for item in part] + list(lane.queue)
+                if self._spool is None:
+                    lane.queue.clear()
+                    lane.work.clear()
             if self._spool is None:
-                self._queue.clear()
-                self._work.clear()
                 self._dropped += len(left)
                 self._outstanding -= len(left)
-        if sender is None or not sender.is_alive():
-            # Otherwise the sender is stuck in a request; it owns these until it returns.
-            self._transport.close()
-            if self._spool is not None:
-                self._spool.close()
+        stuck = False
+        for lane in self._lanes:
+            if lane.thread is not None and lane.thread.is_alive():
+                stuck = True  # in a request: it owns its connection until that returns
+            else:
+                lane.transport.close()
+        if self._spool is not None and not stuck:
+            self._spool.close()
         if self._spool is None:
             for item in left:
                 self._report_drop(item.body, "the client closed before it was acknowledged")
@@ -447,77 +524,80 @@ class EventClient:
 
     # -- the sender --------------------------------------------------------------------
 
-    def _start_sender(self) -> None:
+    def _start_sender(self, lane: _Lane) -> None:
         with self._lock:
-            if self._sender is not None and self._sender.is_alive():
+            if lane.thread is not None and lane.thread.is_alive():
                 return
-            self._sender = threading.Thread(
-                target=self._run, name="activity-client-sender", daemon=True
+            lane.thread = threading.Thread(
+                target=self._run,
+                args=(lane,),
+                name=f"activity-client-sender-{lane.index}",
+                daemon=True,
             )
-            self._sender.start()
+            lane.thread.start()
 
-    def _run(self) -> None:
+    def _run(self, lane: _Lane) -> None:
         while not self._stop.is_set():
             with self._lock:
-                batch = self._next_batch()
+                batch = self._next_batch(lane)
                 if batch is None:
                     return
-                self._work.append(batch)
+                lane.work.append(batch)
             try:
-                self._deliver()
+                self._deliver(lane)
             except Exception:  # never let the sender die silently and take events with it
                 logger.exception("activity-client sender failed; retrying the batch")
                 if self._stop.wait(1.0):
                     return
 
-    def _next_batch(self) -> list[Item] | None:
-        """With the lock held: the next batch once it is full, `flush_interval` after the
-        first event arrived, or at once when someone flushes; None to stop."""
-        if self._work and not self._stop.is_set():
+    def _next_batch(self, lane: _Lane) -> list[Item] | None:
+        """With the lock held: the lane's next batch once it is full, `flush_interval`
+        after its first event arrived, or at once when someone flushes; None to stop."""
+        if lane.work and not self._stop.is_set():
             return []  # a part left by a failed _deliver: deliver it again
         linger_until: float | None = None
         while not self._stop.is_set():
-            if self._queue:
+            if lane.queue:
                 now = time.monotonic()
                 if linger_until is None:
                     linger_until = now + self._interval
                 ready = (
-                    len(self._queue) >= self._max_events
+                    len(lane.queue) >= self._max_events
                     or self._flushing
                     or self._closing
                     or now >= linger_until
                 )
                 if ready:
-                    return take_batch(self._queue, self._max_events, self._max_bytes)
-                self._wake.wait(linger_until - now)
+                    return take_batch(lane.queue, self._max_events, self._max_bytes)
+                lane.wake.wait(linger_until - now)
             elif self._closing:
                 return None
             else:
                 linger_until = None
-                self._wake.wait()
+                lane.wake.wait()
         return None
 
-    def _deliver(self) -> None:
-        """Send the batch in `_work` until every part is settled: acknowledged, or
-        refused for good. Parts go strictly in order, each retried until settled."""
+    def _deliver(self, lane: _Lane) -> None:
+        """Send the batch in the lane's work until every part is settled: acknowledged,
+        or refused for good. Parts go strictly in order, each retried until settled."""
         attempt = 0
         started = time.monotonic()
         while True:
             with self._lock:
-                if not self._work:
+                if not lane.work:
                     return
-                part = self._work[0]
+                part = lane.work[0]
                 if not part:
-                    self._work.popleft()
+                    lane.work.popleft()
                     continue
             body = request_body(part)
-            answer = self._transport.post(BATCH_PATH, body, part[0].key)
-            if self._settle(part, body, answer):
+            answer = lane.transport.post(BATCH_PATH, body, part[0].key)
+            if self._settle(lane, part, body, answer):
                 attempt = 0
                 continue
             # Not settled: wait, then send the same part (same key) again.
             if self._max_retry is not None and time.monotonic() - started > self._max_retry:
-                self._give_up(answer)
+                self._give_up(lane, answer)
                 return
             delay = self._backoff.delay(attempt, answer.retry_after)
             attempt += 1
@@ -535,12 +615,12 @@ class EventClient:
             if self._stop.wait(delay):
                 return
 
-    def _settle(self, part: list[Item], body: bytes, answer: Answer) -> bool:
+    def _settle(self, lane: _Lane, part: list[Item], body: bytes, answer: Answer) -> bool:
         """Act on the answer to `part`; False when the same part must be retried after a
         backoff, True when the work moved on (something was settled or re-cut)."""
         status = answer.status
         if status == 201:
-            self._settle_part(part, acked=part)
+            self._settle_part(lane, part, acked=part)
             return True
         error = answer.body.get("error") if isinstance(answer.body, dict) else None
         items = error.get("items") if isinstance(error, dict) else None
@@ -548,14 +628,16 @@ class EventClient:
             ok = _indexes(answer.body.get("items"), len(part), status=201)
             if ok:
                 rest = [it for i, it in enumerate(part) if i not in ok]
-                self._settle_part(part, acked=[part[i] for i in sorted(ok)], rest=[rest])
+                self._settle_part(lane, part, acked=[part[i] for i in sorted(ok)], rest=[rest])
             return False  # the rest was a 503: back off, then resend it
         if status == 400 and items:
             bad = _indexes(items, len(part))
             if bad:
                 rest = [it for i, it in enumerate(part) if i not in bad]
                 failed = [part[i] for i in sorted(bad)]
-                self._settle_part(part, failed=failed, reason=_error_text(answer), rest=[rest])
+                self._settle_part(
+                    lane, part, failed=failed, reason=_error_text(answer), rest=[rest]
+                )
                 return True
         if status == 422 and isinstance(error, dict) and error.get("type") == "duplicate_items":
             first = min(_indexes(items, len(part)) or {0})
@@ -565,21 +647,22 @@ class EventClient:
                 key = assign_key(tail)
                 if self._spool is not None:
                     self._spool.rekey([it.row for it in tail if it.row is not None], key)
-                self._settle_part(part, rest=[head, tail])
+                self._settle_part(lane, part, rest=[head, tail])
                 return True
         if status in (400, 413, 422):
             if len(part) > 1:
                 if status == 413:
                     with self._lock:
                         self._max_bytes = max(1024, min(self._max_bytes, len(body) // 2))
-                self._settle_part(part, rest=list(halves(part)))
+                self._settle_part(lane, part, rest=list(halves(part)))
                 return True
-            self._settle_part(part, failed=part, reason=_error_text(answer))
+            self._settle_part(lane, part, failed=part, reason=_error_text(answer))
             return True
         return False  # 429, 5xx, 401, no answer, anything else: retry
 
     def _settle_part(
         self,
+        lane: _Lane,
         part: list[Item],
         acked: Sequence[Item] = (),
         failed: Sequence[Item] = (),
@@ -597,9 +680,9 @@ class EventClient:
                 # keys, and the server's ids make that harmless.
                 logger.exception("could not remove settled events from the spool")
         with self._lock:
-            assert self._work and self._work[0] is part
-            self._work.popleft()
-            self._work.extendleft(reversed([p for p in rest if p]))
+            assert lane.work and lane.work[0] is part
+            lane.work.popleft()
+            lane.work.extendleft(reversed([p for p in rest if p]))
             self._sent += len(acked)
             self._failed += len(failed)
             self._outstanding -= len(acked) + len(failed)
@@ -607,15 +690,15 @@ class EventClient:
         if failed:
             self._report_error([it.body for it in failed], reason)
 
-    def _give_up(self, answer: Answer) -> None:
-        """`max_retry_seconds` passed: everything in the work fails."""
+    def _give_up(self, lane: _Lane, answer: Answer) -> None:
+        """`max_retry_seconds` passed: everything in the lane's work fails."""
         reason = f"gave up after max_retry_seconds; last answer: {_error_text(answer)}"
         while True:
             with self._lock:
-                if not self._work:
+                if not lane.work:
                     return
-                part = self._work[0]
-            self._settle_part(part, failed=part, reason=reason)
+                part = lane.work[0]
+            self._settle_part(lane, part, failed=part, reason=reason)
 
     # -- callbacks ---------------------------------------------------------------------
 
@@ -649,7 +732,6 @@ class EventClient:
         if self._spool is not None:
             self._spool.abandon()
             self._spool = None  # the child's own is opened on its first event
-        self._transport = Transport(self._url, self._api_key, self._request_timeout)
         closed = self._closed
         self._reset_state()
         self._closed = self._closing = closed
@@ -726,14 +808,14 @@ def _before_fork() -> None:
     # not caught half-way through an update by another thread.
     _HELD[:] = list(_CLIENTS)
     for client in _HELD:
-        client._spool_cond.acquire()
+        client._spool_mutex.acquire()
         client._lock.acquire()
 
 
 def _after_fork_in_parent() -> None:
     for client in _HELD:
         client._lock.release()
-        client._spool_cond.release()
+        client._spool_mutex.release()
     _HELD.clear()
 
 

@@ -20,6 +20,7 @@ import fcntl
 import glob
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TextIO
 
@@ -40,18 +41,20 @@ class Spool:
     `sync="full"` makes every commit an fsync (an accepted event survives a power loss);
     `"normal"` commits to the OS only (it survives a crash of this process, not of the
     machine) and is several times cheaper. Each method commits one transaction; callers
-    serialise `append` (one writer at a time), and `delete`/`rekey` may run beside it on
-    another thread. Every SQLite failure is raised as `SpoolError` naming the file."""
+    serialise `append` (one writer at a time); `delete`/`rekey` may run beside it, from
+    any number of threads. Every SQLite failure is raised as `SpoolError` naming the file."""
 
     def __init__(self, path: str, sync: str = "full") -> None:
         if sync not in SYNC_MODES:
             raise ValueError(f"spool sync must be one of {SYNC_MODES}, not {sync!r}")
         self.path = os.path.abspath(path)
-        self._sync = sync
         self._lock_file = _take_lock(self.path)
         try:
-            self._writer = self._connect()
-            self._remover = self._connect()
+            self._writer = self._connect(sync)
+            # A removal lost in a machine crash only makes the next process resend an
+            # acknowledged event, which the server's ids make harmless: no fsync for it.
+            self._remover = self._connect("normal")
+            self._remover_lock = threading.Lock()
             with self._guard("create the table"):
                 self._writer.executescript(SCHEMA)
             self._adopt_orphans()
@@ -62,7 +65,7 @@ class Spool:
             raise
         self._next_row = (top or 0) + 1
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, sync: str) -> sqlite3.Connection:
         with self._guard("open"):
             # Autocommit off by hand (isolation_level=None) so each method's BEGIN/COMMIT
             # is exactly one transaction; check_same_thread off because the client's own
@@ -71,7 +74,7 @@ class Spool:
                 self.path, isolation_level=None, check_same_thread=False, timeout=60
             )
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self._sync.upper()}")
+            conn.execute(f"PRAGMA synchronous={sync.upper()}")
         return conn
 
     @contextlib.contextmanager
@@ -140,7 +143,7 @@ class Spool:
     def _update(self, sql: str, params: list[tuple[object, ...]]) -> None:
         if not params:
             return
-        with self._guard("update"):
+        with self._guard("update"), self._remover_lock:
             try:
                 self._remover.execute("BEGIN IMMEDIATE")
                 self._remover.executemany(sql, params)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from types import MappingProxyType
 
 import pytest
 from activity_client.batching import (
@@ -25,7 +26,12 @@ def test_encoding_is_canonical_and_strict() -> None:
     assert encode_event("u", "LOGIN", None) == encode_event("u", "LOGIN", {})
     assert encode_event("u", "LOGIN", {"x": 1}) != encode_event("u", "LOGIN", {"x": 1.0})
     assert json.loads(encode_event("ü", "LOGIN", {"s": "€"}))["payload"] == {"s": "€"}
-    for bad in ({"x": float("nan")}, {"x": float("inf")}, {"x": "\ud800"}):
+    cyclic: dict[str, object] = {}
+    cyclic["self"] = cyclic
+    assert encode_event("u", "LOGIN", MappingProxyType({"x": 1})) == encode_event(
+        "u", "LOGIN", {"x": 1}
+    )
+    for bad in ({"x": float("nan")}, {"x": float("inf")}, {"x": "\ud800"}, cyclic):
         with pytest.raises(ValueError):
             encode_event("u", "LOGIN", bad)
     for args in (("", "LOGIN", None), (1, "LOGIN", None), ("u", None, None), ("u", "X", [1])):

@@ -41,7 +41,8 @@ def make_client(server: FakeServer, **kwargs: Any) -> EventClient:
     kwargs.setdefault("flush_interval", 0.01)
     kwargs.setdefault("backoff", Backoff(base=0.001, cap=0.01))
     client = EventClient(URL, **kwargs)
-    client._transport = server  # type: ignore[assignment]
+    for lane in client._lanes:
+        lane.transport = server  # type: ignore[assignment]
     return client
 
 
