@@ -3,6 +3,8 @@
     python -m tests.integration.client.child track URL SPOOL PREFIX   # tracks until killed
     python -m tests.integration.client.child resume URL SPOOL         # sends what the spool holds
     python -m tests.integration.client.child fork URL PREFIX          # tracks, forks, both track
+    python -m tests.integration.client.child fork-spool URL SPOOL PREFIX  # the same, spooled;
+                                                                      # the child dies unflushed
 
 `track` prints each event's `n` once `track()` returned (so: once it is in the spool).
 """
@@ -54,12 +56,31 @@ def fork(url: str, prefix: str) -> int:
     return 0 if ok and status == 0 else 1
 
 
+def fork_spool(url: str, spool: str, prefix: str) -> int:
+    client = EventClient(url, spool_path=spool, flush_interval=1.0)
+    for n in range(50):
+        client.track(f"{prefix}-parent", "PRODUCT_VIEW", {"n": n})
+    pid = os.fork()
+    if pid == 0:
+        for n in range(50):
+            client.track(f"{prefix}-child", "PRODUCT_VIEW", {"n": n})
+        os._exit(0)  # dies with everything unsent: only its own spool file has the events
+    _, status = os.waitpid(pid, 0)
+    for n in range(50, 100):
+        client.track(f"{prefix}-parent", "PRODUCT_VIEW", {"n": n})
+    client.close(0.5)
+    print(f"child status {status}", flush=True)
+    return 0 if status == 0 else 1
+
+
 def main(argv: list[str]) -> int:
     command, *args = argv
     if command == "track":
         return track(*args)
     if command == "resume":
         return resume(*args)
+    if command == "fork-spool":
+        return fork_spool(*args)
     return fork(*args)
 
 

@@ -3,6 +3,7 @@ tracked is stored exactly once and in order, whatever happened to the process.""
 
 from __future__ import annotations
 
+import glob
 import json
 import subprocess
 import sys
@@ -109,3 +110,32 @@ def test_cli_backfill_resumes_through_its_spool(
     third = subprocess.run(command, env=client_env(), capture_output=True, text=True, timeout=60)
     assert third.returncode == 0 and "nothing to do" in third.stderr, third.stderr
     expect_stored(stack, {f"cli-{u}": list(range(u, 3000, 4)) for u in range(4)})
+
+
+def test_forked_child_spools_apart_and_its_events_are_adopted(
+    stack: Stack, start_producer: Callable[..., Producer], tmp_path: Path
+) -> None:
+    spool = str(tmp_path / "events.spool")
+    # Nobody listens on this port: parent and child only spool.
+    down = f"http://127.0.0.1:{free_port()}"
+    run = subprocess.run(
+        [*CHILD, "fork-spool", down, spool, "forkspool"],
+        env=client_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert glob.glob(spool + ".fork-*"), "the child did not spool to a file of its own"
+    producer = start_producer()
+    resumed = subprocess.run(
+        [*CHILD, "resume", producer.url, spool],
+        env=client_env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert resumed.stdout.split()[1] == "150"  # the parent's 100 and the child's 50
+    assert glob.glob(spool + ".fork-*") == []
+    expect_stored(stack, {"forkspool-parent": list(range(100)), "forkspool-child": list(range(50))})
