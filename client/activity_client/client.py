@@ -102,7 +102,7 @@ class _Group:
 
 
 class EventClient:
-    """Sends events to the producer's `/events/batch` from a background thread.
+    """Sends events to the producer's `/events/batch` from background threads.
 
     Guarantees (details in client/README.md):
     - every accepted event is sent under an `Idempotency-Key` it keeps across every
@@ -255,9 +255,8 @@ class EventClient:
         `checkpoint` (any string, e.g. a position in a file) is stored in that same
         transaction: `checkpoint()` then tells a later process where a backfill stopped.
         Every event is checked first: if one raises (as in `track()`), none is accepted."""
-        bodies = [
-            (self._lane_of(event["userId"]), encode_event(*_fields(event))) for event in events
-        ]
+        encoded = [(event["userId"], encode_event(*_fields(event))) for event in events]
+        bodies = [(self._lane_of(user_id), body) for user_id, body in encoded]
         if self._spool_path is not None:
             return self._track_spooled(bodies, checkpoint)
         if checkpoint is not None:
@@ -431,6 +430,8 @@ class EventClient:
         """With the lock held: wait until every event numbered below `target` is
         settled, or until `deadline`."""
         while self._low_water() < target:
+            if self._stop.is_set():
+                return False  # closed: no sender will settle them in this process
             for lane in self._lanes:
                 idle = lane.thread is None or not lane.thread.is_alive()
                 if idle and (lane.queue or lane.work):

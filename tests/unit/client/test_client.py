@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -243,3 +244,29 @@ def test_a_full_disk_is_a_clear_error_and_nothing_is_lost(tmp_path: Path) -> Non
     counters = client.counters()
     assert counters.tracked == accepted and counters.queued == accepted
     client.close(0.1)
+
+
+def test_users_spread_over_senders_and_each_keeps_its_order() -> None:
+    server = FakeServer()
+    client = make_client(server, senders=4, max_batch_events=7)
+    users = [f"user-{i}" for i in range(20)]
+    for n in range(400):
+        client.track(users[n % 20], "LOGIN", {"n": n, "u": n % 20})
+    assert client.flush(5)
+    assert client.close(1)
+    lanes = {client._lane_of(user) for user in users}
+    assert len(lanes) > 1, "every user in one lane: nothing ran side by side"
+    sent = [n for _, ns in server.requests for n in ns]
+    assert sorted(sent) == list(range(400))
+    for u in range(20):
+        mine = [n for n in sent if n % 20 == u]
+        assert mine == sorted(mine)
+
+
+def test_flush_after_close_returns_at_once(tmp_path: Path) -> None:
+    client = make_client(FakeServer(lambda events: Answer(503)), spool_path=str(tmp_path / "s"))
+    client.track("u", "LOGIN")
+    assert not client.close(0.1)
+    started = time.monotonic()
+    assert not client.flush()
+    assert time.monotonic() - started < 1
