@@ -28,9 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spool")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sync", default="full", choices=["full", "normal"])
+    parser.add_argument("--senders", type=int, default=4)
     args = parser.parse_args(argv)
     client = EventClient(
-        args.url, spool_path=args.spool, spool_sync=args.sync, max_queue=max(args.events, 1)
+        args.url,
+        spool_path=args.spool,
+        spool_sync=args.sync,
+        senders=args.senders,
+        max_queue=max(args.events, 1),
     )
     per_thread = args.events // args.threads
     costs: list[float] = []
