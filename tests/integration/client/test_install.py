@@ -7,7 +7,11 @@ import subprocess
 import venv
 from pathlib import Path
 
+import pytest
+
 from tests.integration.client.conftest import CLIENT_DIR
+
+pytestmark = pytest.mark.integration
 
 
 def run(*command: str | Path) -> str:
