@@ -13,6 +13,9 @@ Parts, in order (`--only` picks some):
             5% duplicates into Redis (bench/consumer_throughput.py)
   e2e       201 to readable at a steady rate (bench/e2e.py)
   memory    process RSS and Redis bytes per event over M events (bench/memory.py)
+  client    the Python client (client/): track() cost in memory and spooled, and events/s
+            from one client process to stored events beside wrk on /events/batch
+            (bench/client.py)
   cluster   not in the default run (`make bench-cluster`): the consumer into a private
             local Redis Cluster, 3 masters and one shard, with WAIT 1 (bench/cluster.py)
 
@@ -41,7 +44,16 @@ from typing import Any
 
 import confluent_kafka
 
-from bench import baselines, breakdown, cluster, consumer_throughput, e2e, intake, memory
+from bench import (
+    baselines,
+    breakdown,
+    client,
+    cluster,
+    consumer_throughput,
+    e2e,
+    intake,
+    memory,
+)
 from bench.common import (
     ROOT,
     BenchRedis,
@@ -56,7 +68,7 @@ from bench.common import (
 )
 from infra.topics import wait_for_broker
 
-PARTS = ("intake", "consumer", "e2e", "memory")
+PARTS = ("intake", "consumer", "e2e", "memory", "client")
 OPTIONAL_PARTS = ("cluster",)  # several minutes: only when named with --only
 BENCH_DOC = ROOT / "docs" / "benchmarks.md"
 
@@ -75,6 +87,8 @@ SIZES: dict[str, tuple[Any, Any]] = {
     "e2e_warmup": (3.0, 0.5),
     "memory_events": (1_000_000, 2_000),
     "cluster_events": (100_000, 1_000),
+    "client_events": (200_000, 2_000),
+    "client_spool_track_events": (2_000, 100),
 }
 
 
@@ -229,6 +243,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--e2e-watch", choices=["redis", "api"], default="redis")
     parser.add_argument("--memory-events", type=int, help="events of the memory run (1000000)")
     parser.add_argument("--cluster-events", type=int, help="records per cluster run (100000)")
+    parser.add_argument("--client-events", type=int, help="events per client run (200000)")
+    parser.add_argument(
+        "--client-spool-track-events", type=int, help="one-thread spooled track() calls (2000)"
+    )
     parser.add_argument(
         "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     )
@@ -309,6 +327,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if "e2e" in args.parts or "memory" in args.parts:
             results.update(pipeline_phase(args, run_id, store, log_dir))
+        if "client" in args.parts:
+            results["client"] = client.run(
+                args.bootstrap,
+                run_id,
+                store,
+                events=args.client_events,
+                spool_track_events=args.client_spool_track_events,
+                seconds=args.duration,
+                connections=args.batch_connections,
+                log_dir=log_dir,
+            )
         if "cluster" in args.parts:
             results["cluster"] = cluster.run(
                 args.bootstrap,
@@ -382,7 +411,58 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
         out += _memory_rows(r["memory"])
     if "cluster" in r:
         out += _cluster_rows(r["cluster"])
+    if "client" in r:
+        out += _client_rows(r["client"])
     return out
+
+
+def _client_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
+    wrk = c["baseline_wrk"]
+    wrk_eps = wrk["events_per_second"]
+    base = f"wrk /events/batch, {client.BATCH}/request, {wrk['connections']} conn: {_n(wrk_eps)}/s"
+    mem, spool, one, normal = c["memory"], c["spool"], c["spool_one_thread"], c["spool_normal"]
+    acked = mem["events_per_second_acked"]
+    return [
+        _row(
+            "client track(), in memory",
+            f"{_n(mem['track_us'], 1)} us/call ({_n(mem['track_cpu_us'], 1)} us CPU)",
+            goal="<= 10 us",
+            met=mem["track_us"] <= 10,
+            value=mem["track_us"],
+        ),
+        _row(
+            "client track(), spooled, 1 thread",
+            f"{_n(one['track_us'], 0)} us/call (an fsync each)",
+            value=one["track_us"],
+        ),
+        _row(
+            "one client process -> acked, in memory",
+            f"{_n(acked)} ev/s",
+            base,
+            _ratio(acked, wrk_eps),
+            ">= 0.5 x wrk",
+            acked >= 0.5 * wrk_eps,
+            acked,
+        ),
+        _row(
+            "  -> stored (consumer into Redis)",
+            f"{_n(mem['events_per_second_stored'])} ev/s",
+            value=mem["events_per_second_stored"],
+        ),
+        _row(
+            f"one client process -> acked, spooled, {spool['threads']} threads",
+            f"{_n(spool['events_per_second_acked'])} ev/s "
+            f"({_n(spool['events_per_second_stored'])} stored/s)",
+            goal=">= 20,000/s",
+            met=spool["events_per_second_acked"] >= 20_000,
+            value=spool["events_per_second_acked"],
+        ),
+        _row(
+            "  spooled, 1 thread, spool_sync=normal",
+            f"{_n(normal['events_per_second_acked'])} ev/s ({_n(normal['track_us'], 1)} us/track)",
+            value=normal["events_per_second_acked"],
+        ),
+    ]
 
 
 # The single-event goals, against the floor measured in the same run (bench/floor.py).
@@ -654,6 +734,13 @@ def problems(r: dict[str, Any]) -> list[str]:
                 f"end to end: {e['non_201']} non-201, {e['not_seen']} acked events never seen, "
                 f"read API sample {'ok' if e['read_api_sample_ok'] else 'FAILED'}"
             )
+    for name, run in r.get("client", {}).items():
+        if name != "baseline_wrk" and not run["all_acked"]:
+            found.append(f"client {name}: not every event was acknowledged ({run['sent']} sent)")
+    if "client" in r:
+        w = r["client"]["baseline_wrk"]
+        if w["non_201"] or w["socket_errors"] or w["timeouts"]:
+            found.append(f"client baseline {w['command']}: {w['non_201']} non-201")
     if "memory" in r and r["memory"]["requests_failed"]:
         found.append(f"memory run: {r['memory']['requests_failed']} batch requests failed")
     return found

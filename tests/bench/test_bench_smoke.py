@@ -89,15 +89,23 @@ def test_smoke_run_reports_every_figure(
     assert isinstance(memory["redis"]["bytes_per_stored_event"], int)
     assert positive(memory["stored_event_json_bytes"])
 
+    client = results["client"]
+    assert positive(client["baseline_wrk"]["events_per_second"])
+    for run in ("memory", "spool", "spool_one_thread", "spool_normal"):
+        r = client[run]
+        assert r["all_acked"] and r["sent"] == r["events"], (run, r)
+        assert positive(r["track_us"]) and positive(r["events_per_second_stored"]), (run, r)
+
     # The table: every figure there, every baseline with its ratio.
     rows = results["rows"]
-    assert len(rows) == 12 + 6 + 1 + 6 + 2 + len(PROCESS_ROLES) + 1
+    assert len(rows) == 12 + 6 + 1 + 6 + 2 + len(PROCESS_ROLES) + 1 + 6
     for row in rows:
         assert row["figure"] or row["baseline"], row
         if row["baseline"] and not row["baseline"].startswith("its first sample"):
             assert row["ratio"] is not None, row
     assert "POST /events/generate, 64 conn" in done.stdout
     assert "Redis bytes per stored event" in done.stdout
+    assert "client track(), in memory" in done.stdout
     assert results["problems"] == []
 
     assert (ROOT / "docs" / "benchmarks.md").read_text() == bench_doc_before
