@@ -89,3 +89,15 @@ def test_a_dead_letter_record_reads_the_workers_headers_not_the_originals() -> N
     assert rec.source_offset is None
     assert rec.replay_attempt == 2
     assert rec.original_headers() == (("eventType", b"LOGIN"),)
+
+
+def test_a_dead_letter_record_says_which_parts_of_the_original_were_cut() -> None:
+    def rec(*headers: tuple[str, bytes]) -> DeadLetterRecord:
+        return DeadLetterRecord(0, 0, None, None, None, headers)
+
+    assert rec().cut == ()
+    assert rec(("dlq.cut", b"headers")).cut == ("headers",)
+    assert rec(("dlq.cut", b"key,value,headers")).cut == ("key", "value", "headers")
+    # An original header cannot hide a cut: the worker's own comes last and wins, and a
+    # forged one alone only keeps a whole record from being replayed.
+    assert rec(("dlq.cut", b""), ("dlq.cut", b"value")).cut == ("value",)
