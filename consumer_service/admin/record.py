@@ -60,6 +60,14 @@ class DeadLetterRecord:
         return self._int("dlq.source.offset")
 
     @property
+    def cut(self) -> tuple[str, ...]:
+        """The parts of the original (key, value, headers) the consumer left out of this
+        dead letter to make it fit (`dlq.cut`); empty when it holds the whole record. A
+        letter with a part cut is not the original and must never be replayed as it."""
+        text = self._text("dlq.cut")
+        return tuple(part for part in text.split(",") if part) if text else ()
+
+    @property
     def replay_attempt(self) -> int:
         """How many times this record was replayed before it came back to the DLQ."""
         return max(0, self._int(REPLAY_ATTEMPT) or 0)

@@ -178,6 +178,8 @@ def print_replay(report: ReplayReport, topic: str, dry_run: bool, out: TextIO) -
             print(f"  still {why}: {n:,}", file=out)
         if report.gave_up:
             print(f"  reached --max-attempts: {report.gave_up:,}", file=out)
+        if report.incomplete:
+            print(f"  only part of the original kept: {report.incomplete:,}", file=out)
         for rec, why in report.left:
             print(f"  {_describe(rec)}  {terminal_safe(why, 300)}", file=out)
         if report.left_in_dlq > len(report.left):

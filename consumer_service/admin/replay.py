@@ -10,6 +10,11 @@ The contract:
   original headers, without the dlq.* ones, plus `replay.attempt` (1 on its first replay).
   Idempotent producer, acks=all. The consumer dedups by eventId, so replaying a record
   twice stores its event once (within CONSUMER_DEDUP_TTL_SECONDS).
+* A dead letter that holds only part of its original (`dlq.cut`: the key, value or some
+  headers were left out to fit the DLQ, or it holds only the facts) is NOT published
+  either: replaying it would store something other than what was written. It stays, and
+  is reported with its source topic, partition and offset, where the original can be read
+  while the topic retains it.
 * A replayed record the consumer still rejects (its settings differ from the ones the
   replay checked with) is dead-lettered by the consumer with its `replay.attempt` kept
   among the original headers. Such a record is not replayed again once it reached
@@ -48,12 +53,13 @@ class ReplayReport:
     published: int = 0
     still_failing: Counter[str] = field(default_factory=Counter)
     gave_up: int = 0
+    incomplete: int = 0
     unacknowledged: int = 0
     left: list[tuple[DeadLetterRecord, str]] = field(default_factory=list)
 
     @property
     def left_in_dlq(self) -> int:
-        return sum(self.still_failing.values()) + self.gave_up
+        return sum(self.still_failing.values()) + self.gave_up + self.incomplete
 
     def note_left(self, rec: DeadLetterRecord, why: str) -> None:
         if len(self.left) < LEFT_LISTED:
@@ -177,6 +183,14 @@ def _stays(
     max_attempts: int,
 ) -> bool:
     """True when `rec` is left in the DLQ (counted and noted in `report`)."""
+    if rec.cut:
+        report.incomplete += 1
+        source = f"{rec.source_topic}:{rec.source_partition} offset {rec.source_offset}"
+        parts = ", ".join(rec.cut)
+        report.note_left(
+            rec, f"holds only part of the original ({parts} cut); the original is at {source}"
+        )
+        return True
     if rec.replay_attempt >= max_attempts:
         report.gave_up += 1
         report.note_left(rec, f"replayed {rec.replay_attempt} time(s) already")

@@ -60,7 +60,7 @@ from consumer_service import metrics
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.backoff import Backoff
 from consumer_service.pipeline.batch import TP, Batch, PoisonLimitExceeded, decide_batch
-from consumer_service.pipeline.dlq import DeadLetterQueue, DeadLetterRejected
+from consumer_service.pipeline.dlq import FACTS_MAX_BYTES, DeadLetterQueue, DeadLetterRejected
 from consumer_service.pipeline.flight import Flight
 from consumer_service.pipeline.health import Health, LagGauge
 from consumer_service.pipeline.login import LoginWatch
@@ -383,7 +383,8 @@ def _failure(exc: Exception, s: ConsumerSettings) -> tuple[int, str]:
     if isinstance(exc, DeadLetterRejected):
         log.error(
             "the DLQ refused a poison record for good; stopping without committing this "
-            "batch: fix the DLQ topic (size limit, permissions) and restart",
+            f"batch: fix the DLQ topic (permissions, or a max.message.bytes below "
+            f"{FACTS_MAX_BYTES}, which no dead letter fits) and restart",
             extra={"error": str(exc), "topic": s.dlq_topic},
         )
         return EXIT_FATAL, str(exc)

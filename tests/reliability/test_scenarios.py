@@ -14,6 +14,7 @@ Sizes come from RELIABILITY_EVENTS and RELIABILITY_CLUSTER_EVENTS
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import threading
 import time
@@ -29,7 +30,12 @@ import requests
 from shared.events import HEADER_EVENT_TYPE, HEADER_TIMESTAMP, utc_timestamp
 from shared.json_codec import compact_json
 from tests.clusterharness import LocalRedisCluster
-from tests.integration.consumer.conftest import Raw, produce
+from tests.integration.consumer.conftest import (
+    BROKER_MAX_MESSAGE_BYTES,
+    BROKER_SIZED,
+    Raw,
+    produce,
+)
 from tests.integration.producer.conftest import read_topic
 
 from . import cluster_faults
@@ -336,7 +342,7 @@ def test_poison_and_original_shape_records(make_run: MakeRun, private_kafka: Kaf
     with make_run("poison") as run:
         run.start(replicas=3)
         run.start_traffic()
-        poison: list[bytes] = []
+        poison: list[Raw] = []
         legacy_users = [f"{run.ledger.run}-legacy-u{u}" for u in range(8)]
         chunks = max(5, run.events // 500)
         per_chunk = max(6, run.events // 12 // chunks)
@@ -348,6 +354,9 @@ def test_poison_and_original_shape_records(make_run: MakeRun, private_kafka: Kaf
         # share of the HTTP traffic to be answered, not for the clock: on a loaded machine
         # the clients fall behind, and chunks sent on time then become a real poison flood
         # (a partition holding nothing else) that the guard rightly stops for.
+        # Halfway, records as large as the broker takes: their dead letters would not fit
+        # whole, so they go bounded, and the consumers must keep going.
+        huge_at = chunks // 2
         run.at(0.2)
         run.fault("poison and original-shape records start")
         for chunk in range(chunks):
@@ -355,25 +364,37 @@ def test_poison_and_original_shape_records(make_run: MakeRun, private_kafka: Kaf
             items: list[Raw] = []
             for i in range(per_chunk):
                 if i % 3 == 2:
-                    poison.append(_poison(len(poison)))
-                    items.append(Raw(f"poison-{len(poison)}".encode(), poison[-1]))
+                    poison.append(Raw(f"poison-{len(poison)}".encode(), _poison(len(poison))))
+                    items.append(poison[-1])
                 else:
                     user = legacy_users[legacy_count % len(legacy_users)]
                     event = run.ledger.new_event("legacy", legacy_count, user, direct=True)
                     items.append(_original_shape(event, (chunk, i)))
                     legacy_count += 1
-            produce(private_kafka.bootstrap, run.topic, items)
+                if chunk == huge_at and i < len(SIZE_LIMIT_POISON):
+                    poison.append(SIZE_LIMIT_POISON[i](len(poison)))
+                    items.append(poison[-1])
+            produce(private_kafka.bootstrap, run.topic, items, BROKER_SIZED)
         result = run.finish()
         stats = _stats(run)
         dead = read_topic(private_kafka.bootstrap, f"{run.topic}.dlq", timeout=60)
 
     def dead_lettered() -> list[str]:
-        values = [m.value() for m in dead]
-        missing = [v for v in poison if v not in values]
+        # A dead letter holds the poison value, or, when the value was cut, its digest.
+        values = {_value_digest(m) for m in dead}
+        missing = [r for r in poison if hashlib.sha256(r.value or b"").hexdigest() not in values]
+        cut = Counter(
+            dict(m.headers() or [])["dlq.cut"].decode()
+            for m in dead
+            if "dlq.cut" in dict(m.headers() or [])
+        )
         result.notes.append(
             f"{legacy_count} original-shape records and {len(poison)} poison records produced "
-            f"straight to Kafka; {len(dead)} records in the dead-letter topic; the consumer "
-            f"counts {stats['deadLettered']} dead-lettered {stats['deadLetteredByReason']}"
+            f"straight to Kafka ({len(SIZE_LIMIT_POISON)} as large as the broker takes: a "
+            f"huge key, huge headers, many headers, a huge value); {len(dead)} records in "
+            f"the dead-letter topic, cut to fit: {dict(cut)}; the "
+            f"consumer counts {stats['deadLettered']} dead-lettered "
+            f"{stats['deadLetteredByReason']}"
         )
         problems = []
         if missing:
@@ -452,6 +473,24 @@ def _await_traffic(run: Run, share: float, timeout: float = 300) -> None:
     while run.ledger.acked_count() < want and any(c.is_alive() for c in run.clients):
         assert time.monotonic() < deadline, f"HTTP traffic stuck below {want:.0f} acked"
         time.sleep(0.05)
+
+
+# Raw records at the broker's limit (a record batch of BROKER_MAX_MESSAGE_BYTES), each
+# with a poison value unique to it: its n.
+_NEAR_LIMIT = BROKER_MAX_MESSAGE_BYTES - 8 * 1024
+SIZE_LIMIT_POISON: list[Callable[[int], Raw]] = [
+    lambda n: Raw(b"k" * _NEAR_LIMIT, b"huge key %d" % n),
+    lambda n: Raw(b"huge-headers", b"huge headers %d" % n, [("h", b"x" * 104_000)] * 10),
+    lambda n: Raw(b"many-headers", b"many headers %d" % n, [("h", b"")] * 50_000),
+    lambda n: Raw(b"huge-value", b"huge value %d " % n + b"x" * _NEAR_LIMIT),
+]
+
+
+def _value_digest(msg: Any) -> str:
+    value = msg.value()
+    if value is not None:
+        return hashlib.sha256(value).hexdigest()
+    return str(dict(msg.headers() or []).get("dlq.cut.value.sha256", b"").decode())
 
 
 def _poison(n: int) -> bytes:

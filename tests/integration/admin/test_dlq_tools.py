@@ -22,7 +22,15 @@ from consumer_service.storage import RedisEventStore
 from shared.events import record_headers
 from shared.json_codec import compact_json
 
-from ..consumer.conftest import Raw, WorkerThread, make_record, produce, wait_until, with_
+from ..consumer.conftest import (
+    BROKER_SIZED,
+    Raw,
+    WorkerThread,
+    make_record,
+    produce,
+    wait_until,
+    with_,
+)
 from .helpers import HOUR_MS, admin, count, dead_letter, letter, now_ms, read_all
 
 StartWorker = Callable[..., WorkerThread]
@@ -181,6 +189,35 @@ def test_replay_after_the_fix_stores_each_event_once_and_leaves_what_still_fails
     assert (stats["processed"], stats["stored"], stats["deadLettered"]) == (5, 5, 5)
     assert count(settings, settings.dlq_topic) == 5  # nothing went back to the DLQ
     assert worker.exit_code is None
+
+
+def test_a_dead_letter_cut_to_fit_is_never_replayed_as_the_original(
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    make_store: Callable[..., RedisEventStore],
+) -> None:
+    # A valid event, too large for the worker, with a megabyte of headers: its dead
+    # letter keeps the value but only some of the headers. Replaying that would publish
+    # a record nobody wrote.
+    bootstrap, topic = settings.common.kafka_bootstrap_servers, settings.common.kafka_topic
+    store = make_store(settings)
+    record, value = valid(payload={"blob": "x" * 400})
+    headers = [(f"h{i}", b"x" * 104_000) for i in range(10)]
+    produce(bootstrap, topic, [Raw(b"user-1", value, headers)], BROKER_SIZED)
+    start_worker(with_(settings, max_message_bytes=256))
+    wait_until(lambda: store.stats()["deadLettered"] == 1, 30, "dead-lettered")
+
+    show = admin(settings, "dlq", "show")
+    assert show.code == EXIT_OK, show.err
+    assert "dlq.cut: headers" in show.out
+    run = admin(settings, "dlq", "replay")  # with the default limit, the value passes
+    assert run.code == EXIT_STILL_FAILING, run.err
+    assert f"selected 1; published 0 to {topic}" in run.out
+    assert "only part of the original kept: 1" in run.out
+    assert "(headers cut); the original is at " in run.out
+    assert f"{topic}:" in run.out and "offset 0" in run.out
+    assert count(settings, topic) == 1
+    assert store.get(record["eventId"]) is None
 
 
 def _replayed(settings: ConsumerSettings) -> list[Any]:

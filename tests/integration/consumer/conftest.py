@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -47,6 +47,13 @@ def make_record(user_id: str = "user-1", event_type: str = "LOGIN", **extra: Any
     return record
 
 
+# The broker's default limit on a record batch (`message.max.bytes`, and so a topic's
+# `max.message.bytes`; infra/kafka.sh keeps the default). librdkafka's own default,
+# 1,000,000, would refuse locally what the broker accepts: a raw writer can go this far.
+BROKER_MAX_MESSAGE_BYTES = 1_048_588
+BROKER_SIZED = {"message.max.bytes": BROKER_MAX_MESSAGE_BYTES}
+
+
 @dataclass
 class Raw:
     """A record to produce as-is (for poison tests)."""
@@ -56,7 +63,14 @@ class Raw:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
-def produce(bootstrap: str, topic: str, items: Sequence[dict[str, Any] | Raw]) -> None:
+def produce(
+    bootstrap: str,
+    topic: str,
+    items: Sequence[dict[str, Any] | Raw],
+    config: Mapping[str, Any] | None = None,
+) -> None:
+    """Produce `items` in order and wait for every acknowledgement. `config` adds
+    producer properties (e.g. `BROKER_SIZED`, for records at the broker's size limit)."""
     # Idempotent, as the producer service is: without it a retry after a transient error
     # (a fresh topic's leaders settling) can reorder records, and tests of per-user order
     # then fail for the producer's reasons, not the consumer's.
@@ -66,6 +80,7 @@ def produce(bootstrap: str, topic: str, items: Sequence[dict[str, Any] | Raw]) -
             "linger.ms": 5,
             "acks": "all",
             "enable.idempotence": True,
+            **(config or {}),
         }
     )
     for item in items:

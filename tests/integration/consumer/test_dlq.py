@@ -1,8 +1,10 @@
-"""The Kafka dead-letter queue on its own: a full local queue waits for room (or gives
-up as Unavailable), and every letter it reports sent is on the DLQ topic."""
+"""The Kafka dead-letter queue: a full local queue waits for room (or gives up as
+Unavailable), every letter it reports sent is on the DLQ topic, and a record at the
+broker's size limit is dead-lettered, bounded, without stopping the worker."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -23,7 +25,15 @@ from consumer_service.pipeline.worker import EXIT_OK, EXIT_POISON
 from consumer_service.storage import PageQuery, RedisEventStore
 from shared.errors import Unavailable
 
-from .conftest import Raw, WorkerThread, make_record, produce, wait_until, with_
+from .conftest import (
+    BROKER_SIZED,
+    Raw,
+    WorkerThread,
+    make_record,
+    produce,
+    wait_until,
+    with_,
+)
 from .test_worker import committed_total, read_dlq
 
 StartWorker = Callable[..., WorkerThread]
@@ -65,6 +75,57 @@ def test_a_queue_that_stays_full_is_unavailable_after_the_flush_timeout() -> Non
         assert time.monotonic() - started < 3
     finally:
         dlq.close()
+
+
+def cut_digest(headers: list[tuple[str, bytes]]) -> str:
+    """`dlq.cut.headers.sha256` as docs/consumer.md defines it: SHA-256 over each cut
+    header's name and value, each preceded by its length as 4 bytes, big-endian."""
+    digest = hashlib.sha256()
+    for name, value in headers:
+        for part in (name.encode(), value):
+            digest.update(len(part).to_bytes(4, "big") + part)
+    return digest.hexdigest()
+
+
+def test_a_record_with_a_megabyte_of_headers_is_dead_lettered_and_the_worker_goes_on(
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    make_store: Callable[..., RedisEventStore],
+) -> None:
+    # A record the broker accepts, whose dead letter (its headers plus the dlq.* ones)
+    # does not fit: it used to stop every worker that took its partition, exit 1.
+    store = make_store(settings)
+    huge = Raw(b"user-h", b"notjson", [(f"h{i}", b"x" * 104_000) for i in range(10)])
+    good = make_record("user-h")  # same key, same partition: behind the huge one
+    bootstrap, topic = settings.common.kafka_bootstrap_servers, settings.common.kafka_topic
+    produce(bootstrap, topic, [huge, good], BROKER_SIZED)
+
+    worker = start_worker(settings)
+    wait_until(
+        lambda: (
+            worker.exit_code is not None
+            or ((s := store.stats())["processed"] == 1 and s["deadLettered"] == 1)
+        ),
+        30,
+        "the huge record dead-lettered and the event behind it stored",
+    )
+    assert worker.exit_code is None, "the worker stopped"
+    assert store.get(good["eventId"]) is not None
+    wait_until(lambda: committed_total(settings) == 2, 10, "both offsets committed")
+
+    [letter] = read_dlq(settings, 1)
+    assert (letter.key(), letter.value()) == (b"user-h", b"notjson")
+    originals = [(k, v) for k, v in letter.headers() if not k.startswith("dlq.")]
+    kept = len(originals)
+    assert 0 < kept < 10
+    assert originals == huge.headers[:kept]  # a prefix, in order, each header whole
+    named = dict(letter.headers())
+    assert named["dlq.error.type"] == b"not_json"
+    assert named["dlq.cut"] == b"headers"
+    assert named["dlq.cut.headers.count"] == str(10 - kept).encode()
+    assert named["dlq.cut.headers.bytes"] == str((10 - kept) * (2 + 104_000)).encode()
+    assert named["dlq.cut.headers.sha256"] == cut_digest(huge.headers[kept:]).encode()
+    assert worker.stop() == EXIT_OK
 
 
 def test_the_poison_flood_runbook_drains_the_flood_and_moves_on(

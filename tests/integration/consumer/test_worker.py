@@ -3,6 +3,7 @@ consumer group of two sharing (and handing over) the partitions."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -27,6 +28,7 @@ from prometheus_client import REGISTRY
 
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline import processing
+from consumer_service.pipeline.dlq import FACTS_MAX_BYTES
 from consumer_service.pipeline.status import StatusFile
 from consumer_service.pipeline.worker import EXIT_FATAL
 from consumer_service.storage import PageQuery, RedisEventStore
@@ -448,19 +450,61 @@ def refuse_dead_letters_over(settings: ConsumerSettings, max_bytes: int) -> None
         future.result(10)
 
 
-def test_a_dead_letter_the_dlq_topic_refuses_for_good_stops_the_worker(
+def test_a_dead_letter_too_large_for_the_dlq_topic_goes_as_its_facts_alone(
+    settings: ConsumerSettings,
+    start_worker: StartWorker,
+    make_store: Callable[..., RedisEventStore],
+) -> None:
+    # A DLQ topic that takes less than the source topic: the broker refuses the whole dead
+    # letter, which used to stop the worker on every start. The smallest limit it must
+    # have is FACTS_MAX_BYTES.
+    refuse_dead_letters_over(settings, FACTS_MAX_BYTES)
+    store = make_store(settings)
+    value = b"not json " + b"x" * 5000
+    good = make_record("k")
+    produce(
+        settings.common.kafka_bootstrap_servers,
+        settings.common.kafka_topic,
+        [Raw(b"k", value, [("trace", b"t-1")]), good],
+    )
+    worker = start_worker(settings, store)
+    wait_until(
+        lambda: worker.exit_code is not None or store.stats()["processed"] == 1,
+        20,
+        "the event behind the poison record stored",
+    )
+    assert worker.exit_code is None, "the worker stopped"
+    assert store.stats()["deadLettered"] == 1
+    wait_until(lambda: committed_total(settings) == 2, 10, "both offsets committed")
+    [letter] = read_dlq(settings, 1)
+    assert (letter.key(), letter.value()) == (None, None)
+    named = dict(letter.headers())
+    assert "trace" not in named
+    assert named["dlq.cut"] == b"key,value,headers"
+    assert named["dlq.cut.value.bytes"] == str(len(value)).encode()
+    assert named["dlq.cut.value.sha256"] == hashlib.sha256(value).hexdigest().encode()
+    assert named["dlq.cut.key.sha256"] == hashlib.sha256(b"k").hexdigest().encode()
+    assert named["dlq.cut.headers.count"] == b"1"
+    assert b"MSG_SIZE_TOO_LARGE" in named["dlq.facts.only"]
+    assert named["dlq.error.type"] == b"not_json"
+    assert named["dlq.source.offset"] == b"0"
+
+
+def test_a_dlq_topic_too_small_for_any_dead_letter_stops_the_worker(
     settings: ConsumerSettings,
     start_worker: StartWorker,
     make_store: Callable[..., RedisEventStore],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # A broker-side permanent refusal used to be retried forever, silently.
-    refuse_dead_letters_over(settings, 1000)
+    # Below FACTS_MAX_BYTES no dead letter may fit: a misconfigured DLQ topic, which no
+    # retry fixes and which must not lose the record. It used to be retried forever,
+    # silently.
+    refuse_dead_letters_over(settings, 200)
     store = make_store(settings)
     produce(
         settings.common.kafka_bootstrap_servers,
         settings.common.kafka_topic,
-        [Raw(b"k", b"not json " + b"x" * 5000)],
+        [Raw(b"k", b"not json")],
     )
     worker = start_worker(settings, store)
     assert worker.join(20) == EXIT_FATAL

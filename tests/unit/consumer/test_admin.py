@@ -95,3 +95,15 @@ def test_a_malformed_bootstrap_option_is_a_usage_error() -> None:
     out, err = io.StringIO(), io.StringIO()
     assert main(["dlq", "summary", "--bootstrap", "broker:http"], env={}, out=out, err=err) == 2
     assert err.getvalue().startswith("pipeline-admin: KAFKA_BOOTSTRAP_SERVERS item 'broker:http'")
+
+
+def test_a_dead_letter_record_says_which_parts_of_the_original_were_cut() -> None:
+    def rec(*headers: tuple[str, bytes]) -> DeadLetterRecord:
+        return DeadLetterRecord(0, 0, None, None, None, headers)
+
+    assert rec().cut == ()
+    assert rec(("dlq.cut", b"headers")).cut == ("headers",)
+    assert rec(("dlq.cut", b"key,value,headers")).cut == ("key", "value", "headers")
+    # An original header cannot hide a cut: the worker's own comes last and wins, and a
+    # forged one alone only keeps a whole record from being replayed.
+    assert rec(("dlq.cut", b""), ("dlq.cut", b"value")).cut == ("value",)
