@@ -41,6 +41,12 @@ from confluent_kafka.admin import AdminClient
 from infra.topics import ensure_topics, wait_for_broker
 from tests.clusterharness import redis_answers
 
+# Modules of assertions shared between suites (the client's suite drives the reliability
+# harness): registered here, before any suite imports them, so their asserts explain.
+pytest.register_assert_rewrite(
+    "tests.reliability.harness", "tests.reliability.scenario", "tests.reliability.traffic"
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

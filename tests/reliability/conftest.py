@@ -20,16 +20,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite(
-    "tests.reliability.harness", "tests.reliability.scenario", "tests.reliability.traffic"
-)
+from tests.clusterharness import LocalRedisCluster
+from tests.conftest import ROOT, kafka_start_lock
 
-from tests.clusterharness import LocalRedisCluster  # noqa: E402
-from tests.conftest import ROOT, kafka_start_lock  # noqa: E402
-
-from .harness import KafkaBroker, RedisServer  # noqa: E402
-from .report import render  # noqa: E402
-from .scenario import Result, traffic_seconds  # noqa: E402
+from .harness import KafkaBroker, RedisServer
+from .report import render
+from .scenario import Result, traffic_seconds
 
 DEFAULT_EVENTS = 2_000
 DEFAULT_CLUSTER_EVENTS = 1_000
