@@ -105,7 +105,12 @@ class SingleEventFastPath:
             return None
         if "HTTP_TRANSFER_ENCODING" in environ:
             return None
-        raw = environ["wsgi.input"].read(int(length))
+        try:
+            raw = environ["wsgi.input"].read(int(length))
+        except Exception:
+            # The client went away mid-body (gunicorn's parser errors are not all
+            # OSErrors): the view, finding the body short, answers its 400.
+            raw = b""
         # From here on the view needs the body back if it is to decide.
         environ["wsgi.input"] = io.BytesIO(raw)
         if len(raw) != int(length):

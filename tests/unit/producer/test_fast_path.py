@@ -4,6 +4,7 @@ record reaches the publisher. The fast path may only decline; it never decides a
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -183,3 +184,20 @@ def test_a_quota_turns_the_fast_path_off() -> None:
     body = b'{"userId":"u1","eventType":"LOGIN"}'
     assert post(app, body, {"Content-Type": "application/json"}).status_code == 201
     assert seen == ["view"]
+
+
+def test_a_body_cut_short_by_the_client_is_the_views_400() -> None:
+    class Broken(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            raise ConnectionResetError("peer went away")
+
+    fast, _, fast_pub, _ = pair()
+    environ = {
+        "wsgi.input": Broken(),
+        "CONTENT_LENGTH": "36",
+        "CONTENT_TYPE": "application/json",
+    }
+    response = fast.test_client().post("/events/generate", environ_overrides=environ)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["type"] == "bad_request"
+    assert fast_pub.records == []
