@@ -17,9 +17,11 @@ ERASE_USER_LUA = (
 ERASE_PER_CALL = 500
 
 
-def erase_args(prefix: str, user_id: str) -> list[Any]:
-    """The script's ARGV for `user_id`'s events under `prefix`."""
-    return [prefix, user_id, ERASE_PER_CALL]
+def erase_args(prefix: str, user_id: str, data_key: str | None = None) -> list[Any]:
+    """The script's ARGV for `user_id`'s events under `prefix`, and the name of the
+    user's payload data key when the script is to delete it too (on a single node)."""
+    args: list[Any] = [prefix, user_id, ERASE_PER_CALL]
+    return args if data_key is None else [*args, data_key]
 
 
 def erase_until_done(call: Callable[[], Sequence[Any]]) -> int:

@@ -1,0 +1,180 @@
+"""The per-user data keys in the shared Redis, with a bounded in-memory cache.
+
+`DataKeys.for_writing` (the producer) gets each user's key, creating a missing one with
+SET NX so that two producers racing for a new user agree on one key. `for_reading` (the
+consumer and the read API) only looks keys up: a missing key means the user was erased.
+
+The cache holds unwrapped keys for at most `cache_seconds` after they were read from
+Redis, and at most `cache_size` of them (least recently used leave first). That bound is
+the whole window in which a deleted key can still be used: a producer process that read
+a user's key before the erasure seals that user's new events under it for at most
+`cache_seconds` after it read it; those events are then dropped as erased by the
+consumer, as the erased user's older ones are. `cache_seconds=0` caches nothing (one
+Redis round trip per request, no window).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+import redis
+
+from shared.errors import Unavailable
+from shared.payload_crypto import (
+    DataKey,
+    MasterKeys,
+    PayloadKeyError,
+    new_data_key,
+    unwrap,
+    wrapped_form,
+)
+
+
+class DataKeys:
+    """Data keys of users, named by `name(user_id)` in Redis at `client`. Safe to share
+    between threads. Every method raises `Unavailable` when Redis does not answer."""
+
+    def __init__(
+        self,
+        client: Any,
+        master: MasterKeys,
+        name: Callable[[str], str],
+        *,
+        cache_size: int = 10_000,
+        cache_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._master = master
+        self._name = name
+        self._cache: OrderedDict[str, tuple[float, DataKey]] = OrderedDict()
+        self._size = cache_size
+        self._ttl = cache_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    @property
+    def master(self) -> MasterKeys:
+        return self._master
+
+    def for_writing(self, user_ids: Collection[str]) -> dict[str, DataKey]:
+        """Each user's data key, made and stored (SET NX) for a user who has none; when two
+        callers make one at once, both use the one Redis kept. Raises PayloadKeyError when
+        a stored key does not open with the master keys."""
+        keys, missing = self._cached(user_ids)
+        if not missing:
+            return keys
+        found = dict(zip(missing, self._fetch(missing), strict=True))
+        absent = [u for u in missing if found[u] is None]
+        if absent:
+            forms = {u: wrapped_form(self._master, u, *new_data_key()) for u in absent}
+            won = self._call(lambda: self._set_new(forms))
+            for user_id, ok in zip(absent, won, strict=True):
+                if ok:
+                    found[user_id] = forms[user_id]
+            # Another producer created these first: use the ones it stored.
+            lost = [u for u, ok in zip(absent, won, strict=True) if not ok]
+            if lost:
+                found.update(zip(lost, self._fetch(lost), strict=True))
+        for user_id, stored in found.items():
+            if stored is None:
+                raise Unavailable("a data key vanished while it was being created; try again")
+            keys[user_id] = self._remember(user_id, unwrap(self._master, user_id, stored))
+        return keys
+
+    def for_reading(self, user_ids: Collection[str]) -> dict[str, DataKey | PayloadKeyError | None]:
+        """Each user's data key; None for a user who has none (erased, or never wrote an
+        encrypted event); the PayloadKeyError of a stored key that does not open with the
+        master keys (one user's bad key must not stop the others')."""
+        keys, missing = self._cached(user_ids)
+        out: dict[str, DataKey | PayloadKeyError | None] = dict(keys)
+        if missing:
+            for user_id, stored in zip(missing, self._fetch(missing), strict=True):
+                if stored is None:
+                    out[user_id] = None
+                    continue
+                try:
+                    out[user_id] = self._remember(user_id, unwrap(self._master, user_id, stored))
+                except PayloadKeyError as exc:
+                    out[user_id] = exc
+        return out
+
+    def forget(self, user_id: str) -> None:
+        """Drop `user_id`'s key from this process's cache (after erasing it here)."""
+        with self._lock:
+            self._cache.pop(user_id, None)
+
+    def _cached(self, user_ids: Collection[str]) -> tuple[dict[str, DataKey], list[str]]:
+        now = self._clock()
+        keys: dict[str, DataKey] = {}
+        missing: list[str] = []
+        with self._lock:
+            for user_id in user_ids:
+                hit = self._cache.get(user_id)
+                if hit is not None and hit[0] > now:
+                    self._cache.move_to_end(user_id)
+                    keys[user_id] = hit[1]
+                else:
+                    missing.append(user_id)
+        return keys, missing
+
+    def _remember(self, user_id: str, key: DataKey) -> DataKey:
+        if self._ttl <= 0 or self._size <= 0:
+            return key
+        with self._lock:
+            self._cache[user_id] = (self._clock() + self._ttl, key)
+            self._cache.move_to_end(user_id)
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return key
+
+    def _fetch(self, user_ids: Sequence[str]) -> list[bytes | None]:
+        names = [self._name(u) for u in user_ids]
+        client = self._client
+        if isinstance(client, redis.RedisCluster):
+            found: list[bytes | None] = self._call(lambda: client.mget_nonatomic(names))
+        else:
+            found = self._call(lambda: client.mget(names))
+        return found
+
+    def _set_new(self, forms: dict[str, bytes]) -> list[bool]:
+        pipe = self._client.pipeline(transaction=False)
+        for user_id, form in forms.items():
+            pipe.set(self._name(user_id), form, nx=True)
+        return [bool(ok) for ok in pipe.execute()]
+
+    @staticmethod
+    def _call(op: Callable[[], Any]) -> Any:
+        try:
+            return op()
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis did not answer for the payload data keys: {exc}") from exc
+
+
+def check_master_keys(client: Any, master: MasterKeys, name: Callable[[str], str]) -> None:
+    """The start-up self-check: for each master key id, a check value stored under
+    `name(key_id)` (made by the first service to start with that id, SET NX) must open
+    with this process's key of that id. Raises PayloadKeyError naming the id whose key
+    differs from the one the rest of the deployment uses; `Unavailable` when Redis does
+    not answer."""
+    for key_id, key in master.keys:
+        single = MasterKeys(((key_id, key),))
+        form = wrapped_form(single, "", key_id, b"\0" * 32)
+        try:
+            client.set(name(key_id), form, nx=True)
+            stored = client.get(name(key_id))
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis did not answer the master key check: {exc}") from exc
+        if stored is None:
+            continue
+        try:
+            unwrap(single, "", stored)
+        except PayloadKeyError:
+            raise PayloadKeyError(
+                f"PAYLOAD_ENCRYPTION_KEYS: the key of id {key_id!r} is not the key other "
+                f"services stored under that id; every service needs the same keys"
+            ) from None
