@@ -1,0 +1,244 @@
+"""Crypto-shredding end to end, against the real broker and Redis: the producer seals
+payloads, the worker stores them sealed, the read API opens them, an erasure shreds every
+copy and a replay of one is dropped as erased."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import redis
+from confluent_kafka import Message
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
+
+from consumer_service.api import create_app as create_read_app
+from consumer_service.config import ConsumerSettings
+from consumer_service.pipeline.shredding import self_check
+from consumer_service.storage import RedisEventStore
+from consumer_service.storage.keys import data_key
+from producer_service import create_app as create_producer_app
+from producer_service.app import publisher_of
+from producer_service.config import ProducerSettings
+from producer_service.encryption import self_check as producer_self_check
+from shared.config import EncryptionSettings
+from shared.payload_crypto import ENVELOPE_FIELD
+
+from ..producer.conftest import read_topic
+from .conftest import Raw, WorkerThread, produce, wait_until, with_
+from .test_worker import read_dlq
+
+SECRET = "4111-1111-1111-1111"
+READER = {"X-API-Key": "reader"}
+ERASER = {"X-API-Key": "eraser"}
+KEYS = ("eraser events:erase", "reader events:read")
+
+
+def new_key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+@pytest.fixture
+def master() -> str:
+    return f"k1:{new_key()}"
+
+
+def encryption(keys: str, cache_seconds: float = 1.0) -> EncryptionSettings:
+    return EncryptionSettings(payload_encryption_keys=keys, payload_key_cache_seconds=cache_seconds)
+
+
+@pytest.fixture
+def sealed_settings(settings: ConsumerSettings, master: str) -> ConsumerSettings:
+    return replace(settings, encryption=encryption(master), api_keys=KEYS)
+
+
+@pytest.fixture
+def make_producer(
+    settings: ConsumerSettings, redis_url: str
+) -> Iterator[Callable[..., FlaskClient]]:
+    apps: list[Flask] = []
+
+    def build(keys: str, cache_seconds: float = 1.0) -> FlaskClient:
+        producer_settings = ProducerSettings(
+            common=settings.common,
+            encryption=encryption(keys, cache_seconds),
+            rate_limit_redis_url=redis_url,
+            redis_prefix=settings.redis_prefix,
+            ack_timeout_ms=10_000,
+        )
+        app = create_producer_app(producer_settings)
+        apps.append(app)
+        return app.test_client()
+
+    yield build
+    for app in apps:
+        publisher_of(app).close(5)
+
+
+def post(client: FlaskClient, user: str, n: int) -> dict[str, Any]:
+    answer = client.post(
+        "/events/generate",
+        json={"userId": user, "eventType": "LOGIN", "payload": {"card": SECRET, "n": n}},
+    )
+    assert answer.status_code == 201, answer.get_json()
+    body: dict[str, Any] = answer.get_json()
+    # The client's own answer is its plaintext event.
+    assert body["payload"] == {"card": SECRET, "n": n}
+    return body
+
+
+def stored_ids(store: RedisEventStore, reader: FlaskClient, user: str) -> list[str]:
+    body = reader.get(f"/events/processed?limit=100&userId={quote(user)}", headers=READER)
+    return [e["eventId"] for e in body.get_json()["events"]]
+
+
+def erased_dropped() -> float:
+    return REGISTRY.get_sample_value("consumer_erased_dropped_total") or 0.0
+
+
+def test_payloads_are_sealed_on_kafka_and_in_redis_and_open_for_a_reader(
+    sealed_settings: ConsumerSettings,
+    master: str,
+    make_producer: Callable[..., FlaskClient],
+    start_worker: Callable[..., WorkerThread],
+    make_store: Callable[..., RedisEventStore],
+    redis_client: redis.Redis,
+) -> None:
+    producer = make_producer(master)
+    single = post(producer, "ann", 1)
+    batch = producer.post(
+        "/events/batch",
+        json={"events": [{"userId": "bob", "eventType": "LOGIN", "payload": {"card": SECRET}}]},
+    )
+    assert batch.status_code == 201
+    raw = read_topic(
+        sealed_settings.common.kafka_bootstrap_servers, sealed_settings.common.kafka_topic
+    )
+    assert len(raw) == 2
+    for message in raw:
+        value = message.value()
+        assert SECRET.encode() not in value
+        record = json.loads(value)
+        assert list(record["payload"]) == [ENVELOPE_FIELD]
+        # What stays readable: ids, type, time.
+        assert record["userId"] in ("ann", "bob") and record["eventType"] == "LOGIN"
+
+    store = make_store(sealed_settings)
+    start_worker(sealed_settings, store)
+    reader = create_read_app(sealed_settings, store).test_client()
+    wait_until(lambda: stored_ids(store, reader, "bob"), 20, "bob's event stored")
+    wait_until(lambda: stored_ids(store, reader, "ann"), 20, "ann's event stored")
+    # Redis keeps ciphertext: its AOF and backups hold no payload.
+    for key in redis_client.scan_iter(match=f"{sealed_settings.redis_prefix}:event:*"):
+        assert SECRET.encode() not in redis_client.get(key)
+    one = reader.get(f"/events/processed/{single['eventId']}", headers=READER).get_json()
+    assert one["payload"] == {"card": SECRET, "n": 1}
+    page = reader.get("/events/processed?limit=10", headers=READER).get_json()
+    assert [e["payload"]["card"] for e in page["events"]] == [SECRET, SECRET]
+
+
+def test_after_erasure_a_replay_is_dropped_as_erased_and_new_events_are_stored(
+    sealed_settings: ConsumerSettings,
+    master: str,
+    make_producer: Callable[..., FlaskClient],
+    start_worker: Callable[..., WorkerThread],
+    make_store: Callable[..., RedisEventStore],
+    redis_client: redis.Redis,
+) -> None:
+    producer = make_producer(master, cache_seconds=60)
+    before = [post(producer, "ann", n)["eventId"] for n in range(3)]
+    post(producer, "bob", 0)
+    store = make_store(sealed_settings)
+    worker = start_worker(sealed_settings, store)
+    reader = create_read_app(sealed_settings, store).test_client()
+    wait_until(lambda: len(stored_ids(store, reader, "ann")) == 3, 20, "ann's events stored")
+    erased = reader.delete("/users/ann/events", headers=ERASER)
+    assert erased.status_code == 200
+    assert redis_client.get(data_key(sealed_settings.redis_prefix, "ann")) is None
+    worker.stop()
+
+    # The copies in Kafka are ciphertext nobody can open now. A group reset to earliest,
+    # or a DLQ replay (the same bytes produced again), drops them as erased: counted,
+    # neither stored nor dead-lettered.
+    topic = sealed_settings.common.kafka_topic
+    copies = [
+        m
+        for m in read_topic(sealed_settings.common.kafka_bootstrap_servers, topic)
+        if json.loads(m.value())["eventId"] in before
+    ]
+    produce(
+        sealed_settings.common.kafka_bootstrap_servers,
+        topic,
+        [Raw(m.key(), m.value(), list(m.headers() or [])) for m in copies[:1]],
+    )
+    dropped = erased_dropped()
+    reset = with_(sealed_settings, consumer_group=f"{sealed_settings.consumer_group}-reset")
+    start_worker(reset, store)
+    wait_until(lambda: erased_dropped() - dropped >= 4, 20, "the erased user's records dropped")
+    assert erased_dropped() - dropped == 4  # three originals and one replayed copy
+    assert stored_ids(store, reader, "ann") == []
+    assert read_dlq(reset, 1, timeout=2) == []
+
+    # A producer that cached ann's key before the erasure seals with it until its cache
+    # time is up (PAYLOAD_KEY_CACHE_SECONDS, 60 here): such an event is dropped too.
+    post(producer, "ann", 9)
+    wait_until(lambda: erased_dropped() - dropped >= 5, 20, "the stale-key event dropped")
+    # A producer whose cache does not hold the old key makes a new one: stored, readable.
+    fresh = make_producer(master)
+    after = post(fresh, "ann", 10)["eventId"]
+    wait_until(lambda: stored_ids(store, reader, "ann") == [after], 20, "the new event stored")
+    event = reader.get(f"/events/processed/{after}", headers=READER).get_json()
+    assert event["payload"] == {"card": SECRET, "n": 10}
+
+
+def test_a_wrong_master_key_is_refused_at_start(
+    sealed_settings: ConsumerSettings,
+    master: str,
+    make_producer: Callable[..., FlaskClient],
+    redis_url: str,
+) -> None:
+    assert self_check(sealed_settings)  # the first service stores the check value
+    impostor = f"k1:{new_key()}"
+    assert not self_check(replace(sealed_settings, encryption=encryption(impostor)))
+    producer_settings = ProducerSettings(
+        common=sealed_settings.common,
+        encryption=encryption(impostor),
+        rate_limit_redis_url=redis_url,
+        redis_prefix=sealed_settings.redis_prefix,
+    )
+    problem = producer_self_check(producer_settings)
+    assert problem is not None and "'k1' is not the key other services stored" in problem
+    # Another id beside the right one passes: rotation adds keys.
+    rotated = f"k2:{new_key()},{master}"
+    assert self_check(replace(sealed_settings, encryption=encryption(rotated)))
+
+
+def test_a_record_under_a_master_key_no_longer_configured_is_dead_lettered(
+    sealed_settings: ConsumerSettings,
+    master: str,
+    make_producer: Callable[..., FlaskClient],
+    start_worker: Callable[..., WorkerThread],
+    make_store: Callable[..., RedisEventStore],
+) -> None:
+    post(make_producer(master), "ann", 1)
+    post(make_producer(master), "bob", 2)
+    # k1 was rotated out before the data keys it wrapped were rewrapped.
+    rotated = replace(sealed_settings, encryption=encryption(f"k2:{new_key()}"))
+    store = make_store(rotated)
+    worker = start_worker(rotated, store)
+    letters: list[Message] = read_dlq(rotated, 2)
+    assert len(letters) == 2
+    for letter in letters:
+        headers = dict(letter.headers())
+        assert headers["dlq.error.type"] == b"undecryptable"
+        assert b"master key id 'k1'" in headers["dlq.error"]
+    # Dead letters, not a crash loop: the worker goes on.
+    assert worker.exit_code is None
+    assert worker.stop() == 0
