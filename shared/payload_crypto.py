@@ -137,6 +137,12 @@ def wrapped_form(master: MasterKeys, user_id: str, key_id: str, key: bytes) -> b
 def unwrap(master: MasterKeys, user_id: str, stored: bytes) -> DataKey:
     """The data key `wrapped_form` made for `user_id`. Raises PayloadKeyError when its
     master key id is not configured, or the key does not open with it."""
+    key_id, key = unwrap_bytes(master, user_id, stored)
+    return DataKey(key_id, AESGCM(key))
+
+
+def unwrap_bytes(master: MasterKeys, user_id: str, stored: bytes) -> tuple[str, bytes]:
+    """`unwrap`'s id and key bytes (to wrap them again under another master key)."""
     try:
         form = orjson.loads(stored)
     except orjson.JSONDecodeError:
@@ -159,7 +165,7 @@ def unwrap(master: MasterKeys, user_id: str, stored: bytes) -> DataKey:
             f"the data key does not open with master key id {master_id!r}: that id names "
             "another key than the one that wrapped it"
         ) from None
-    return DataKey(form["id"], AESGCM(key))
+    return form["id"], key
 
 
 def master_id_of(stored: bytes) -> str | None:

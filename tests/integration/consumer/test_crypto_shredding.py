@@ -5,6 +5,7 @@ copy and a replay of one is dropped as erased."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
+from consumer_service.admin.cli import main as admin_main
 from consumer_service.api import create_app as create_read_app
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.shredding import self_check
@@ -242,3 +244,36 @@ def test_a_record_under_a_master_key_no_longer_configured_is_dead_lettered(
     # Dead letters, not a crash loop: the worker goes on.
     assert worker.exit_code is None
     assert worker.stop() == 0
+
+
+def test_rotation_rewraps_the_data_keys_so_the_old_master_key_can_go(
+    sealed_settings: ConsumerSettings,
+    master: str,
+    make_producer: Callable[..., FlaskClient],
+    start_worker: Callable[..., WorkerThread],
+    make_store: Callable[..., RedisEventStore],
+    redis_url: str,
+) -> None:
+    sent = post(make_producer(master), "ann", 1)["eventId"]
+    new = f"k2:{new_key()}"
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": sealed_settings.common.kafka_bootstrap_servers,
+        "KAFKA_TOPIC": sealed_settings.common.kafka_topic,
+        "REDIS_URL": redis_url,
+        "CONSUMER_REDIS_PREFIX": sealed_settings.redis_prefix,
+        "PAYLOAD_ENCRYPTION_KEYS": f"{new},{master}",
+    }
+    out = io.StringIO()
+    assert admin_main(["keys", "rewrap"], env, out) == 0
+    assert json.loads(out.getvalue()) == {"rewrapped": 1, "current": 0, "unreadable": 0}
+    out = io.StringIO()
+    assert admin_main(["keys", "rewrap"], env, out) == 0
+    assert json.loads(out.getvalue()) == {"rewrapped": 0, "current": 1, "unreadable": 0}
+    # The old master key is gone; the record sealed before the rotation still opens.
+    only_new = replace(sealed_settings, encryption=encryption(new))
+    store = make_store(only_new)
+    start_worker(only_new, store)
+    reader = create_read_app(only_new, store).test_client()
+    wait_until(lambda: stored_ids(store, reader, "ann") == [sent], 20, "the event stored")
+    event = reader.get(f"/events/processed/{sent}", headers=READER).get_json()
+    assert event["payload"] == {"card": SECRET, "n": 1}
