@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from consumer_service.storage.keys import KeyLayout, data_key  # noqa: E402
+from consumer_service.storage.keys import KeyLayout, data_key, data_key_erasures  # noqa: E402
 from infra.topics import ensure_topics  # noqa: E402
 from shared.data_keys import DataKeys  # noqa: E402
 from shared.events import enrich, record_headers  # noqa: E402
@@ -431,6 +431,7 @@ def sealer(
         store.client,
         parse_master_keys(env["PAYLOAD_ENCRYPTION_KEYS"]),
         functools.partial(data_key, prefix),
+        data_key_erasures(prefix),
     )
 
     def seal_one(record: dict[str, Any]) -> dict[str, Any]:

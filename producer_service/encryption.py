@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from consumer_service.storage.keys import data_key, key_check
+from consumer_service.storage.keys import data_key, data_key_erasures, key_check
 from producer_service.config import ProducerSettings
 from producer_service.delivery import Delivery
 from producer_service.publisher import EventPublisher, Readiness
@@ -59,6 +59,7 @@ def data_keys_for(settings: ProducerSettings, client: Any) -> DataKeys:
         client,
         enc.master_keys(),
         functools.partial(data_key, settings.redis_prefix),
+        data_key_erasures(settings.redis_prefix),
         cache_size=enc.payload_key_cache_size,
         cache_seconds=enc.payload_key_cache_seconds,
     )

@@ -525,9 +525,9 @@ class EncryptionSettings:
     payload_key_cache_seconds: float = setting(
         1.0,
         "PAYLOAD_KEY_CACHE_SECONDS",
-        "how long a process uses a data key it read from Redis before reading it again: "
-        "after an erasure, a producer may seal that user's new events under the deleted "
-        "key for this long (they are dropped as erased); 0: read every time",
+        "how often a process reads the erasure counter and drops its cached data keys if "
+        "it moved: after an erasure, a producer may seal that user's new events under the "
+        "deleted key for this long (they are dropped as erased); 0: on every request",
         lo=0,
         hi=60,
     )

@@ -4,13 +4,16 @@
 SET NX so that two producers racing for a new user agree on one key. `for_reading` (the
 consumer and the read API) only looks keys up: a missing key means the user was erased.
 
-The cache holds unwrapped keys for at most `cache_seconds` after they were read from
-Redis, and at most `cache_size` of them (least recently used leave first). That bound is
-the whole window in which a deleted key can still be used: a producer process that read
-a user's key before the erasure seals that user's new events under it for at most
-`cache_seconds` after it read it; those events are then dropped as erased by the
-consumer, as the erased user's older ones are. `cache_seconds=0` caches nothing (one
-Redis round trip per request, no window).
+The cache holds at most `cache_size` unwrapped keys (least recently used leave first).
+Every erasure deletes a key and, in the same step, increments one counter in Redis,
+`erasures`. A process reads that counter at most every `cache_seconds` and empties its
+cache when it changed. That interval is the whole window in which a deleted key can
+still be used: a producer process seals an erased user's new events under the deleted
+key for at most `cache_seconds` after the erasure; the consumer drops those events as
+erased, as it drops the user's older ones. `cache_seconds=0` reads the counter on every
+call (one Redis round trip per request, no window). Erasures are rare, so the cache
+lives long while the cost stays one small read per interval per process, whatever the
+number of users.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class DataKeys:
         client: Any,
         master: MasterKeys,
         name: Callable[[str], str],
+        erasures: str,
         *,
         cache_size: int = 10_000,
         cache_seconds: float = 1.0,
@@ -51,11 +55,15 @@ class DataKeys:
         self._client = client
         self._master = master
         self._name = name
-        self._cache: OrderedDict[str, tuple[float, DataKey]] = OrderedDict()
+        self._erasures = erasures
+        self._cache: OrderedDict[str, DataKey] = OrderedDict()
         self._size = cache_size
-        self._ttl = cache_seconds
+        self._interval = cache_seconds
         self._clock = clock
         self._lock = threading.Lock()
+        # The erasure counter as last read, and when to read it again.
+        self._seen: bytes | None = None
+        self._next_check = -float("inf")
 
     @property
     def master(self) -> MasterKeys:
@@ -103,30 +111,38 @@ class DataKeys:
                     out[user_id] = exc
         return out
 
-    def forget(self, user_id: str) -> None:
-        """Drop `user_id`'s key from this process's cache (after erasing it here)."""
-        with self._lock:
-            self._cache.pop(user_id, None)
-
     def _cached(self, user_ids: Collection[str]) -> tuple[dict[str, DataKey], list[str]]:
-        now = self._clock()
+        self._check_erasures()
         keys: dict[str, DataKey] = {}
         missing: list[str] = []
         with self._lock:
             for user_id in user_ids:
                 hit = self._cache.get(user_id)
-                if hit is not None and hit[0] > now:
+                if hit is not None:
                     self._cache.move_to_end(user_id)
-                    keys[user_id] = hit[1]
+                    keys[user_id] = hit
                 else:
                     missing.append(user_id)
         return keys, missing
 
+    def _check_erasures(self) -> None:
+        """Empty the cache when the erasure counter moved; read it at most every
+        `cache_seconds` (on every call at 0)."""
+        now = self._clock()
+        if now < self._next_check:
+            return
+        counter = self._call(lambda: self._client.get(self._erasures))
+        with self._lock:
+            if counter != self._seen:
+                self._cache.clear()
+                self._seen = counter
+            self._next_check = now + self._interval
+
     def _remember(self, user_id: str, key: DataKey) -> DataKey:
-        if self._ttl <= 0 or self._size <= 0:
+        if self._size <= 0:
             return key
         with self._lock:
-            self._cache[user_id] = (self._clock() + self._ttl, key)
+            self._cache[user_id] = key
             self._cache.move_to_end(user_id)
             while len(self._cache) > self._size:
                 self._cache.popitem(last=False)

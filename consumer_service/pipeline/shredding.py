@@ -31,7 +31,7 @@ from consumer_service.pipeline.batch import Batch
 from consumer_service.pipeline.dlq import DeadLetter
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.storage import redis_mode
-from consumer_service.storage.keys import data_key, key_check
+from consumer_service.storage.keys import data_key, data_key_erasures, key_check
 from shared.data_keys import DataKeys, check_master_keys
 from shared.errors import Unavailable
 from shared.events import record_headers
@@ -64,6 +64,7 @@ def data_keys(settings: ConsumerSettings, client: Any) -> DataKeys:
         client,
         enc.master_keys(),
         functools.partial(data_key, settings.redis_prefix),
+        data_key_erasures(settings.redis_prefix),
         cache_size=enc.payload_key_cache_size,
         cache_seconds=enc.payload_key_cache_seconds,
     )

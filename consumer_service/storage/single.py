@@ -25,7 +25,7 @@ from consumer_service.storage.base import (
 )
 from consumer_service.storage.durability import Durability, read_durability
 from consumer_service.storage.erase import ERASE_USER_LUA, erase_args, erase_until_done
-from consumer_service.storage.keys import KeyLayout, data_key
+from consumer_service.storage.keys import KeyLayout
 from consumer_service.storage.page_read import IndexReader, ScanBudget
 from consumer_service.storage.script import FENCED, STORE_BATCH_LUA
 from shared.errors import Unavailable
@@ -100,7 +100,7 @@ class RedisEventStore(RedisStore):
         return BatchResult.from_codes(events, results)
 
     def erase_user(self, user_id: str) -> int:
-        args = erase_args(self._prefix, user_id, data_key(self._prefix, user_id))
+        args = erase_args(self._prefix, user_id, data_key=True)
         try:
             return erase_until_done(lambda: self._erase(keys=[], args=args))
         except redis.RedisError as exc:

@@ -148,11 +148,19 @@ def test_a_wrapped_key_is_bound_to_its_user() -> None:
 
 
 class FakeRedis:
-    """GET/SET NX over a dict: the two commands `DataKeys` uses, for its cache rules."""
+    """MGET, GET and SET NX over a dict: the commands `DataKeys` uses, for its cache
+    rules; `erase` does what the erase script does to a data key."""
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
         self.reads = 0
+
+    def get(self, name: str) -> bytes | None:
+        return self.data.get(name)
+
+    def erase(self, user: str) -> None:
+        del self.data[f"dk:{user}"]
+        self.data["erasures"] = str(int(self.data.get("erasures", b"0")) + 1).encode()
 
     def mget(self, names: list[str]) -> list[bytes | None]:
         self.reads += 1
@@ -181,7 +189,7 @@ class Clock:
 
 
 def keys_on(redis: FakeRedis, clock: Clock, m: MasterKeys, **kw: Any) -> DataKeys:
-    return DataKeys(redis, m, lambda u: f"dk:{u}", clock=clock, **kw)
+    return DataKeys(redis, m, lambda u: f"dk:{u}", "erasures", clock=clock, **kw)
 
 
 def test_writers_share_one_key_per_user() -> None:
@@ -198,22 +206,32 @@ def test_a_deleted_key_is_used_for_writing_for_at_most_the_cache_time() -> None:
     redis, clock, m = FakeRedis(), Clock(), master("k1")
     keys = keys_on(redis, clock, m, cache_seconds=1.0)
     before = keys.for_writing({"ann"})["ann"]
-    redis.data.clear()  # the erasure
+    keys.for_writing({"bob"})
+    redis.erase("ann")
     clock.now += 0.999
     assert keys.for_writing({"ann"})["ann"].id == before.id  # still in the window
     clock.now += 0.001
     after = keys.for_writing({"ann"})["ann"]
-    assert after.id != before.id  # window over: a new key, stored
-    assert redis.data
+    assert after.id != before.id  # the window is over: a new key, stored
+    assert redis.data["dk:ann"]
 
 
-def test_no_cache_reads_every_time() -> None:
+def test_without_an_erasure_the_cache_is_not_read_again() -> None:
     redis, clock, m = FakeRedis(), Clock(), master("k1")
-    keys = keys_on(redis, clock, m, cache_seconds=0)
+    keys = keys_on(redis, clock, m, cache_seconds=1.0)
     keys.for_writing({"ann"})
     reads = redis.reads
+    clock.now += 3600
     keys.for_writing({"ann"})
-    assert redis.reads == reads + 1
+    assert redis.reads == reads
+
+
+def test_at_zero_an_erasure_is_seen_by_the_next_call() -> None:
+    redis, clock, m = FakeRedis(), Clock(), master("k1")
+    keys = keys_on(redis, clock, m, cache_seconds=0)
+    before = keys.for_writing({"ann"})["ann"]
+    redis.erase("ann")
+    assert keys.for_writing({"ann"})["ann"].id != before.id
 
 
 def test_the_cache_is_bounded_least_recently_used_first() -> None:
