@@ -259,9 +259,11 @@ class Worker:
             return None
         batch = decide_batch(owned, self._poison, self._settings)
         batch.started = started
-        if self._screen is not None and not self._open_payloads(batch):
-            return None
+        # Held first: a rebalance while the payload step waits for Redis marks it revoked.
         self._flight.hold(batch)
+        if self._screen is not None and not self._open_payloads(batch):
+            self._flight.drop(batch)
+            return None
         return batch
 
     def _open_payloads(self, batch: Batch) -> bool:
