@@ -8,6 +8,8 @@ import base64
 import io
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -35,6 +37,7 @@ from shared.payload_crypto import ENVELOPE_FIELD
 
 from ..producer.conftest import read_topic
 from .conftest import Raw, WorkerThread, produce, wait_until, with_
+from .test_service import free_port, service_env
 from .test_worker import read_dlq
 
 SECRET = "4111-1111-1111-1111"
@@ -277,3 +280,23 @@ def test_rotation_rewraps_the_data_keys_so_the_old_master_key_can_go(
     wait_until(lambda: stored_ids(store, reader, "ann") == [sent], 20, "the event stored")
     event = reader.get(f"/events/processed/{sent}", headers=READER).get_json()
     assert event["payload"] == {"card": SECRET, "n": 1}
+
+
+def test_both_services_exit_2_at_start_with_a_wrong_master_key(
+    sealed_settings: ConsumerSettings, master: str, redis_url: str
+) -> None:
+    assert self_check(sealed_settings)  # the deployment's key is on record
+    impostor = f"k1:{new_key()}"
+    env = service_env(sealed_settings, free_port(), PAYLOAD_ENCRYPTION_KEYS=impostor)
+    consumer = subprocess.run(
+        [sys.executable, "-m", "consumer_service"], env=env, capture_output=True, timeout=60
+    )
+    assert consumer.returncode == 2
+    assert b"is not the key other services stored under that id" in consumer.stderr
+    env |= {"PRODUCER_REDIS_PREFIX": sealed_settings.redis_prefix, "REDIS_URL": redis_url}
+    producer = subprocess.run(
+        [sys.executable, "-m", "producer_service"], env=env, capture_output=True, timeout=60
+    )
+    assert producer.returncode == 2
+    assert b"is not the key other services stored under that id" in producer.stderr
+    assert impostor.encode()[3:] not in consumer.stderr + producer.stderr
