@@ -64,6 +64,9 @@ class DataKeys:
         # The erasure counter as last read, and when to read it again.
         self._seen: bytes | None = None
         self._next_check = -float("inf")
+        # How many times the cache was emptied: a key read from Redis before an emptying
+        # may be the erased one, and is used once but not cached.
+        self._epoch = 0
 
     @property
     def master(self) -> MasterKeys:
@@ -73,7 +76,7 @@ class DataKeys:
         """Each user's data key, made and stored (SET NX) for a user who has none; when two
         callers make one at once, both use the one Redis kept. Raises PayloadKeyError when
         a stored key does not open with the master keys."""
-        keys, missing = self._cached(user_ids)
+        keys, missing, epoch = self._cached(user_ids)
         if not missing:
             return keys
         found = dict(zip(missing, self._fetch(missing), strict=True))
@@ -91,14 +94,14 @@ class DataKeys:
         for user_id, stored in found.items():
             if stored is None:
                 raise Unavailable("a data key vanished while it was being created; try again")
-            keys[user_id] = self._remember(user_id, unwrap(self._master, user_id, stored))
+            keys[user_id] = self._remember(user_id, unwrap(self._master, user_id, stored), epoch)
         return keys
 
     def for_reading(self, user_ids: Collection[str]) -> dict[str, DataKey | PayloadKeyError | None]:
         """Each user's data key; None for a user who has none (erased, or never wrote an
         encrypted event); the PayloadKeyError of a stored key that does not open with the
         master keys (one user's bad key must not stop the others')."""
-        keys, missing = self._cached(user_ids)
+        keys, missing, epoch = self._cached(user_ids)
         out: dict[str, DataKey | PayloadKeyError | None] = dict(keys)
         if missing:
             for user_id, stored in zip(missing, self._fetch(missing), strict=True):
@@ -106,12 +109,14 @@ class DataKeys:
                     out[user_id] = None
                     continue
                 try:
-                    out[user_id] = self._remember(user_id, unwrap(self._master, user_id, stored))
+                    key = unwrap(self._master, user_id, stored)
+                    out[user_id] = self._remember(user_id, key, epoch)
                 except PayloadKeyError as exc:
                     out[user_id] = exc
         return out
 
-    def _cached(self, user_ids: Collection[str]) -> tuple[dict[str, DataKey], list[str]]:
+    def _cached(self, user_ids: Collection[str]) -> tuple[dict[str, DataKey], list[str], int]:
+        """The cached keys of `user_ids`, the users missing, and the cache's epoch."""
         self._check_erasures()
         keys: dict[str, DataKey] = {}
         missing: list[str] = []
@@ -123,7 +128,8 @@ class DataKeys:
                     keys[user_id] = hit
                 else:
                     missing.append(user_id)
-        return keys, missing
+            epoch = self._epoch
+        return keys, missing, epoch
 
     def _check_erasures(self) -> None:
         """Empty the cache when the erasure counter moved; read it at most every
@@ -135,13 +141,16 @@ class DataKeys:
         with self._lock:
             if counter != self._seen:
                 self._cache.clear()
+                self._epoch += 1
                 self._seen = counter
             self._next_check = now + self._interval
 
-    def _remember(self, user_id: str, key: DataKey) -> DataKey:
+    def _remember(self, user_id: str, key: DataKey, epoch: int) -> DataKey:
         if self._size <= 0:
             return key
         with self._lock:
+            if epoch != self._epoch:
+                return key
             self._cache[user_id] = key
             self._cache.move_to_end(user_id)
             while len(self._cache) > self._size:

@@ -255,3 +255,17 @@ def test_a_key_that_does_not_open_is_reported_per_user() -> None:
     answer = keys_on(redis, clock, master("k1")).for_reading({"ann", "bob"})
     assert isinstance(answer["ann"], PayloadKeyError)
     assert answer["bob"] is None
+
+
+def test_a_key_read_before_the_cache_was_emptied_is_not_cached() -> None:
+    redis, clock, m = FakeRedis(), Clock(), master("k1")
+    keys = keys_on(redis, clock, m, cache_seconds=1.0)
+    keys.for_writing({"ann"})
+    stale = keys_on(redis, clock, m).for_writing({"bob"})["bob"]
+    redis.erase("bob")
+    clock.now += 1.0
+    # bob's old key, as a read that was under way during the erasure got it.
+    _, missing, epoch = keys._cached({"bob"})  # the check empties the cache here
+    assert missing == ["bob"]
+    keys._remember("bob", stale, epoch - 1)
+    assert keys.for_writing({"bob"})["bob"].id != stale.id
