@@ -247,6 +247,12 @@ def test_a_record_under_a_master_key_no_longer_configured_is_dead_lettered(
     # Dead letters, not a crash loop: the worker goes on.
     assert worker.exit_code is None
     assert worker.stop() == 0
+    # A producer without k1 cannot seal ann's events under her key: 503, nothing sent.
+    refused = make_producer(rotated.encryption.payload_encryption_keys).post(
+        "/events/generate", json={"userId": "ann", "eventType": "LOGIN", "payload": {}}
+    )
+    assert refused.status_code == 503
+    assert "master key id 'k1'" in refused.get_json()["error"]["message"]
 
 
 def test_rotation_rewraps_the_data_keys_so_the_old_master_key_can_go(
