@@ -7,6 +7,8 @@ memory, baselines) build on it, and report.py runs them in order.
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import os
 import shutil
@@ -30,10 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from consumer_service.storage.keys import KeyLayout  # noqa: E402
+from consumer_service.storage.keys import KeyLayout, data_key, data_key_erasures  # noqa: E402
 from infra.topics import ensure_topics  # noqa: E402
+from shared.data_keys import DataKeys  # noqa: E402
 from shared.events import enrich, record_headers  # noqa: E402
 from shared.json_codec import compact_json  # noqa: E402
+from shared.payload_crypto import parse_master_keys, seal  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PARTITIONS = 6  # the services' default (KAFKA_TOPIC_PARTITIONS); every bench topic has it
@@ -352,7 +356,13 @@ class Fill:
 
 
 def fill_topic(
-    bootstrap: str, topic: str, n: int, duplicate_share: float, *, held: bool = False
+    bootstrap: str,
+    topic: str,
+    n: int,
+    duplicate_share: float,
+    *,
+    held: bool = False,
+    seal: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Fill:
     """Publish `n` records of which `duplicate_share` are copies of an earlier record (the
     same eventId and body, re-published: new offsets, so the consumer sees a duplicate
@@ -362,7 +372,10 @@ def fill_topic(
     `held`: the records go in one Kafka transaction left open, so a read_committed reader
     (librdkafka's default, and so the worker's) sees none of them until `Fill.release()`
     commits it, and then all at once: consumers can join their group first and find the
-    whole topic waiting. Release it within 5 minutes (the transaction's timeout)."""
+    whole topic waiting. Release it within 5 minutes (the transaction's timeout).
+
+    `seal`: turns each new record into the one published (its payload encrypted, as the
+    producer does with PAYLOAD_ENCRYPTION_KEYS; see `sealer`)."""
     settings: dict[str, Any] = {"linger.ms": 20, "batch.size": 1_000_000}
     if held:
         settings |= {"transactional.id": f"bench-fill-{topic}", "transaction.timeout.ms": 300_000}
@@ -380,7 +393,7 @@ def fill_topic(
             record = recent[0]
             duplicates += 1
         else:
-            record = pipeline_record(i)
+            record = pipeline_record(i) if seal is None else seal(pipeline_record(i))
             recent.append(record)
             if len(recent) > 16:
                 recent.pop(0)
@@ -400,6 +413,34 @@ def fill_topic(
         producer.commit_transaction(60)
 
     return Fill(n, n - duplicates, duplicates, seconds, size / max(n, 1), release)
+
+
+def encryption_env(prefix: str) -> dict[str, str]:
+    """The variables turning payload encryption on, with a fresh master key, for services
+    whose data keys live under the store prefix `prefix`."""
+    key = base64.b64encode(os.urandom(32)).decode()
+    return {"PAYLOAD_ENCRYPTION_KEYS": f"bench:{key}", "PRODUCER_REDIS_PREFIX": prefix}
+
+
+def sealer(
+    store: BenchRedis, prefix: str, env: Mapping[str, str]
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A `fill_topic` seal: each record's payload encrypted as the producer with `env`
+    (`encryption_env`) would, its users' data keys stored under `prefix` in `store`."""
+    keys = DataKeys(
+        store.client,
+        parse_master_keys(env["PAYLOAD_ENCRYPTION_KEYS"]),
+        functools.partial(data_key, prefix),
+        data_key_erasures(prefix),
+    )
+
+    def seal_one(record: dict[str, Any]) -> dict[str, Any]:
+        user = record["userId"]
+        key = keys.for_writing((user,))[user]
+        envelope = seal(key, user, record["eventId"], compact_json(record["payload"]))
+        return {**record, "payload": envelope}
+
+    return seal_one
 
 
 # -- figures ---------------------------------------------------------------------------

@@ -11,6 +11,9 @@
    readable at once to the settled group. It stops when Redis counts every record as
    stored or skipped as a duplicate. The stored and duplicate counts must then be
    exactly the topic's.
+4. The same for one replica with payload encryption on: the topic's payloads sealed as
+   the producer seals them, the users' data keys in the store's Redis; the worker opens
+   every payload before storing it.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ from bench.common import (
     admin_client,
     create_topics,
     delete_topics,
+    encryption_env,
     fill_topic,
     pipeline_counts,
     progress,
+    sealer,
     stop_all,
 )
 
@@ -221,6 +226,46 @@ def drain(
     return drained.figures(fill)
 
 
+def encrypted_drain(
+    bootstrap: str,
+    run_id: str,
+    store: BenchRedis,
+    events: int,
+    duplicate_share: float,
+    log_dir: Path | None,
+) -> dict[str, Any]:
+    """One replica draining a topic of sealed payloads (step 4 of the module's list)."""
+    own = f"bench-{run_id}-consumer-enc"
+    prefix = f"bench:{run_id}:cenc"
+    env = encryption_env(prefix)
+    create_topics(bootstrap, [own, f"{own}.dlq"])
+    try:
+        progress(f"filling {own} with {events:,} records, payloads encrypted, held")
+        held = fill_topic(
+            bootstrap, own, events, duplicate_share, held=True, seal=sealer(store, prefix, env)
+        )
+        progress(f"consumer-service x1, payloads encrypted: {events:,} records to Redis")
+        drained = timed_drain(
+            bootstrap,
+            own,
+            f"bench-{run_id}-cenc",
+            {"REDIS_URL": store.url, "CONSUMER_REDIS_PREFIX": prefix, **env},
+            lambda: pipeline_counts(store.client, prefix),
+            held.records,
+            1,
+            log_dir,
+            name="consumer-encrypted",
+            what="1 replica, payloads encrypted",
+            timeout=120 + held.records / 500,
+            poll_seconds=0.01,
+            release=held.release,
+        )
+        return drained.figures(held)
+    finally:
+        store.delete_prefix(prefix)
+        delete_topics(bootstrap, [own, f"{own}.dlq"])
+
+
 def run(
     bootstrap: str,
     run_id: str,
@@ -274,9 +319,11 @@ def run(
             finally:
                 store.delete_prefix(prefix)
                 delete_topics(bootstrap, [own, f"{own}.dlq"])
+        encrypted = encrypted_drain(bootstrap, run_id, store, events, duplicate_share, log_dir)
     finally:
         delete_topics(bootstrap, [topic, f"{topic}.dlq"])
     return {
+        "encrypted": encrypted,
         "topic_records": fill.records,
         "unique_events": fill.unique,
         "duplicates": fill.duplicates,

@@ -6,7 +6,10 @@
   (baselines.produce_in_flight). For both services the CPU time of the whole process tree
   (master and workers, every thread, from /proc) is divided by the requests answered 201;
 * `POST /events/batch` at each batch size, beside Kafka's ProducerPerformance (300-byte
-  records, acks=all, idempotent, lz4) and a bare confluent-kafka produce loop.
+  records, acks=all, idempotent, lz4) and a bare confluent-kafka produce loop;
+* with payload encryption on (PAYLOAD_ENCRYPTION_KEYS, data keys in the bench Redis):
+  `/events/generate` at the highest concurrency and `/events/batch` of 100, each beside
+  the same run's figure without encryption.
 
 Every answer that is not a 201 is counted as an error (bench/wrk/report.lua).
 """
@@ -23,10 +26,12 @@ from bench import baselines
 from bench.common import (
     BIN,
     ROOT,
+    BenchRedis,
     Service,
     cpu_seconds,
     create_topics,
     delete_topics,
+    encryption_env,
     free_port,
     last_json_line,
     progress,
@@ -103,6 +108,55 @@ def floor(
     return out
 
 
+ENCRYPTED_BATCH = 100
+
+
+def encrypted(
+    bootstrap: str,
+    run_id: str,
+    store: BenchRedis,
+    *,
+    seconds: float,
+    connections: int,
+    batch_connections: int,
+    log_dir: Path | None,
+) -> dict[str, Any]:
+    """`producer-service` with payload encryption on: `/events/generate` at `connections`
+    and `/events/batch` of ENCRYPTED_BATCH, as `run` measures them. wrk's 1,000 users get
+    their data keys on first use, then from each worker's cache."""
+    topic = f"bench-{run_id}-intake-enc"
+    prefix = f"bench:{run_id}:enc"
+    create_topics(bootstrap, [topic])
+    port = free_port()
+    service = Service.start(
+        "producer-service-encrypted",
+        "producer-service",
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "KAFKA_TOPIC": topic,
+            "PRODUCER_BIND_HOST": "127.0.0.1",
+            "PRODUCER_PORT": str(port),
+            "REDIS_URL": store.url,
+            **encryption_env(prefix),
+        },
+        port,
+        log_dir,
+    )
+    try:
+        service.wait_ready()
+        progress(f"encrypted: POST /events/generate, {connections} connections, {seconds:g} s")
+        single = wrk_with_cpu(service, "generate.lua", connections, seconds)
+        progress(f"encrypted: POST /events/batch, {ENCRYPTED_BATCH} events per request")
+        batch = wrk_with_cpu(service, "batch.lua", batch_connections, seconds, ENCRYPTED_BATCH)
+        batch["batch"] = ENCRYPTED_BATCH
+        batch["events_per_second"] = round(batch["acked_requests_per_second"] * ENCRYPTED_BATCH)
+    finally:
+        service.stop()
+        store.delete_prefix(prefix)
+        delete_topics(bootstrap, [topic])
+    return {"single": single, "batch": batch}
+
+
 def run(
     bootstrap: str,
     run_id: str,
@@ -113,7 +167,9 @@ def run(
     batch_connections: int,
     produce_events: int,
     log_dir: Path | None,
+    store: BenchRedis | None = None,
 ) -> dict[str, Any]:
+    """The intake figures; with `store`, those with payload encryption on too."""
     topic = f"bench-{run_id}-intake"
     base_topic = f"bench-{run_id}-intake-base"
     create_topics(bootstrap, [topic, base_topic])
@@ -149,6 +205,17 @@ def run(
     finally:
         service.stop()
 
+    encrypted_rows = None
+    if store is not None:
+        encrypted_rows = encrypted(
+            bootstrap,
+            run_id,
+            store,
+            seconds=seconds,
+            connections=max(concurrencies),
+            batch_connections=batch_connections,
+            log_dir=log_dir,
+        )
     floor_rows = floor(concurrencies, seconds, log_dir)
     try:
         in_flight = []
@@ -168,4 +235,5 @@ def run(
         "baseline_in_flight": in_flight,
         "baseline_produce": bare,
         "producer_performance": perf,
+        "encrypted": encrypted_rows,
     }

@@ -310,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_connections=args.batch_connections,
                 produce_events=args.produce_events,
                 log_dir=log_dir,
+                store=store,
             )
         if "intake" in args.parts:
             results["breakdown"] = breakdown.run(
@@ -403,8 +404,10 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if "intake" in r:
         out += _intake_rows(r["intake"])
+        out += _intake_encryption_rows(r["intake"])
     if "consumer" in r:
         out += _consumer_rows(r["consumer"])
+        out += _consumer_encryption_rows(r["consumer"])
     if "e2e" in r:
         out += _e2e_rows(r["e2e"], r["e2e_baseline"])
     if "memory" in r:
@@ -569,6 +572,69 @@ def _intake_rows(i: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _intake_encryption_rows(i: dict[str, Any]) -> list[dict[str, Any]]:
+    """Payload encryption's cost on intake: each figure beside the same run's figure
+    without it (the ratio of throughput, then of service CPU per acked event)."""
+    enc = i.get("encrypted")
+    if not enc:
+        return []
+    out = []
+    single = enc["single"]
+    c = single["connections"]
+    plain = next((s for s in i["single"] if s["connections"] == c), None)
+    batch = enc["batch"]
+    size = batch["batch"]
+    plain_batch = next((b for b in i["batch"] if b["batch"] == size), None)
+    pairs = [
+        (f"/events/generate, {c} conn", single, plain, "acked_requests_per_second", 1),
+        (f"/events/batch, {size}/request", batch, plain_batch, "events_per_second", size),
+    ]
+    for what, on, off, rate, per in pairs:
+        off_rate = None if off is None else off[rate]
+        out.append(
+            _row(
+                f"POST {what}, payloads encrypted",
+                f"{_n(on[rate])} ev/s",
+                f"same run, not encrypted: {_n(off_rate)} ev/s",
+                _ratio(on[rate], off_rate),
+                value=on[rate],
+            )
+        )
+        cpu = on.get("cpu_us_per_acked")
+        off_cpu = None if off is None else off.get("cpu_us_per_acked")
+        cpu_per = None if cpu is None else cpu / per
+        off_per = None if off_cpu is None else off_cpu / per
+        out.append(
+            _row(
+                "  service CPU per acked event, encrypted",
+                f"{_n(cpu_per, 1)} us",
+                f"not encrypted: {_n(off_per, 1)} us",
+                _ratio(cpu_per, off_per),
+                value=cpu_per,
+            )
+        )
+    return out
+
+
+def _consumer_encryption_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
+    """Payload encryption's cost on the consumer: one replica's rate beside the same
+    run's without it."""
+    enc = c.get("encrypted")
+    if not enc:
+        return []
+    plain = next((w for w in c["workers"] if w["replicas"] == 1), None)
+    off = None if plain is None else plain["events_per_second"]
+    return [
+        _row(
+            "consumer, 1 replica, payloads encrypted",
+            f"{_n(enc['events_per_second'])} ev/s",
+            f"same run, not encrypted: {_n(off)} ev/s",
+            _ratio(enc["events_per_second"], off),
+            value=enc["events_per_second"],
+        )
+    ]
+
+
 def _consumer_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     cperf = c["consumer_performance"]["events_per_second"]
@@ -709,11 +775,19 @@ def _cluster_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
 def problems(r: dict[str, Any]) -> list[str]:
     """Why some figures cannot be trusted (errors, lost or miscounted events)."""
     found = []
-    for s in r.get("intake", {}).get("single", []) + r.get("intake", {}).get("batch", []):
+    encrypted = r.get("intake", {}).get("encrypted") or {}
+    for s in (
+        r.get("intake", {}).get("single", [])
+        + r.get("intake", {}).get("batch", [])
+        + list(encrypted.values())
+    ):
         if s["non_201"] or s["socket_errors"] or s["timeouts"]:
             found.append(f"{s['command']}: {s['non_201']} non-201, {s['socket_errors']} socket "
                          f"errors, {s['timeouts']} timeouts")  # fmt: skip
-    for w in r.get("consumer", {}).get("workers", []):
+    consumer = r.get("consumer", {})
+    for w in consumer.get("workers", []) + (
+        [consumer["encrypted"]] if consumer.get("encrypted") else []
+    ):
         if not w["counts_correct"]:
             found.append(
                 f"consumer x{w['replicas']}: stored {w['stored']} and skipped "

@@ -224,6 +224,10 @@ def main() -> int:
     log.info("consumer starting", extra={"settings": redacted(settings), "pid": os.getpid()})
     store = open_store(settings, timeout_seconds=settings.redis_timeout_seconds, writer=True)
     durable = check_durability(store, settings.require_durable_redis)
+    if durable and settings.encryption.enabled:
+        from consumer_service.pipeline.shredding import self_check
+
+        durable = self_check(settings)
     code = _serve(settings, store, status_path) if durable else EXIT_CONFIG
     store.close()
     if made_run_dir:

@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shared.auth import ERASE, READ, ApiKey, AuthSettings, parse_api_keys
-from shared.config import CommonSettings, Environ, check_choices, read_settings, setting
+from shared.config import (
+    CommonSettings,
+    EncryptionSettings,
+    Environ,
+    check_choices,
+    read_settings,
+    setting,
+)
 from shared.errors import ConfigError
 
 # Ten years. The longest TTL or age a setting may ask for: far beyond any real retention,
@@ -32,6 +39,7 @@ class ConsumerSettings:
 
     common: CommonSettings = field(default_factory=CommonSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
     consumer_group: str = setting(
         "user-activity-consumers",
         "KAFKA_CONSUMER_GROUP",

@@ -20,6 +20,10 @@ DUPLICATES_SKIPPED = Counter(
 DEAD_LETTERED = Counter(
     "consumer_dead_lettered_total", "Poison records sent to the dead-letter topic.", ["reason"]
 )
+ERASED_DROPPED = Counter(
+    "consumer_erased_dropped_total",
+    "Records dropped because their user's payload data key was erased.",
+)
 BATCH_SECONDS = Histogram(
     "consumer_batch_seconds",
     "Time from a batch leaving consume() to its offsets committed.",

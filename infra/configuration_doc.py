@@ -17,7 +17,7 @@ from typing import Any, get_type_hints
 from consumer_service.config import ConsumerSettings
 from producer_service.config import ProducerSettings
 from shared.auth import AuthSettings
-from shared.config import CommonSettings, Setting, declared
+from shared.config import CommonSettings, EncryptionSettings, Setting, declared
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
@@ -61,6 +61,11 @@ listens beyond loopback. `/health`, `/ready` and `/metrics` are always open; see
 [security.md](security.md)."""
 
 # Read by the processes outside the settings objects.
+ENCRYPTION = """\
+With `PAYLOAD_ENCRYPTION_KEYS` set, every producer and consumer must hold the same keys,
+and the producer needs `REDIS_URL` and `PRODUCER_REDIS_PREFIX` (the consumers' Redis and
+prefix); see [personal-data.md](personal-data.md#encrypted-payloads-crypto-shredding)."""
+
 OTHER_VARIABLES = (
     (
         "PROMETHEUS_MULTIPROC_DIR",
@@ -137,6 +142,7 @@ def render() -> str:
     for title, prefixes in COMMON_SECTIONS:
         out += [f"### {title}", "", *table(CommonSettings, prefixes), ""]
     out += ["### Access control", "", ACCESS_CONTROL, "", *table(AuthSettings), ""]
+    out += ["### Payload encryption", "", ENCRYPTION, "", *table(EncryptionSettings), ""]
     out += ["## Producer", "", *table(ProducerSettings), ""]
     out += ["## Consumer", "", *table(ConsumerSettings), ""]
     out += ["## Read outside the settings", "", "| Variable | Default | Meaning |", "|---|---|---|"]

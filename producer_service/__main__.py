@@ -13,6 +13,7 @@ from typing import Any
 from gunicorn.app.base import Application
 
 from producer_service.config import ProducerSettings
+from producer_service.encryption import self_check
 from shared.errors import ConfigError
 
 CONFIG_FILE = Path(__file__).with_name("gunicorn.conf.py")
@@ -36,9 +37,13 @@ class ProducerApplication(Application):  # type: ignore[misc]
 
 def main() -> int:
     try:
-        ProducerSettings.from_env()
+        settings = ProducerSettings.from_env()
     except ConfigError as exc:
         print(f"producer-service: {exc}", file=sys.stderr)
+        return 2
+    problem = self_check(settings)
+    if problem is not None:
+        print(f"producer-service: {problem}", file=sys.stderr)
         return 2
     ProducerApplication(usage="producer-service", prog="producer-service").run()
     return 0

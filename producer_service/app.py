@@ -11,6 +11,7 @@ from flask import Flask, Response, jsonify, request
 from producer_service import metrics
 from producer_service.config import ProducerSettings
 from producer_service.docs import bp as docs_bp
+from producer_service.encryption import EncryptingPublisher, data_keys_for, key_client
 from producer_service.errors import register_error_handlers
 from producer_service.events import bp as events_bp
 from producer_service.fast_path import SingleEventFastPath
@@ -110,9 +111,15 @@ def create_app(
 def _new_state(
     app: Flask, settings: ProducerSettings, publisher: EventPublisher | None
 ) -> ProducerState:
+    publisher = KafkaEventPublisher(settings) if publisher is None else publisher
+    if settings.encryption.enabled:
+        # Every intake path publishes through it: none can send a plain payload.
+        assert settings.rate_limit_redis_url is not None  # required by the settings
+        keys = data_keys_for(settings, key_client(settings.rate_limit_redis_url))
+        publisher = EncryptingPublisher(publisher, keys)
     return ProducerState(
         settings=settings,
-        publisher=KafkaEventPublisher(settings) if publisher is None else publisher,
+        publisher=publisher,
         input_schema=EventInputSchema(settings.event_types, settings.max_payload_bytes),
         batch_schema=BatchInputSchema(
             settings.event_types, settings.max_payload_bytes, settings.max_batch_events

@@ -14,6 +14,7 @@ from limits import RateLimitItem, parse_many
 from shared.auth import WRITE, ApiKey, AuthSettings, parse_api_keys
 from shared.config import (
     CommonSettings,
+    EncryptionSettings,
     Environ,
     check_choices,
     check_redis_url,
@@ -50,6 +51,7 @@ class ProducerSettings:
 
     common: CommonSettings = field(default_factory=CommonSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
     bind_host: str = setting("0.0.0.0", "PRODUCER_BIND_HOST", "listen address")
     port: int = setting(8000, "PRODUCER_PORT", "listen port", lo=0, hi=65535)
     workers: int = setting(
@@ -160,6 +162,12 @@ class ProducerSettings:
     rate_limit_prefix: str = setting(
         "producer-quota", "PRODUCER_RATE_LIMIT_PREFIX", "prefix of the quota's Redis keys"
     )
+    redis_prefix: str = setting(
+        "ua",
+        "PRODUCER_REDIS_PREFIX",
+        "with `PAYLOAD_ENCRYPTION_KEYS`: the consumers' `CONSUMER_REDIS_PREFIX`, under which "
+        "the users' data keys live",
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -178,6 +186,11 @@ class ProducerSettings:
             check_redis_url("REDIS_URL", self.rate_limit_redis_url)
         if not self.rate_limit_prefix:
             raise ConfigError("PRODUCER_RATE_LIMIT_PREFIX must not be empty")
+        if self.encryption.enabled and self.rate_limit_redis_url is None:
+            raise ConfigError(
+                "PAYLOAD_ENCRYPTION_KEYS needs REDIS_URL set: the producer keeps the users' "
+                "data keys in the consumers' Redis"
+            )
 
     def parsed_api_keys(self) -> tuple[ApiKey, ...]:
         """PRODUCER_API_KEYS with the scopes of each key; ConfigError for a bad item."""

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
 from shared.events import EVENT_TYPE_MAX
+from shared.payload_crypto import MasterKeys, parse_master_keys
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -371,7 +372,7 @@ class CommonSettings:
         return read_settings(cls, env)
 
 
-SECRET_MARKERS = ("password", "secret", "api_keys", "token")
+SECRET_MARKERS = ("password", "secret", "api_keys", "token", "encryption_keys")
 HIDDEN = "***"
 
 
@@ -498,3 +499,55 @@ def redacted(settings: Any) -> dict[str, Any]:
             value = redacted(value)
         out[f.name] = value
     return out
+
+
+def _check_master_keys(name: str, text: str) -> None:
+    try:
+        parse_master_keys(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class EncryptionSettings:
+    """Payload encryption (crypto-shredding, docs/personal-data.md); both services read
+    the same variables and need the same keys. Off while PAYLOAD_ENCRYPTION_KEYS is unset.
+    `repr()` hides the keys."""
+
+    payload_encryption_keys: str | None = setting(
+        None,
+        "PAYLOAD_ENCRYPTION_KEYS",
+        "master keys, comma-separated `<id>:<base64 of 32 bytes>`; the first wraps new data "
+        "keys, every one unwraps (rotation: docs/personal-data.md); unset: payloads are not "
+        "encrypted; shown as `***` in logs",
+        check=_check_master_keys,
+    )
+    payload_key_cache_seconds: float = setting(
+        1.0,
+        "PAYLOAD_KEY_CACHE_SECONDS",
+        "how often a process reads the erasure counter and drops its cached data keys if "
+        "it moved: after an erasure, a producer may seal that user's new events under the "
+        "deleted key for this long (they are dropped as erased); 0: on every request",
+        lo=0,
+        hi=60,
+    )
+    payload_key_cache_size: int = setting(
+        10_000,
+        "PAYLOAD_KEY_CACHE_SIZE",
+        "unwrapped data keys each process keeps (least recently used go first)",
+        lo=0,
+        hi=10_000_000,
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.payload_encryption_keys is not None
+
+    def master_keys(self) -> MasterKeys:
+        """The parsed PAYLOAD_ENCRYPTION_KEYS (call only when `enabled`)."""
+        assert self.payload_encryption_keys is not None
+        return parse_master_keys(self.payload_encryption_keys)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in redacted(self).items())
+        return f"{type(self).__name__}({shown})"

@@ -5,6 +5,8 @@
     pipeline-admin dlq replay [--reason R] [--since T] [--dry-run]
     pipeline-admin user erase USER_ID                delete the user's stored events
                                                      (consumer_service/admin/users.py)
+    pipeline-admin keys rewrap                       wrap every payload data key with the
+                                                     current master key (admin/keys.py)
 
 Settings come from the services' environment (KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC, the
 KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* / KAFKA_SSL_CA_LOCATION of a secured cluster, and
@@ -31,7 +33,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
+import redis
+
 from consumer_service.admin.kafka import AdminError
+from consumer_service.admin.keys import rewrap
 from consumer_service.admin.render import (
     Progress,
     print_record,
@@ -99,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
     user_actions = user.add_subparsers(dest="action", required=True)
     erase = user_actions.add_parser("erase", help="delete every stored event of one user")
     erase.add_argument("user_id", metavar="USER_ID")
+    keys = commands.add_parser("keys", help="the payload data keys")
+    keys.add_subparsers(dest="action", required=True).add_parser(
+        "rewrap", help="wrap every data key with the current master key"
+    )
     return parser
 
 
@@ -180,6 +189,16 @@ def main(
         print(f"pipeline-admin: {exc}", file=err)
         return EXIT_USAGE
     configure_logging("WARNING", service="pipeline-admin")
+    if args.area == "keys":
+        try:
+            rewrap(settings, out)
+        except ConfigError as exc:
+            print(f"pipeline-admin: {exc}", file=err)
+            return EXIT_USAGE
+        except (Unavailable, redis.RedisError) as exc:
+            print(f"pipeline-admin: Redis did not answer: {exc}", file=err)
+            return EXIT_KAFKA
+        return EXIT_OK
     if args.area == "user":
         try:
             erase_user(settings, args.user_id, out)

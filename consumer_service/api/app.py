@@ -18,8 +18,10 @@ from consumer_service.api.erasure import bp as erasure_bp
 from consumer_service.api.events import EXTENSION, ReadState
 from consumer_service.api.events import bp as events_bp
 from consumer_service.api.openapi import build_spec
+from consumer_service.api.payloads import PayloadOpener
 from consumer_service.api.readiness import READINESS, Readiness, ready
 from consumer_service.config import ConsumerSettings
+from consumer_service.pipeline.shredding import data_keys, key_client
 from consumer_service.pipeline.status import StatusFile
 from consumer_service.storage import EventStore, open_store
 from shared import web
@@ -58,7 +60,12 @@ def create_app(
         status_file = StatusFile(os.environ["CONSUMER_STATUS_FILE"])
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions[EXTENSION] = ReadState(settings, store)
+    payloads = (
+        PayloadOpener(data_keys(settings, key_client(settings)))
+        if settings.encryption.enabled
+        else None
+    )
+    app.extensions[EXTENSION] = ReadState(settings, store, payloads)
     app.extensions[READINESS] = Readiness(settings, store, status_file)
     web.set_openapi(app, build_spec(settings, cluster=store.opaque_cursor).to_dict())
     web.register_error_handlers(app)

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import ValidationError
 
+from consumer_service.api.payloads import PayloadOpener
 from consumer_service.api.schemas import ProcessedQuerySchema
 from consumer_service.config import ConsumerSettings
 from consumer_service.storage import EventStore, PageQuery
@@ -27,6 +28,8 @@ class ReadState:
 
     settings: ConsumerSettings
     store: EventStore
+    # Set with payload encryption on: opens the stored payloads for the answer.
+    payloads: PayloadOpener | None = None
 
 
 def state() -> ReadState:
@@ -73,6 +76,8 @@ def list_processed() -> Response:
         until=q.get("until"),
     )
     page = st.store.page(query, st.settings.max_scan_per_page, st.settings.max_page_bytes)
+    if st.payloads is not None:
+        st.payloads.reveal(page.events)
     return jsonify(
         {
             "events": page.events,
@@ -85,9 +90,12 @@ def list_processed() -> Response:
 
 @bp.get("/events/processed/<event_id>")
 def get_processed(event_id: str) -> Response:
-    event = state().store.get(event_id)
+    st = state()
+    event = st.store.get(event_id)
     if event is None:
         return error_response(404, "not_found", f"No processed event {event_id}.")
+    if st.payloads is not None:
+        st.payloads.reveal([event])
     return jsonify(event)
 
 

@@ -5,7 +5,7 @@ can be inspected or replayed as it was, and gains:
 
     dlq.error             the human-readable reason (at most 1,000 bytes)
     dlq.error.type        too_large | not_json | invalid_schema | unknown_event_type |
-                          processing_error
+                          processing_error | undecryptable (pipeline.shredding)
     dlq.source.topic      where it came from
     dlq.source.partition
     dlq.source.offset

@@ -7,7 +7,8 @@ The batch path, one small step per guarantee, in this order:
 2. `Offsets.owned`: drop records of partitions revoked meanwhile; a fatal consumer error stops.
 3. `decide_batch` (pipeline.batch): each record is Accepted or a DeadLetter
    (pipeline.processing); the poison guard stops the worker before a flood is drained
-   into the DLQ.
+   into the DLQ. With payload encryption on, `_open_payloads` (pipeline.shredding)
+   then drops the records of erased users and dead-letters payloads that do not open.
 4. `Flight.start` (pipeline.flight): dead letters acknowledged by the broker, then the
    accepted events handed to a store thread, which runs ONE Lua script in Redis.
 5. `_finish_store`: wait for the script's answer; on failure retry with backoff,
@@ -67,6 +68,7 @@ from consumer_service.pipeline.login import LoginWatch
 from consumer_service.pipeline.offsets import Offsets
 from consumer_service.pipeline.processing import Accepted, PoisonWindow, safe_text
 from consumer_service.pipeline.rebalance import Rebalance
+from consumer_service.pipeline.shredding import PayloadScreen, data_keys, key_client
 from consumer_service.pipeline.status import StatusFile, WorkerState
 from consumer_service.storage import BatchResult, EventStore, StoreFenced
 from shared.errors import Unavailable
@@ -133,6 +135,11 @@ class Worker:
         self._login = LoginWatch(self._health, assigned, describe(settings.common))
         self._rebalance = Rebalance(self._offsets, self._flight, self._login, self._health)
         self._lag = LagGauge()
+        self._screen = (
+            PayloadScreen(data_keys(settings, key_client(settings)))
+            if settings.encryption.enabled
+            else None
+        )
 
     # -- control -------------------------------------------------------------------
 
@@ -252,8 +259,31 @@ class Worker:
             return None
         batch = decide_batch(owned, self._poison, self._settings)
         batch.started = started
+        # Held first: a rebalance while the payload step waits for Redis marks it revoked.
         self._flight.hold(batch)
+        if self._screen is not None and not self._open_payloads(batch):
+            self._flight.drop(batch)
+            return None
         return batch
+
+    def _open_payloads(self, batch: Batch) -> bool:
+        """Step 3b, with payload encryption on (pipeline.shredding): records of erased
+        users dropped, payloads that do not open dead-lettered. Retried with backoff while
+        Redis does not answer; False when a stop came meanwhile (nothing of the batch is
+        committed: its next owner replays it)."""
+        assert self._screen is not None
+        retries = 0
+        while True:
+            try:
+                self._screen.screen(batch, self._settings.common.kafka_topic)
+            except Unavailable as exc:
+                if not self._backoff.wait(retries, exc):
+                    return False
+                retries += 1
+                continue
+            if retries:
+                self._backoff.resume()
+            return True
 
     def _finish_store(self) -> tuple[Batch, BatchResult] | None:
         """Step 5 for the oldest batch in flight: wait for its store, retrying with

@@ -34,7 +34,12 @@ from consumer_service.storage.cluster_nodes import ClusterNodes, Queue
 from consumer_service.storage.cluster_page import PartitionMerge, cursor_positions, decode_cursor
 from consumer_service.storage.durability import Durability, read_durability
 from consumer_service.storage.erase import ERASE_USER_LUA, erase_args, erase_until_done
-from consumer_service.storage.keys import ClusterKeyLayout, KeyLayout
+from consumer_service.storage.keys import (
+    ClusterKeyLayout,
+    KeyLayout,
+    data_key,
+    data_key_erasures,
+)
 from consumer_service.storage.script import DUPLICATE, STORE_BATCH_SHA
 from shared.errors import Unavailable
 
@@ -164,6 +169,14 @@ class RedisClusterEventStore(RedisStore):
         self._nodes.on_nodes(adds)
 
     def erase_user(self, user_id: str) -> int:
+        # The payload data key has a slot of its own: deleted before the events, so the
+        # user's payloads anywhere are unreadable even if an erase step below fails; the
+        # counter then tells every process to drop its cached keys.
+        name = data_key(self.keys.prefix, user_id)
+        (deleted,) = self._nodes.on_nodes([(name, lambda pipe: pipe.delete(name))])
+        if deleted:
+            counter = data_key_erasures(self.keys.prefix)
+            self._nodes.on_nodes([(counter, lambda pipe: pipe.incr(counter))])
         total = 0
         for partition in self.partitions():
             tag = self.keys.partition(partition)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
+from consumer_service.storage import keys
+
 ERASE_USER_LUA = (
     resources.files("consumer_service.storage").joinpath("erase_user.lua").read_text("utf-8")
 )
@@ -17,9 +19,13 @@ ERASE_USER_LUA = (
 ERASE_PER_CALL = 500
 
 
-def erase_args(prefix: str, user_id: str) -> list[Any]:
-    """The script's ARGV for `user_id`'s events under `prefix`."""
-    return [prefix, user_id, ERASE_PER_CALL]
+def erase_args(prefix: str, user_id: str, data_key: bool = False) -> list[Any]:
+    """The script's ARGV for `user_id`'s events under `prefix`; with `data_key`, the
+    script deletes the user's payload data key too (on a single node)."""
+    args: list[Any] = [prefix, user_id, ERASE_PER_CALL]
+    if not data_key:
+        return args
+    return [*args, keys.data_key(prefix, user_id), keys.data_key_erasures(prefix)]
 
 
 def erase_until_done(call: Callable[[], Sequence[Any]]) -> int:

@@ -19,12 +19,18 @@ ARGV layout
   [1] prefix   P
   [2] userId
   [3] limit    most events erased by this call (> 0)
+  [4] datakey  optional: the user's payload data key (keys.py), deleted first, so the
+               user's encrypted payloads anywhere are unreadable from this call on
+  [5] erasures with [4]: the data-key erasure counter, incremented when [4] existed
 
 Result: {erased, left}: event bodies deleted by this call (an index entry whose body
 retention already removed counts 0), and entries still in the user's index.
 --]]
 
 local prefix, user, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if ARGV[4] and redis.call('DEL', ARGV[4]) == 1 then
+  redis.call('INCR', ARGV[5])
+end
 local by_user = prefix .. ':user:' .. user
 local index = prefix .. ':index'
 local time_index = prefix .. ':time'

@@ -22,6 +22,16 @@ Single node, under one prefix P (default `ua`):
 
 The sequence number is both the processing order and the read API's paging cursor.
 
+Payload encryption (shared/payload_crypto.py), the same names on one node and on a
+Redis Cluster, where the braces give each its own slot; the producer writes them too:
+
+    P:datakey:{<userId>}  string, the user's data key wrapped by a master key; deleted
+                          by an erasure, which leaves the user's payloads unreadable
+    P:datakey-erasures    string counter, incremented by each erasure that deleted a
+                          data key: processes empty their cache of data keys when it moves
+    P:keycheck:{<keyId>}  string, a value wrapped by master key <keyId>, for the start-up
+                          check that every service holds the same key under that id
+
 Redis Cluster (docs/scaling.md), every atomic step inside one hash slot:
 
     {P:p<n>}:...          partition n's keys: the single-node layout above under the
@@ -34,6 +44,21 @@ Redis Cluster (docs/scaling.md), every atomic step inside one hash slot:
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+def data_key(prefix: str, user_id: str) -> str:
+    """The name of `user_id`'s data key under the store prefix `prefix`."""
+    return f"{prefix}:datakey:{{{user_id}}}"
+
+
+def data_key_erasures(prefix: str) -> str:
+    """The name of the counter of data keys erased under the store prefix `prefix`."""
+    return f"{prefix}:datakey-erasures"
+
+
+def key_check(prefix: str, key_id: str) -> str:
+    """The name of master key `key_id`'s check value under the store prefix `prefix`."""
+    return f"{prefix}:keycheck:{{{key_id}}}"
 
 
 @dataclass(frozen=True)

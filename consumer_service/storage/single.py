@@ -100,7 +100,7 @@ class RedisEventStore(RedisStore):
         return BatchResult.from_codes(events, results)
 
     def erase_user(self, user_id: str) -> int:
-        args = erase_args(self._prefix, user_id)
+        args = erase_args(self._prefix, user_id, data_key=True)
         try:
             return erase_until_done(lambda: self._erase(keys=[], args=args))
         except redis.RedisError as exc:

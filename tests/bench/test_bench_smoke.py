@@ -65,6 +65,11 @@ def test_smoke_run_reports_every_figure(
     assert all(positive(b["events_per_second"]) and b["non_201"] == 0 for b in intake["batch"])
     assert positive(intake["baseline_produce"]["events_per_second"])
     assert positive(intake["producer_performance"]["events_per_second"])
+    # With payload encryption on, beside the same run's figures without it.
+    encrypted = intake["encrypted"]
+    assert encrypted["single"]["connections"] == 64 and encrypted["batch"]["batch"] == 100
+    for run in encrypted.values():
+        assert run["non_201"] == 0 and positive(run["cpu_us_per_acked"]), run
 
     consumer = results["consumer"]
     assert [w["replicas"] for w in consumer["workers"]] == [1, 2]
@@ -75,6 +80,8 @@ def test_smoke_run_reports_every_figure(
     assert consumer["duplicates"] == consumer["topic_records"] // 20
     for baseline in ("consumer_performance", "baseline_consume", "redis_store_loop"):
         assert positive(consumer[baseline]["events_per_second"]), baseline
+    sealed = consumer["encrypted"]
+    assert positive(sealed["events_per_second"]) and sealed["counts_correct"], sealed
 
     e2e = results["e2e"]
     assert e2e["acked"] > 0 and e2e["not_seen"] == 0 and e2e["read_api_sample_ok"], e2e
@@ -98,12 +105,14 @@ def test_smoke_run_reports_every_figure(
 
     # The table: every figure there, every baseline with its ratio.
     rows = results["rows"]
-    assert len(rows) == 12 + 6 + 1 + 6 + 2 + len(PROCESS_ROLES) + 1 + 6
+    assert len(rows) == 12 + 6 + 1 + 4 + 6 + 1 + 2 + len(PROCESS_ROLES) + 1 + 6
     for row in rows:
         assert row["figure"] or row["baseline"], row
         if row["baseline"] and not row["baseline"].startswith("its first sample"):
             assert row["ratio"] is not None, row
     assert "POST /events/generate, 64 conn" in done.stdout
+    assert "POST /events/generate, 64 conn, payloads encrypted" in done.stdout
+    assert "consumer, 1 replica, payloads encrypted" in done.stdout
     assert "Redis bytes per stored event" in done.stdout
     assert "client track(), in memory" in done.stdout
     assert results["problems"] == []

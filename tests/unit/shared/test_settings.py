@@ -16,6 +16,7 @@ from producer_service.config import ProducerSettings
 from shared.auth import AuthSettings
 from shared.config import (
     CommonSettings,
+    EncryptionSettings,
     check_choices,
     declared,
     read_settings,
@@ -24,7 +25,13 @@ from shared.config import (
 from shared.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
-SETTINGS_CLASSES = (CommonSettings, AuthSettings, ProducerSettings, ConsumerSettings)
+SETTINGS_CLASSES = (
+    CommonSettings,
+    AuthSettings,
+    EncryptionSettings,
+    ProducerSettings,
+    ConsumerSettings,
+)
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,7 @@ def test_a_setting_of_a_type_without_a_parser_is_refused() -> None:
 
 @pytest.mark.parametrize("cls", SETTINGS_CLASSES)
 def test_every_field_is_declared_with_a_variable_and_a_doc(cls: type) -> None:
-    plain = [f.name for f in fields(cls) if f.name not in ("common", "auth")]
+    plain = [f.name for f in fields(cls) if f.name not in ("common", "auth", "encryption")]
     assert plain == [f.name for f, _ in declared(cls)]
     for _, spec in declared(cls):
         assert spec.doc and "\n" not in spec.doc, spec.env
