@@ -45,15 +45,20 @@ def test_master_keys_syntax_first_id_wraps() -> None:
     assert "k1" in repr(keys) and base64.b64encode(keys.keys[0][1]).decode() not in repr(keys)
 
 
+# Fixed keys, not random ones: the ids must be the same in every pytest-xdist worker.
+K1 = base64.b64encode(bytes(range(32))).decode()
+K2 = base64.b64encode(bytes(range(32, 64))).decode()
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [
         ("nocolon", "must be `<id>:<base64 key>`"),
-        (f"bad id:{b64key()}", "must be `<id>:<base64 key>`"),
+        (f"bad id:{K1}", "must be `<id>:<base64 key>`"),
         ("k1:!!!!", "not valid base64"),
         ("k1:" + base64.b64encode(b"short").decode(), "is 5 bytes; AES-256 needs 32"),
-        (f"k1:{b64key()},k1:{b64key()}", "given twice"),
-        (f"k1:{b64key()},", "item 2"),
+        (f"k1:{K1},k1:{K2}", "given twice"),
+        (f"k1:{K1},", "item 2"),
     ],
 )
 def test_bad_master_keys_are_refused_without_quoting_a_key(text: str, words: str) -> None:
