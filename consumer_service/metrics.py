@@ -17,6 +17,10 @@ EVENTS_PROCESSED = Counter(
 DUPLICATES_SKIPPED = Counter(
     "consumer_duplicates_skipped_total", "Records whose eventId was already seen in the window."
 )
+ERASED_DROPPED = Counter(
+    "consumer_erased_dropped_total",
+    "Records of an erased user's events from before the erasure, dropped and committed.",
+)
 DEAD_LETTERED = Counter(
     "consumer_dead_lettered_total", "Poison records sent to the dead-letter topic.", ["reason"]
 )

@@ -1,12 +1,16 @@
-"""Erasing a user's stored events: the script (erase_user.lua, shipped with the package)
-and the loop both backends run it in. The script's header says what it deletes and what
-it keeps."""
+"""Erasing a user's stored events: the script (erase_user.lua, shipped with the package),
+its answer (`Erasure`) and the loop both backends run it in. The script's header says
+what it deletes, what it keeps, and the erasure record it writes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
+
+from shared.events import utc_timestamp
 
 ERASE_USER_LUA = (
     resources.files("consumer_service.storage").joinpath("erase_user.lua").read_text("utf-8")
@@ -17,17 +21,35 @@ ERASE_USER_LUA = (
 ERASE_PER_CALL = 500
 
 
-def erase_args(prefix: str, user_id: str) -> list[Any]:
-    """The script's ARGV for `user_id`'s events under `prefix`."""
-    return [prefix, user_id, ERASE_PER_CALL]
+@dataclass(frozen=True)
+class Erasure:
+    """What one erasure did: `deleted` stored events, and its cutoff: from now on no
+    event of the user whose `timestamp` is at or before `cutoff_ms` (ms since the epoch)
+    is stored again, until the erasure record expires."""
+
+    deleted: int
+    cutoff_ms: int
+
+    @property
+    def erased_through(self) -> str:
+        """The cutoff as a timestamp in the events' own format."""
+        return utc_timestamp(datetime.fromtimestamp(self.cutoff_ms / 1000, UTC))
 
 
-def erase_until_done(call: Callable[[], Sequence[Any]]) -> int:
-    """Run `call` (one script call under one prefix, answering `{erased, left}`) until
-    the user has no event left there; the events erased in all."""
+def erase_args(prefix: str, user_id: str, cutoff_ms: int | None, ttl_seconds: int) -> list[Any]:
+    """The script's ARGV for `user_id`'s events under `prefix`; `cutoff_ms` None on an
+    erasure's first call (Redis's clock decides it)."""
+    return [prefix, user_id, ERASE_PER_CALL, "" if cutoff_ms is None else cutoff_ms, ttl_seconds]
+
+
+def erase_until_done(call: Callable[[int | None], Sequence[Any]], cutoff_ms: int | None) -> Erasure:
+    """Run `call(cutoff)` (one script call under one prefix, answering `{erased, left,
+    cutoff}`) until the user has no event left there, first with `cutoff_ms`, then with
+    the cutoff the script answered; what it erased, with that cutoff."""
     total = 0
     while True:
-        erased, left = (int(n) for n in call())
+        erased, left, cutoff = (int(n) for n in call(cutoff_ms))
         total += erased
+        cutoff_ms = cutoff
         if left == 0:
-            return total
+            return Erasure(total, cutoff)

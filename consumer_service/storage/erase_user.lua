@@ -1,15 +1,25 @@
 --[[ Erase one user's stored events under one prefix: a single node's, or one Redis
-Cluster partition's tag (keys.py's layout). Each call erases at most ARGV[3] of them,
-oldest first, so Redis keeps answering others while a user with many events goes; the
-caller repeats until none is left.
+Cluster partition's tag (keys.py's layout), and record the erasure there, in the same
+call. Each call erases at most ARGV[3] of the events, oldest first, so Redis keeps
+answering others while a user with many events goes; the caller repeats until none is
+left.
+
+The erasure record P:erased:<userId> holds a time in ms since the epoch, the cutoff: the
+store script (store_batch.lua) drops every later copy of an event of this user whose
+timestamp is at or before it, whatever its seen mark says, so no replay brings the
+erased events back (docs/personal-data.md says why the timestamp decides). The first
+call of an erasure takes the cutoff from Redis's clock and answers it; the caller gives
+it to every further call, on every partition, so one erasure has one cutoff. A record
+only moves forward: erasing a user again keeps the later cutoff. It lives ARGV[5]
+seconds (at least as long as any copy of an erased event may be replayed), renewed by
+each erasure.
 
 For each event of the user's index P:user:<userId>: its body P:event:<eventId>, its entry
 in P:index, in the time index P:time and in its type's index P:type:<eventType>, then its
 entry in the user's index. P:index and P:time stay in step, as the read API's time
 window relies on. The seen marks stay (and, on a cluster, the eventId claims): they hold an eventId
-and a Kafka position, no personal data, and while they live a redelivery or replay of an
-erased event is answered as a duplicate instead of being stored again. The counters
-(`processed`, `type:<eventType>`) count what was ever processed, as after retention.
+and a Kafka position, no personal data. The counters (`processed`, `type:<eventType>`)
+count what was ever processed, as after retention.
 
 KEYS layout
   none on a single node; on a Redis Cluster one key, P:seq, which routes the call to
@@ -19,12 +29,29 @@ ARGV layout
   [1] prefix   P
   [2] userId
   [3] limit    most events erased by this call (> 0)
+  [4] cutoff   "" on an erasure's first call (then Redis's clock decides), else the
+               cutoff that call answered
+  [5] ttl      seconds the erasure record lives
 
-Result: {erased, left}: event bodies deleted by this call (an index entry whose body
-retention already removed counts 0), and entries still in the user's index.
+Result: {erased, left, cutoff}: event bodies deleted by this call (an index entry whose
+body retention already removed counts 0), entries still in the user's index, and the
+cutoff recorded (ms since the epoch).
 --]]
 
 local prefix, user, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local cutoff, ttl = tonumber(ARGV[4]), ARGV[5]
+
+-- The record first: it is what makes the erasure last.
+if cutoff == nil then
+  local now = redis.call('TIME')
+  cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+local record = prefix .. ':erased:' .. user
+local earlier = tonumber(redis.call('GET', record))
+if earlier ~= nil and earlier > cutoff then cutoff = earlier end
+redis.call('SET', record, string.format('%d', cutoff), 'EX', ttl)
+
+-- The events.
 local by_user = prefix .. ':user:' .. user
 local index = prefix .. ':index'
 local time_index = prefix .. ':time'
@@ -46,4 +73,4 @@ end
 if #ids > 0 then
   redis.call('ZREM', by_user, unpack(ids))
 end
-return {erased, redis.call('ZCARD', by_user)}
+return {erased, redis.call('ZCARD', by_user), cutoff}

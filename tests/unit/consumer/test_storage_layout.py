@@ -47,4 +47,4 @@ def test_cluster_key_names_keep_each_atomic_step_in_one_slot() -> None:
 def test_the_script_ships_with_the_package_and_keeps_its_flags_line() -> None:
     # `#!lua` must stay the first line: Redis reads the script's flags from it.
     assert STORE_BATCH_LUA.startswith("#!lua\n")
-    assert "local DUPLICATE, REDELIVERED, FENCED = 0, -1, 'FENCED'" in STORE_BATCH_LUA
+    assert "local DUPLICATE, REDELIVERED, ERASED, FENCED = 0, -1, -2, 'FENCED'" in STORE_BATCH_LUA
