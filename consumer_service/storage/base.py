@@ -199,9 +199,10 @@ class EventStore(Protocol):
         erasure so that no event of the user with a `timestamp` at or before its cutoff
         (Redis's clock when it began) is ever stored again while the record lives; what
         was deleted (0 for a user with none) and the cutoff. Done in steps of a bounded
-        size, each atomic, the first one writing the record with its deletions: an event
-        of the user stored while it runs with a later timestamp may be deleted too or
-        stay. Erasing again is safe and moves the cutoff forward."""
+        size, each atomic, the first one writing the record with its deletions; the
+        events deleted are those stored before it, so an event of the user stored while
+        it runs (its timestamp past the cutoff) stays. Erasing again is safe and moves the
+        cutoff forward."""
         ...
 
 

@@ -189,10 +189,12 @@ class RedisClusterEventStore(RedisStore):
         seconds, micros = self._nodes.read(lambda rc: rc.time())
         return int(seconds) * 1000 + int(micros) // 1000
 
-    def _erase_step(self, tag: KeyLayout, user_id: str, cutoff_ms: int | None) -> list[Any]:
+    def _erase_step(
+        self, tag: KeyLayout, user_id: str, cutoff_ms: int | None, upto: int | None
+    ) -> list[Any]:
         """One erase script call in partition `tag`, routed by its P:seq."""
         key = tag.seq
-        args = erase_args(tag.prefix, user_id, cutoff_ms, self._erasure_ttl)
+        args = erase_args(tag.prefix, user_id, cutoff_ms, upto, self._erasure_ttl)
 
         def run(pipe: redis.client.Pipeline) -> None:
             # EVAL, not EVALSHA: erasing is rare, and the text costs nothing next to it.

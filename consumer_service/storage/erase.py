@@ -36,19 +36,33 @@ class Erasure:
         return utc_timestamp(datetime.fromtimestamp(self.cutoff_ms / 1000, UTC))
 
 
-def erase_args(prefix: str, user_id: str, cutoff_ms: int | None, ttl_seconds: int) -> list[Any]:
+def erase_args(
+    prefix: str, user_id: str, cutoff_ms: int | None, upto: int | None, ttl_seconds: int
+) -> list[Any]:
     """The script's ARGV for `user_id`'s events under `prefix`; `cutoff_ms` None on an
-    erasure's first call (Redis's clock decides it)."""
-    return [prefix, user_id, ERASE_PER_CALL, "" if cutoff_ms is None else cutoff_ms, ttl_seconds]
+    erasure's first call (Redis's clock decides it), `upto` None on its first call under
+    `prefix` (the user's latest stored event decides it)."""
+    return [
+        prefix,
+        user_id,
+        ERASE_PER_CALL,
+        "" if cutoff_ms is None else cutoff_ms,
+        "" if upto is None else upto,
+        ttl_seconds,
+    ]
 
 
-def erase_until_done(call: Callable[[int | None], Sequence[Any]], cutoff_ms: int | None) -> Erasure:
-    """Run `call(cutoff)` (one script call under one prefix, answering `{erased, left,
-    cutoff}`) until the user has no event left there, first with `cutoff_ms`, then with
-    the cutoff the script answered; what it erased, with that cutoff."""
+def erase_until_done(
+    call: Callable[[int | None, int | None], Sequence[Any]], cutoff_ms: int | None
+) -> Erasure:
+    """Run `call(cutoff, upto)` (one script call under one prefix, answering `{erased,
+    left, cutoff, upto}`) until no event stored before the erasure is left there: first
+    with `cutoff_ms` and no `upto`, then with what the script answered. What it erased,
+    with the cutoff."""
     total = 0
+    upto: int | None = None
     while True:
-        erased, left, cutoff = (int(n) for n in call(cutoff_ms))
+        erased, left, cutoff, upto = (int(n) for n in call(cutoff_ms, upto))
         total += erased
         cutoff_ms = cutoff
         if left == 0:

@@ -9,7 +9,12 @@ store script (store_batch.lua) drops every later copy of an event of this user w
 timestamp is at or before it, whatever its seen mark says, so no replay brings the
 erased events back (docs/personal-data.md says why the timestamp decides). The first
 call of an erasure takes the cutoff from Redis's clock and answers it; the caller gives
-it to every further call, on every partition, so one erasure has one cutoff. A record
+it to every further call, on every partition, so one erasure has one cutoff.
+
+The events erased are those stored before the record: the first call under a prefix
+takes the highest sequence number in the user's index (`upto`) and answers it, and every
+call erases only entries up to it. An event stored between two calls came after the
+record, so its timestamp is past the cutoff: a later event of the user, which stays. A record
 only moves forward: erasing a user again keeps the later cutoff. It lives ARGV[5]
 seconds (at least as long as any copy of an erased event may be replayed), renewed by
 each erasure.
@@ -31,15 +36,16 @@ ARGV layout
   [3] limit    most events erased by this call (> 0)
   [4] cutoff   "" on an erasure's first call (then Redis's clock decides), else the
                cutoff that call answered
-  [5] ttl      seconds the erasure record lives
+  [5] upto     "" on the first call under this prefix, else the `upto` it answered
+  [6] ttl      seconds the erasure record lives
 
-Result: {erased, left, cutoff}: event bodies deleted by this call (an index entry whose
-body retention already removed counts 0), entries still in the user's index, and the
-cutoff recorded (ms since the epoch).
+Result: {erased, left, cutoff, upto}: event bodies deleted by this call (an index entry
+whose body retention already removed counts 0), entries up to `upto` still in the user's
+index, the cutoff recorded (ms since the epoch) and `upto`.
 --]]
 
 local prefix, user, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local cutoff, ttl = tonumber(ARGV[4]), ARGV[5]
+local cutoff, upto, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 
 -- The record first: it is what makes the erasure last.
 if cutoff == nil then
@@ -55,7 +61,11 @@ redis.call('SET', record, string.format('%d', cutoff), 'EX', ttl)
 local by_user = prefix .. ':user:' .. user
 local index = prefix .. ':index'
 local time_index = prefix .. ':time'
-local ids = redis.call('ZRANGE', by_user, 0, limit - 1)
+if upto == nil then
+  local last = redis.call('ZRANGE', by_user, -1, -1, 'WITHSCORES')
+  upto = tonumber(last[2]) or 0
+end
+local ids = redis.call('ZRANGEBYSCORE', by_user, '-inf', upto, 'LIMIT', 0, limit)
 local erased = 0
 for _, id in ipairs(ids) do
   local event_key = prefix .. ':event:' .. id
@@ -73,4 +83,4 @@ end
 if #ids > 0 then
   redis.call('ZREM', by_user, unpack(ids))
 end
-return {erased, redis.call('ZCARD', by_user), cutoff}
+return {erased, redis.call('ZCOUNT', by_user, '-inf', upto), cutoff, upto}

@@ -114,8 +114,8 @@ class RedisEventStore(RedisStore):
         return BatchResult.from_codes(events, results)
 
     def erase_user(self, user_id: str) -> Erasure:
-        def call(cutoff_ms: int | None) -> Any:
-            args = erase_args(self._prefix, user_id, cutoff_ms, self._erasure_ttl)
+        def call(cutoff_ms: int | None, upto: int | None) -> Any:
+            args = erase_args(self._prefix, user_id, cutoff_ms, upto, self._erasure_ttl)
             return self._erase(keys=[], args=args)
 
         try:

@@ -19,8 +19,8 @@ from consumer_service.admin.cli import main as admin_main
 from consumer_service.api import create_app
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.processing import Accepted
-from consumer_service.storage import RedisEventStore
-from consumer_service.storage.erase import ERASE_PER_CALL
+from consumer_service.storage import PageQuery, RedisEventStore
+from consumer_service.storage.erase import ERASE_PER_CALL, erase_args
 from shared.events import utc_timestamp
 
 from .conftest import make_record
@@ -205,3 +205,22 @@ def test_an_erasure_record_lives_its_ttl_and_erasing_again_moves_it_forward(
         assert run(lambda r: r.exists(keys.erased("bob"))) == 0
     finally:
         store.close()
+
+
+def test_an_event_stored_between_two_erase_steps_stays(store: RedisEventStore) -> None:
+    many = ERASE_PER_CALL + 5
+    store_events(store, ["ann"] * many)
+    run, _ = store.layouts()[0]
+    first = run(
+        lambda r: store._erase(keys=[], args=erase_args(store._prefix, "ann", None, None, 60))
+    )
+    erased, left, cutoff, upto = (int(n) for n in first)
+    assert (erased, left) == (ERASE_PER_CALL, 5)
+    # Stored between the steps: a later event of the user (an earlier one is dropped).
+    after = Accepted(make_record("ann", timestamp=at_ms(cutoff + 1)), 0, 900)
+    before = Accepted(make_record("ann", timestamp=at_ms(cutoff)), 0, 901)
+    result = store.store_batch([after, before], NOW)
+    assert (result.stored, result.erased) == ((after,), (before,))
+    args = erase_args(store._prefix, "ann", cutoff, upto, 60)
+    assert [int(n) for n in run(lambda r: store._erase(keys=[], args=args))][:2] == [5, 0]
+    assert [e["eventId"] for e in store.page(PageQuery(user_id="ann")).events] == [after.event_id]
