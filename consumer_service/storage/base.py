@@ -198,11 +198,11 @@ class EventStore(Protocol):
         """Delete every stored event of `user_id` with its index entries, and record the
         erasure so that no event of the user with a `timestamp` at or before its cutoff
         (Redis's clock when it began) is ever stored again while the record lives; what
-        was deleted (0 for a user with none) and the cutoff. Done in steps of a bounded
-        size, each atomic, the first one writing the record with its deletions; the
-        events deleted are those stored before it, so an event of the user stored while
-        it runs (its timestamp past the cutoff) stays. Erasing again is safe and moves the
-        cutoff forward."""
+        was deleted (0 for a user with none) and the cutoff. Deletes exactly the user's
+        events with a timestamp at or before the cutoff: a later one stays, also one
+        stored while it runs. Done in steps of a bounded size, each atomic, the first one
+        writing the record with its deletions. Erasing again is safe and moves the cutoff
+        forward."""
         ...
 
 

@@ -34,7 +34,13 @@ from consumer_service.storage.base import (
 from consumer_service.storage.cluster_nodes import ClusterNodes, Queue
 from consumer_service.storage.cluster_page import PartitionMerge, cursor_positions, decode_cursor
 from consumer_service.storage.durability import Durability, read_durability
-from consumer_service.storage.erase import ERASE_USER_LUA, Erasure, erase_args, erase_until_done
+from consumer_service.storage.erase import (
+    ERASE_USER_LUA,
+    Erasure,
+    Position,
+    erase_args,
+    erase_until_done,
+)
 from consumer_service.storage.keys import ClusterKeyLayout, KeyLayout
 from consumer_service.storage.script import DUPLICATE, STORE_BATCH_SHA
 from shared.errors import Unavailable
@@ -189,12 +195,10 @@ class RedisClusterEventStore(RedisStore):
         seconds, micros = self._nodes.read(lambda rc: rc.time())
         return int(seconds) * 1000 + int(micros) // 1000
 
-    def _erase_step(
-        self, tag: KeyLayout, user_id: str, cutoff_ms: int | None, upto: int | None
-    ) -> list[Any]:
+    def _erase_step(self, tag: KeyLayout, user_id: str, position: Position) -> list[Any]:
         """One erase script call in partition `tag`, routed by its P:seq."""
         key = tag.seq
-        args = erase_args(tag.prefix, user_id, cutoff_ms, upto, self._erasure_ttl)
+        args = erase_args(tag.prefix, user_id, position, self._erasure_ttl)
 
         def run(pipe: redis.client.Pipeline) -> None:
             # EVAL, not EVALSHA: erasing is rare, and the text costs nothing next to it.

@@ -36,34 +36,32 @@ class Erasure:
         return utc_timestamp(datetime.fromtimestamp(self.cutoff_ms / 1000, UTC))
 
 
-def erase_args(
-    prefix: str, user_id: str, cutoff_ms: int | None, upto: int | None, ttl_seconds: int
-) -> list[Any]:
-    """The script's ARGV for `user_id`'s events under `prefix`; `cutoff_ms` None on an
-    erasure's first call (Redis's clock decides it), `upto` None on its first call under
-    `prefix` (the user's latest stored event decides it)."""
+# Where an erasure stands under one prefix, as the script answers it: its cutoff, and the
+# `upto` and `after` of its walk through the user's index (None: not decided yet).
+Position = tuple[int | None, int | None, int | None]
+
+
+def erase_args(prefix: str, user_id: str, position: Position, ttl_seconds: int) -> list[Any]:
+    """The script's ARGV for `user_id`'s events under `prefix`, from `position`."""
     return [
         prefix,
         user_id,
         ERASE_PER_CALL,
-        "" if cutoff_ms is None else cutoff_ms,
-        "" if upto is None else upto,
+        *("" if n is None else n for n in position),
         ttl_seconds,
     ]
 
 
-def erase_until_done(
-    call: Callable[[int | None, int | None], Sequence[Any]], cutoff_ms: int | None
-) -> Erasure:
-    """Run `call(cutoff, upto)` (one script call under one prefix, answering `{erased,
-    left, cutoff, upto}`) until no event stored before the erasure is left there: first
-    with `cutoff_ms` and no `upto`, then with what the script answered. What it erased,
-    with the cutoff."""
+def erase_until_done(call: Callable[[Position], Sequence[Any]], cutoff_ms: int | None) -> Erasure:
+    """Run `call(position)` (one script call under one prefix, answering `{erased, left,
+    cutoff, upto, after}`) until the walk through the user's index is done: first with
+    `cutoff_ms` (None: Redis's clock decides it), then where the script left off. What
+    it erased, with the cutoff."""
     total = 0
-    upto: int | None = None
+    position: Position = (cutoff_ms, None, None)
     while True:
-        erased, left, cutoff, upto = (int(n) for n in call(cutoff_ms, upto))
+        erased, left, cutoff, upto, after = (int(n) for n in call(position))
         total += erased
-        cutoff_ms = cutoff
+        position = (cutoff, upto, after)
         if left == 0:
             return Erasure(total, cutoff)

@@ -11,10 +11,13 @@ erased events back (docs/personal-data.md says why the timestamp decides). The f
 call of an erasure takes the cutoff from Redis's clock and answers it; the caller gives
 it to every further call, on every partition, so one erasure has one cutoff.
 
-The events erased are those stored before the record: the first call under a prefix
-takes the highest sequence number in the user's index (`upto`) and answers it, and every
-call erases only entries up to it. An event stored between two calls came after the
-record, so its timestamp is past the cutoff: a later event of the user, which stays. A record
+The events erased are the user's events with a timestamp at or before the cutoff (their
+score in P:time; one missing there goes too): those the record keeps out. A later event
+of the user stays, also one stored before the record (on a cluster, in a partition the
+erasure reaches a few milliseconds after taking its cutoff). The first call under a
+prefix takes the highest sequence number in the user's index (`upto`); the calls walk
+the index up to it, `after` the last entry the previous one looked at, so an erasure
+ends even while the user's later events keep coming. A record
 only moves forward: erasing a user again keeps the later cutoff. It lives ARGV[5]
 seconds (at least as long as any copy of an erased event may be replayed), renewed by
 each erasure.
@@ -37,15 +40,17 @@ ARGV layout
   [4] cutoff   "" on an erasure's first call (then Redis's clock decides), else the
                cutoff that call answered
   [5] upto     "" on the first call under this prefix, else the `upto` it answered
-  [6] ttl      seconds the erasure record lives
+  [6] after    "" on the first call under this prefix, else the `after` it answered
+  [7] ttl      seconds the erasure record lives
 
-Result: {erased, left, cutoff, upto}: event bodies deleted by this call (an index entry
-whose body retention already removed counts 0), entries up to `upto` still in the user's
-index, the cutoff recorded (ms since the epoch) and `upto`.
+Result: {erased, left, cutoff, upto, after}: event bodies deleted by this call (an index
+entry whose body retention already removed counts 0), entries of the user's index still
+to look at, the cutoff recorded (ms since the epoch), `upto` and `after`.
 --]]
 
 local prefix, user, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local cutoff, upto, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local cutoff, upto, after = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local ttl = ARGV[7]
 
 -- The record first: it is what makes the erasure last.
 if cutoff == nil then
@@ -65,7 +70,14 @@ if upto == nil then
   local last = redis.call('ZRANGE', by_user, -1, -1, 'WITHSCORES')
   upto = tonumber(last[2]) or 0
 end
-local ids = redis.call('ZRANGEBYSCORE', by_user, '-inf', upto, 'LIMIT', 0, limit)
+local from = after == nil and '-inf' or '(' .. after
+local seen = redis.call('ZRANGEBYSCORE', by_user, from, upto, 'WITHSCORES', 'LIMIT', 0, limit)
+local ids = {}
+for k = 1, #seen, 2 do
+  local score = tonumber(redis.call('ZSCORE', time_index, seen[k]))
+  if score == nil or score <= cutoff then ids[#ids + 1] = seen[k] end
+  after = tonumber(seen[k + 1])
+end
 local erased = 0
 for _, id in ipairs(ids) do
   local event_key = prefix .. ':event:' .. id
@@ -83,4 +95,5 @@ end
 if #ids > 0 then
   redis.call('ZREM', by_user, unpack(ids))
 end
-return {erased, redis.call('ZCOUNT', by_user, '-inf', upto), cutoff, upto}
+if after == nil then after = 0 end
+return {erased, redis.call('ZCOUNT', by_user, '(' .. after, upto), cutoff, upto, after}

@@ -25,7 +25,13 @@ from consumer_service.storage.base import (
     decode_event,
 )
 from consumer_service.storage.durability import Durability, read_durability
-from consumer_service.storage.erase import ERASE_USER_LUA, Erasure, erase_args, erase_until_done
+from consumer_service.storage.erase import (
+    ERASE_USER_LUA,
+    Erasure,
+    Position,
+    erase_args,
+    erase_until_done,
+)
 from consumer_service.storage.keys import KeyLayout
 from consumer_service.storage.page_read import IndexReader, ScanBudget
 from consumer_service.storage.script import FENCED, STORE_BATCH_LUA
@@ -114,8 +120,8 @@ class RedisEventStore(RedisStore):
         return BatchResult.from_codes(events, results)
 
     def erase_user(self, user_id: str) -> Erasure:
-        def call(cutoff_ms: int | None, upto: int | None) -> Any:
-            args = erase_args(self._prefix, user_id, cutoff_ms, upto, self._erasure_ttl)
+        def call(position: Position) -> Any:
+            args = erase_args(self._prefix, user_id, position, self._erasure_ttl)
             return self._erase(keys=[], args=args)
 
         try:

@@ -20,7 +20,7 @@ from consumer_service.api import create_app
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.storage import PageQuery, RedisEventStore
-from consumer_service.storage.erase import ERASE_PER_CALL, erase_args
+from consumer_service.storage.erase import ERASE_PER_CALL, Position, erase_args
 from shared.events import utc_timestamp
 
 from .conftest import make_record
@@ -211,16 +211,26 @@ def test_an_event_stored_between_two_erase_steps_stays(store: RedisEventStore) -
     many = ERASE_PER_CALL + 5
     store_events(store, ["ann"] * many)
     run, _ = store.layouts()[0]
-    first = run(
-        lambda r: store._erase(keys=[], args=erase_args(store._prefix, "ann", None, None, 60))
-    )
-    erased, left, cutoff, upto = (int(n) for n in first)
+
+    def step(position: Position) -> list[int]:
+        args = erase_args(store._prefix, "ann", position, 60)
+        return [int(n) for n in run(lambda r: store._erase(keys=[], args=args))]
+
+    erased, left, cutoff, upto, after = step((None, None, None))
     assert (erased, left) == (ERASE_PER_CALL, 5)
     # Stored between the steps: a later event of the user (an earlier one is dropped).
-    after = Accepted(make_record("ann", timestamp=at_ms(cutoff + 1)), 0, 900)
-    before = Accepted(make_record("ann", timestamp=at_ms(cutoff)), 0, 901)
-    result = store.store_batch([after, before], NOW)
-    assert (result.stored, result.erased) == ((after,), (before,))
-    args = erase_args(store._prefix, "ann", cutoff, upto, 60)
-    assert [int(n) for n in run(lambda r: store._erase(keys=[], args=args))][:2] == [5, 0]
-    assert [e["eventId"] for e in store.page(PageQuery(user_id="ann")).events] == [after.event_id]
+    later_one = Accepted(make_record("ann", timestamp=at_ms(cutoff + 1)), 0, 900)
+    earlier = Accepted(make_record("ann", timestamp=at_ms(cutoff)), 0, 901)
+    result = store.store_batch([later_one, earlier], NOW)
+    assert (result.stored, result.erased) == ((later_one,), (earlier,))
+    assert step((cutoff, upto, after))[:2] == [5, 0]
+    assert [e["eventId"] for e in store.page(PageQuery(user_id="ann")).events] == [
+        later_one.event_id
+    ]
+    # A later event stored BEFORE an erasure stays too: the timestamp decides. (Erasing
+    # again takes a new cutoff, past `later_one`.)
+    ahead = Accepted(make_record("ann", timestamp=at_ms(cutoff + 60_000)), 0, 902)
+    store.store_batch([ahead], NOW)
+    assert store.erase_user("ann").deleted == 1
+    ids = [e["eventId"] for e in store.page(PageQuery(user_id="ann")).events]
+    assert ids == [ahead.event_id]
