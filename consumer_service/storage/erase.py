@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
@@ -19,6 +19,8 @@ ERASE_USER_LUA = (
 # Events one script call erases: a few milliseconds of Redis time, so a user with a
 # million events does not stop Redis answering the worker and the readers meanwhile.
 ERASE_PER_CALL = 500
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class Erasure:
     @property
     def erased_through(self) -> str:
         """The cutoff as a timestamp in the events' own format."""
-        return utc_timestamp(datetime.fromtimestamp(self.cutoff_ms / 1000, UTC))
+        # Whole milliseconds added to the epoch: exact, where a float of seconds is not.
+        return utc_timestamp(_EPOCH + timedelta(milliseconds=self.cutoff_ms))
 
 
 # Where an erasure stands under one prefix, as the script answers it: its cutoff, and the
