@@ -168,16 +168,25 @@ for first = 1, #seen_keys, CHUNK do
   for k = 1, #got do marks[first + k - 1] = got[k] end
 end
 
--- An erased user's events up to the erasure's time (erase_user.lua) are never stored
--- again. One read per distinct user of the batch: a Lua table remembers the answer.
-local erased_until = {}
-local function erasure_of(user)
-  local cutoff = erased_until[user]
-  if cutoff == nil then
-    cutoff = tonumber(redis.call('GET', prefix .. ':erased:' .. user)) or false
-    erased_until[user] = cutoff
+-- An erased user's events up to the erasure's cutoff (erase_user.lua) are never stored
+-- again. The records of the batch's distinct users, read with one MGET per chunk.
+local erased_until = {} -- userId -> cutoff (ms), or false: not erased
+do
+  local distinct, record_keys = {}, {}
+  for e = 1, #ids do
+    local user = users_of[e]
+    if erased_until[user] == nil then
+      erased_until[user] = false
+      distinct[#distinct + 1] = user
+      record_keys[#record_keys + 1] = prefix .. ':erased:' .. user
+    end
   end
-  return cutoff
+  for first = 1, #record_keys, CHUNK do
+    local got = must('MGET', unpack(record_keys, first, math.min(first + CHUNK - 1, #record_keys)))
+    for k = 1, #got do
+      if got[k] then erased_until[distinct[first + k - 1]] = tonumber(got[k]) end
+    end
+  end
 end
 
 local results = {}
@@ -187,7 +196,7 @@ local duplicates, erased = 0, 0
 for e = 1, #ids do
   local id, origin = ids[e], origins[e]
   local seen = marks[e] or batch_origin[id]
-  local cutoff = erasure_of(users_of[e])
+  local cutoff = erased_until[users_of[e]]
   if cutoff and tonumber(times_of[e]) <= cutoff then
     erased = erased + 1
     results[e] = ERASED
