@@ -1,33 +1,33 @@
 --[[ Erase one user's stored events under one prefix: a single node's, or one Redis
 Cluster partition's tag (keys.py's layout), and record the erasure there, in the same
-call. Each call erases at most ARGV[3] of the events, oldest first, so Redis keeps
-answering others while a user with many events goes; the caller repeats until none is
-left.
+call. Each call looks at most ARGV[3] entries of the user's index, oldest first, so
+Redis keeps answering others while a user with many events goes; the caller repeats
+until the walk is done.
 
-The erasure record P:erased:<userId> holds a time in ms since the epoch, the cutoff: the
-store script (store_batch.lua) drops every later copy of an event of this user whose
+The record. P:erased:<userId> holds a time in ms since the epoch, the cutoff: the store
+script (store_batch.lua) drops every later copy of an event of this user whose
 timestamp is at or before it, whatever its seen mark says, so no replay brings the
 erased events back (docs/personal-data.md says why the timestamp decides). The first
 call of an erasure takes the cutoff from Redis's clock and answers it; the caller gives
-it to every further call, on every partition, so one erasure has one cutoff.
-
-The events erased are the user's events with a timestamp at or before the cutoff (their
-score in P:time; one missing there goes too): those the record keeps out. A later event
-of the user stays, also one stored before the record (on a cluster, in a partition the
-erasure reaches a few milliseconds after taking its cutoff). The first call under a
-prefix takes the highest sequence number in the user's index (`upto`); the calls walk
-the index up to it, `after` the last entry the previous one looked at, so an erasure
-ends even while the user's later events keep coming. A record
-only moves forward: erasing a user again keeps the later cutoff. It lives ARGV[5]
+it to every further call, on every partition, so one erasure has one cutoff. A record
+only moves forward: erasing a user again keeps the later cutoff. It lives ARGV[7]
 seconds (at least as long as any copy of an erased event may be replayed), renewed by
-each erasure.
+each call.
 
-For each event of the user's index P:user:<userId>: its body P:event:<eventId>, its entry
-in P:index, in the time index P:time and in its type's index P:type:<eventType>, then its
-entry in the user's index. P:index and P:time stay in step, as the read API's time
-window relies on. The seen marks stay (and, on a cluster, the eventId claims): they hold an eventId
-and a Kafka position, no personal data. The counters (`processed`, `type:<eventType>`)
-count what was ever processed, as after retention.
+The events. Those erased are the user's events with a timestamp at or before the cutoff
+(their score in P:time; one missing there goes too): those the record keeps out. A later
+event of the user stays, also one stored before the record (on a cluster, in a partition
+the erasure reaches a few milliseconds after taking its cutoff). The first call under a
+prefix takes the highest sequence number in the user's index (`upto`); the calls walk
+the index up to it, each from `after` the last entry the previous one looked at, so an
+erasure ends even while the user's later events keep coming.
+
+For each event erased: its body P:event:<eventId>, its entry in P:index, in the time
+index P:time and in its type's index P:type:<eventType>, then its entry in the user's
+index. P:index and P:time stay in step, as the read API's time window relies on. The
+seen marks stay (and, on a cluster, the eventId claims): they hold an eventId and a
+Kafka position, no personal data. The counters (`processed`, `type:<eventType>`) count
+what was ever processed, as after retention.
 
 KEYS layout
   none on a single node; on a Redis Cluster one key, P:seq, which routes the call to
@@ -71,12 +71,12 @@ if upto == nil then
   upto = tonumber(last[2]) or 0
 end
 local from = after == nil and '-inf' or '(' .. after
-local seen = redis.call('ZRANGEBYSCORE', by_user, from, upto, 'WITHSCORES', 'LIMIT', 0, limit)
+local walked = redis.call('ZRANGEBYSCORE', by_user, from, upto, 'WITHSCORES', 'LIMIT', 0, limit)
 local ids = {}
-for k = 1, #seen, 2 do
-  local score = tonumber(redis.call('ZSCORE', time_index, seen[k]))
-  if score == nil or score <= cutoff then ids[#ids + 1] = seen[k] end
-  after = tonumber(seen[k + 1])
+for k = 1, #walked, 2 do
+  local score = tonumber(redis.call('ZSCORE', time_index, walked[k]))
+  if score == nil or score <= cutoff then ids[#ids + 1] = walked[k] end
+  after = tonumber(walked[k + 1])
 end
 local erased = 0
 for _, id in ipairs(ids) do
