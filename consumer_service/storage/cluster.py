@@ -68,6 +68,7 @@ class RedisClusterEventStore(RedisStore):
         timeout_seconds: float = 5.0,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
+        topic_partitions: int = 0,
     ) -> None:
         super().__init__(
             prefix,
@@ -78,6 +79,8 @@ class RedisClusterEventStore(RedisStore):
         )
         self._nodes = ClusterNodes(url, timeout_seconds, wait_replicas, wait_timeout_ms)
         self.keys = ClusterKeyLayout(prefix)
+        # Partitions an erasure records itself in even before they hold data.
+        self._topic_partitions = topic_partitions
 
     # Writes ---------------------------------------------------------------------------
 
@@ -178,10 +181,11 @@ class RedisClusterEventStore(RedisStore):
         self._nodes.on_nodes(adds)
 
     def erase_user(self, user_id: str) -> Erasure:
-        # Every registered partition gets the record, not only the one the user's events
-        # are in: a replay after a partition count change may bring them to another.
+        # Every partition gets the record, not only the one the user's events are in: a
+        # replay after a partition count change may bring them to another. Those of the
+        # topic (KAFKA_TOPIC_PARTITIONS) too, data or not, and any registered beyond them.
         total, cutoff_ms = 0, None
-        for partition in self.partitions():
+        for partition in sorted({*self.partitions(), *range(self._topic_partitions)}):
             tag = self.keys.partition(partition)
             step = functools.partial(self._erase_step, tag, user_id)
             done = erase_until_done(step, cutoff_ms)

@@ -68,6 +68,7 @@ def open_store(settings: ConsumerSettings, *, timeout_seconds: float, writer: bo
             timeout_seconds=timeout_seconds,
             wait_replicas=settings.redis_wait_replicas if writer else 0,
             wait_timeout_ms=settings.redis_wait_timeout_ms,
+            topic_partitions=settings.common.kafka_topic_partitions,
             **retention,
         )
     return RedisEventStore.from_url(

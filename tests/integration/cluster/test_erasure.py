@@ -209,3 +209,20 @@ def test_real_workers_on_a_cluster_honour_an_erasure_after_a_group_reset(
             if thread.exit_code is None:
                 thread.stop()
         store.close()
+
+
+def test_a_partition_without_data_yet_is_covered_too(
+    redis_cluster: LocalRedisCluster, unique: str
+) -> None:
+    store = RedisClusterEventStore(redis_cluster.url, f"empty:{unique}", 1, topic_partitions=6)
+    try:
+        # Nothing stored anywhere yet: the erasure still records itself in the topic's
+        # six partitions, so an old event arriving on any of them is dropped.
+        erasure = store.erase_user("ann")
+        assert erasure.deleted == 0
+        old = [
+            Accepted(make_record("ann", timestamp=at_ms(erasure.cutoff_ms)), p, 0) for p in range(6)
+        ]
+        assert store.store_batch(old, NOW).erased == tuple(old)
+    finally:
+        store.close()
