@@ -149,6 +149,17 @@ class ConsumerSettings:
         lo=0,
         hi=MAX_TTL_SECONDS,
     )
+    # The record holds a userId, itself personal data: kept only as long as a copy of an
+    # erased event may still be replayed (docs/personal-data.md).
+    erasure_ttl_seconds: int = setting(
+        30 * 24 * 3600,
+        "CONSUMER_ERASURE_TTL_SECONDS",
+        "how long an erasure record keeps a user's events from before the erasure out of "
+        "the store; at least 2 x the topic's retention + the dead-letter topic's",
+        lo=3600,
+        hi=MAX_TTL_SECONDS,
+        default_note="30 days",
+    )
     redis_timeout_seconds: float = setting(
         5.0,
         "CONSUMER_REDIS_TIMEOUT_SECONDS",

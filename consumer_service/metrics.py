@@ -17,12 +17,13 @@ EVENTS_PROCESSED = Counter(
 DUPLICATES_SKIPPED = Counter(
     "consumer_duplicates_skipped_total", "Records whose eventId was already seen in the window."
 )
-DEAD_LETTERED = Counter(
-    "consumer_dead_lettered_total", "Poison records sent to the dead-letter topic.", ["reason"]
-)
 ERASED_DROPPED = Counter(
     "consumer_erased_dropped_total",
-    "Records dropped because their user's payload data key was erased.",
+    "Records of an erased user's events dropped and committed: stamped at or before the "
+    "erasure's cutoff, or sealed with the user's erased payload data key.",
+)
+DEAD_LETTERED = Counter(
+    "consumer_dead_lettered_total", "Poison records sent to the dead-letter topic.", ["reason"]
 )
 BATCH_SECONDS = Histogram(
     "consumer_batch_seconds",

@@ -23,11 +23,17 @@ def check_user_id(user_id: str) -> None:
 
 
 def erase_user(settings: ConsumerSettings, user_id: str, out: TextIO) -> None:
-    """Erase `user_id`'s stored events and print `{"userId", "deleted"}` to `out`.
+    """Erase `user_id`'s stored events and print `{"userId", "deleted", "erasedThrough"}`
+    to `out`.
     Raises `Unavailable` when Redis does not answer (running it again is safe)."""
     store = open_store(settings, timeout_seconds=REDIS_TIMEOUT_SECONDS, writer=False)
     try:
-        deleted = store.erase_user(user_id)
+        erasure = store.erase_user(user_id)
     finally:
         store.close()
-    print(json.dumps({"userId": user_id, "deleted": deleted}, ensure_ascii=False), file=out)
+    answer = {
+        "userId": user_id,
+        "deleted": erasure.deleted,
+        "erasedThrough": erasure.erased_through,
+    }
+    print(json.dumps(answer, ensure_ascii=False), file=out)

@@ -33,9 +33,15 @@ def _add_converter(setup: BlueprintSetupState) -> None:
 # merge_slashes off: `//` inside a userId is part of it, not a typo to redirect.
 @bp.delete("/users/<any_text:user_id>/events", merge_slashes=False)
 def erase_user(user_id: str) -> Response:
-    """200 with how many stored events of the user were deleted (0 for a user with none);
-    400 for a userId no event can have."""
+    """200 with how many stored events of the user were deleted (0 for a user with none)
+    and the erasure's cutoff; 400 for a userId no event can have."""
     if len(user_id) > USER_ID_MAX:
         return error_response(400, "invalid_user_id", f"userId must be 1-{USER_ID_MAX} characters.")
-    deleted = state().store.erase_user(user_id)
-    return jsonify({"userId": user_id, "deleted": deleted})
+    erasure = state().store.erase_user(user_id)
+    return jsonify(
+        {
+            "userId": user_id,
+            "deleted": erasure.deleted,
+            "erasedThrough": erasure.erased_through,
+        }
+    )

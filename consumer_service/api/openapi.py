@@ -184,10 +184,10 @@ def _document_erasure(spec: APISpec, guard: Guard) -> None:
                     "summary": "Delete every stored event of one user",
                     "description": (
                         "Deletes the user's events and their index entries in Redis, "
-                        "and answers how many. The seen marks stay, so a redelivery of a "
-                        "deleted event within the dedup window is not stored again; "
-                        "copies in Kafka and the dead-letter topic stay until their "
-                        "retention."
+                        "answers how many, and records the erasure: no event of the user "
+                        "whose timestamp is at or before `erasedThrough` is stored again "
+                        "(a redelivery, a group reset, a DLQ replay). Copies in Kafka and "
+                        "the dead-letter topic stay until their retention."
                     ),
                     "parameters": [
                         {

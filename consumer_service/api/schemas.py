@@ -200,6 +200,10 @@ class EventPageSchema(Schema):
 class StatsSchema(Schema):
     processed = fields.Integer(required=True)
     duplicatesSkipped = fields.Integer(required=True)
+    erasedDropped = fields.Integer(
+        required=True,
+        metadata={"description": "Records of erased users' events dropped, not stored"},
+    )
     deadLettered = fields.Integer(required=True)
     deadLetteredByReason = fields.Dict(keys=fields.String(), values=fields.Integer())
     stored = fields.Integer(required=True)
@@ -225,6 +229,13 @@ class ErasedSchema(Schema):
         required=True,
         validate=validate.Range(min=0),
         metadata={"description": "Stored events of the user deleted by this call"},
+    )
+    erasedThrough = fields.String(
+        required=True,
+        metadata={
+            "description": "The erasure's cutoff: no event of the user whose timestamp is "
+            "at or before it is stored again"
+        },
     )
 
 

@@ -325,7 +325,9 @@ class Worker:
         if batch.retries and result.redelivered:
             # An attempt that failed after Redis ran the script (the reply was lost) stored
             # these: they are this worker's processing, not an earlier one's.
-            result = BatchResult(result.stored + result.redelivered, result.duplicates, ())
+            result = BatchResult(
+                result.stored + result.redelivered, result.duplicates, (), result.erased
+            )
         self._flight.drop(batch)
         _report(batch, result, self._settings.log_events)
         self._offsets.commit_batch(batch)
@@ -436,6 +438,8 @@ def _report(batch: Batch, result: BatchResult, log_events: bool) -> None:
             log.info("event processed", extra={**_event_fields(ev), "redelivery": True})
         for ev in result.duplicates:
             log.info("duplicate skipped", extra=_event_fields(ev))
+        for ev in result.erased:
+            log.info("erased event dropped", extra=_event_fields(ev))
     for letter in batch.letters:
         log.warning(
             "record dead-lettered",
@@ -452,6 +456,8 @@ def _report(batch: Batch, result: BatchResult, log_events: bool) -> None:
         metrics.EVENTS_PROCESSED.inc(len(result.stored))
     if result.duplicates:
         metrics.DUPLICATES_SKIPPED.inc(len(result.duplicates))
+    if result.erased:
+        metrics.ERASED_DROPPED.inc(len(result.erased))
 
 
 def _event_fields(ev: Accepted) -> dict[str, Any]:

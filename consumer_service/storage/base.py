@@ -13,9 +13,11 @@ from typing import Any, Protocol
 
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.storage.durability import Durability
+from consumer_service.storage.erase import Erasure
 from consumer_service.storage.keys import KeyLayout
 from consumer_service.storage.script import (
     DUPLICATE,
+    ERASED,
     EVICT_BASE,
     EVICT_PER_STORED,
     REDELIVERED,
@@ -27,6 +29,12 @@ from shared.errors import PipelineError, Unavailable
 # and the bytes of stored bodies after which it ends.
 MAX_SCAN = 5000
 MAX_PAGE_BYTES = 1024 * 1024
+
+
+# How long an erasure record lives by default: 30 days, past the 21 days a copy of an
+# erased event can be replayed with Kafka's default retention (7 days in the topic, 7 in
+# the dead-letter topic, 7 more in the topic after a DLQ replay).
+ERASURE_TTL_SECONDS = 30 * 24 * 3600
 
 
 # Runs a function with a Redis client (single node) or the cluster client; a failure
@@ -69,6 +77,8 @@ class BatchResult:
     stored: tuple[Accepted, ...]
     duplicates: tuple[Accepted, ...]
     redelivered: tuple[Accepted, ...]
+    # Events of an erased user from before the erasure: dropped, never stored.
+    erased: tuple[Accepted, ...] = ()
 
     @classmethod
     def from_codes(cls, events: Sequence[Accepted], codes: Sequence[int]) -> BatchResult:
@@ -76,14 +86,17 @@ class BatchResult:
         stored: list[Accepted] = []
         dupes: list[Accepted] = []
         again: list[Accepted] = []
+        erased: list[Accepted] = []
         for ev, code in zip(events, codes, strict=True):
             if code == DUPLICATE:
                 dupes.append(ev)
             elif code == REDELIVERED:
                 again.append(ev)
+            elif code == ERASED:
+                erased.append(ev)
             else:
                 stored.append(ev)
-        return cls(tuple(stored), tuple(dupes), tuple(again))
+        return cls(tuple(stored), tuple(dupes), tuple(again), tuple(erased))
 
 
 @dataclass(frozen=True)
@@ -140,7 +153,8 @@ class EventStore(Protocol):
     ) -> BatchResult:
         """For each event in order: store it with its indexes and mark its eventId seen,
         or count it as a duplicate (another record had the id) or a redelivery (this very
-        record was stored before). Also adds `dead_lettered` counts per reason. One round
+        record was stored before), or drop it as erased (its user's erasure record covers
+        its timestamp: `erase_user`). Also adds `dead_lettered` counts per reason. One round
         trip; all of it is durable when this returns. When it raises, a prefix of the
         batch may be stored, but an event is only ever marked seen once fully stored, so
         calling again with the same batch completes it: the events stored before come
@@ -172,20 +186,23 @@ class EventStore(Protocol):
         ...
 
     def stats(self) -> dict[str, Any]:
-        """Totals: processed, duplicatesSkipped, deadLettered (and by reason), stored,
-        byEventType."""
+        """Totals: processed, duplicatesSkipped, erasedDropped, deadLettered (and by
+        reason), stored, byEventType."""
         ...
 
     def ping(self) -> bool:
         """True when the backend answers."""
         ...
 
-    def erase_user(self, user_id: str) -> int:
-        """Delete every stored event of `user_id` with its index entries; the number of
-        events deleted (0 for a user with none). Done in steps of a bounded size, each
-        atomic: an event of the user stored while it runs may be deleted too or stay. The
-        seen marks stay, so a redelivery of a deleted event within the dedup window is
-        not stored again."""
+    def erase_user(self, user_id: str) -> Erasure:
+        """Delete every stored event of `user_id` with its index entries, and record the
+        erasure so that no event of the user with a `timestamp` at or before its cutoff
+        (Redis's clock when it began) is ever stored again while the record lives; what
+        was deleted (0 for a user with none) and the cutoff. Deletes exactly the user's
+        events with a timestamp at or before the cutoff: a later one stays, also one
+        stored while it runs. Done in steps of a bounded size, each atomic, the first one
+        writing the record with its deletions. Erasing again is safe and moves the cutoff
+        forward."""
         ...
 
 
@@ -199,8 +216,10 @@ class RedisStore(EventStore):
         dedup_ttl_seconds: int,
         retention_max_events: int = 0,
         retention_max_age_seconds: int = 0,
+        erasure_ttl_seconds: int = ERASURE_TTL_SECONDS,
     ) -> None:
         self._prefix = prefix
+        self._erasure_ttl = erasure_ttl_seconds
         self._dedup_ttl = dedup_ttl_seconds
         self._max_events = retention_max_events
         self._max_age = retention_max_age_seconds
@@ -250,6 +269,7 @@ class RedisStore(EventStore):
         return {
             "processed": fields.get("processed", 0),
             "duplicatesSkipped": fields.get("duplicates", 0),
+            "erasedDropped": fields.get("erased", 0),
             "deadLettered": fields.get("deadLettered", 0),
             "deadLetteredByReason": {
                 k.split(":", 1)[1]: v

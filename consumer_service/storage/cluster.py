@@ -20,6 +20,7 @@ from redis.exceptions import RedisClusterException
 
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.storage.base import (
+    ERASURE_TTL_SECONDS,
     MAX_PAGE_BYTES,
     MAX_SCAN,
     BatchResult,
@@ -33,7 +34,13 @@ from consumer_service.storage.base import (
 from consumer_service.storage.cluster_nodes import ClusterNodes, Queue
 from consumer_service.storage.cluster_page import PartitionMerge, cursor_positions, decode_cursor
 from consumer_service.storage.durability import Durability, read_durability
-from consumer_service.storage.erase import ERASE_USER_LUA, erase_args, erase_until_done
+from consumer_service.storage.erase import (
+    ERASE_USER_LUA,
+    Erasure,
+    Position,
+    erase_args,
+    erase_until_done,
+)
 from consumer_service.storage.keys import (
     ClusterKeyLayout,
     KeyLayout,
@@ -62,13 +69,23 @@ class RedisClusterEventStore(RedisStore):
         *,
         retention_max_events: int = 0,
         retention_max_age_seconds: int = 0,
+        erasure_ttl_seconds: int = ERASURE_TTL_SECONDS,
         timeout_seconds: float = 5.0,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
+        topic_partitions: int = 0,
     ) -> None:
-        super().__init__(prefix, dedup_ttl_seconds, retention_max_events, retention_max_age_seconds)
+        super().__init__(
+            prefix,
+            dedup_ttl_seconds,
+            retention_max_events,
+            retention_max_age_seconds,
+            erasure_ttl_seconds,
+        )
         self._nodes = ClusterNodes(url, timeout_seconds, wait_replicas, wait_timeout_ms)
         self.keys = ClusterKeyLayout(prefix)
+        # Partitions an erasure records itself in even before they hold data.
+        self._topic_partitions = topic_partitions
 
     # Writes ---------------------------------------------------------------------------
 
@@ -168,7 +185,7 @@ class RedisClusterEventStore(RedisStore):
             adds.append((key, add))
         self._nodes.on_nodes(adds)
 
-    def erase_user(self, user_id: str) -> int:
+    def erase_user(self, user_id: str) -> Erasure:
         # The payload data key has a slot of its own: deleted before the events, so the
         # user's payloads anywhere are unreadable even if an erase step below fails; the
         # counter then tells every process to drop its cached keys.
@@ -177,15 +194,28 @@ class RedisClusterEventStore(RedisStore):
         if deleted:
             counter = data_key_erasures(self.keys.prefix)
             self._nodes.on_nodes([(counter, lambda pipe: pipe.incr(counter))])
-        total = 0
-        for partition in self.partitions():
+        # Every partition gets the record, not only the one the user's events are in: a
+        # replay after a partition count change may bring them to another. Those of the
+        # topic (KAFKA_TOPIC_PARTITIONS) too, data or not, and any registered beyond them.
+        total, cutoff_ms = 0, None
+        for partition in sorted({*self.partitions(), *range(self._topic_partitions)}):
             tag = self.keys.partition(partition)
-            args = erase_args(tag.prefix, user_id)
-            total += erase_until_done(functools.partial(self._erase_step, tag.seq, args))
-        return total
+            step = functools.partial(self._erase_step, tag, user_id)
+            done = erase_until_done(step, cutoff_ms)
+            total, cutoff_ms = total + done.deleted, done.cutoff_ms
+        if cutoff_ms is None:
+            # Nothing stored yet: no partition to record it in, and nothing to erase.
+            return Erasure(0, self._now_ms())
+        return Erasure(total, cutoff_ms)
 
-    def _erase_step(self, key: str, args: Sequence[Any]) -> list[Any]:
-        """One erase script call, routed by the partition's `key` (its P:seq)."""
+    def _now_ms(self) -> int:
+        seconds, micros = self._nodes.read(lambda rc: rc.time())
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def _erase_step(self, tag: KeyLayout, user_id: str, position: Position) -> list[Any]:
+        """One erase script call in partition `tag`, routed by its P:seq."""
+        key = tag.seq
+        args = erase_args(tag.prefix, user_id, position, self._erasure_ttl)
 
         def run(pipe: redis.client.Pipeline) -> None:
             # EVAL, not EVALSHA: erasing is rare, and the text costs nothing next to it.

@@ -57,6 +57,7 @@ def open_store(settings: ConsumerSettings, *, timeout_seconds: float, writer: bo
     retention = {
         "retention_max_events": settings.retention_max_events if writer else 0,
         "retention_max_age_seconds": settings.retention_max_age_seconds if writer else 0,
+        "erasure_ttl_seconds": settings.erasure_ttl_seconds,
     }
     if mode == "cluster":
         log.info("Redis is a cluster: using the cluster store")
@@ -67,6 +68,7 @@ def open_store(settings: ConsumerSettings, *, timeout_seconds: float, writer: bo
             timeout_seconds=timeout_seconds,
             wait_replicas=settings.redis_wait_replicas if writer else 0,
             wait_timeout_ms=settings.redis_wait_timeout_ms,
+            topic_partitions=settings.common.kafka_topic_partitions,
             **retention,
         )
     return RedisEventStore.from_url(

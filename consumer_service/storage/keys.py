@@ -16,9 +16,12 @@ Single node, under one prefix P (default `ua`):
                        Entered and removed with P:index, so while both hold as many
                        entries they hold the same events (an older release kept none:
                        time_backfill.py brings such a store in step)
-    P:stats            hash processed, duplicates, deadLettered, deadLettered:<reason>,
-                       type:<eventType>
+    P:stats            hash processed, duplicates, erased, deadLettered,
+                       deadLettered:<reason>, type:<eventType>
     P:writer:<writer>  string, the number of the writer's last stored batch (a chain)
+    P:erased:<userId>  string, the cutoff of the user's erasure in ms since the epoch
+                       (erase_user.lua): no event of the user with a timestamp at or
+                       before it is stored again; EX the erasure TTL
 
 The sequence number is both the processing order and the read API's paging cursor.
 
@@ -84,6 +87,9 @@ class KeyLayout:
 
     def writer(self, writer: str) -> str:
         return self._key("writer", writer)
+
+    def erased(self, user_id: str) -> str:
+        return self._key("erased", user_id)
 
     @property
     def seq(self) -> str:

@@ -31,6 +31,7 @@ REPAIR_TIME_INDEX_LUA = (
 # always > 0). FENCED is the whole answer of a chained batch that wrote nothing.
 DUPLICATE = 0
 REDELIVERED = -1
+ERASED = -2
 FENCED = b"FENCED"
 
 # Count retention evicts at most EVICT_BASE + EVICT_PER_STORED x (events stored by the

@@ -11,6 +11,7 @@ import redis
 
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.storage.base import (
+    ERASURE_TTL_SECONDS,
     MAX_PAGE_BYTES,
     MAX_SCAN,
     BatchResult,
@@ -24,7 +25,13 @@ from consumer_service.storage.base import (
     decode_event,
 )
 from consumer_service.storage.durability import Durability, read_durability
-from consumer_service.storage.erase import ERASE_USER_LUA, erase_args, erase_until_done
+from consumer_service.storage.erase import (
+    ERASE_USER_LUA,
+    Erasure,
+    Position,
+    erase_args,
+    erase_until_done,
+)
 from consumer_service.storage.keys import KeyLayout
 from consumer_service.storage.page_read import IndexReader, ScanBudget
 from consumer_service.storage.script import FENCED, STORE_BATCH_LUA
@@ -49,8 +56,15 @@ class RedisEventStore(RedisStore):
         dedup_ttl_seconds: int,
         retention_max_events: int = 0,
         retention_max_age_seconds: int = 0,
+        erasure_ttl_seconds: int = ERASURE_TTL_SECONDS,
     ) -> None:
-        super().__init__(prefix, dedup_ttl_seconds, retention_max_events, retention_max_age_seconds)
+        super().__init__(
+            prefix,
+            dedup_ttl_seconds,
+            retention_max_events,
+            retention_max_age_seconds,
+            erasure_ttl_seconds,
+        )
         self._redis = client
         self._keys = KeyLayout(prefix)
         self._script = client.register_script(STORE_BATCH_LUA)
@@ -65,13 +79,19 @@ class RedisEventStore(RedisStore):
         *,
         retention_max_events: int = 0,
         retention_max_age_seconds: int = 0,
+        erasure_ttl_seconds: int = ERASURE_TTL_SECONDS,
         timeout_seconds: float = 5.0,
     ) -> RedisEventStore:
         client = redis.Redis.from_url(
             url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
         )
         return cls(
-            client, prefix, dedup_ttl_seconds, retention_max_events, retention_max_age_seconds
+            client,
+            prefix,
+            dedup_ttl_seconds,
+            retention_max_events,
+            retention_max_age_seconds,
+            erasure_ttl_seconds,
         )
 
     def store_batch(
@@ -99,10 +119,13 @@ class RedisEventStore(RedisStore):
             raise StoreFenced(f"batch {chain.number if chain else 0} waits for its predecessor")
         return BatchResult.from_codes(events, results)
 
-    def erase_user(self, user_id: str) -> int:
-        args = erase_args(self._prefix, user_id, data_key=True)
+    def erase_user(self, user_id: str) -> Erasure:
+        def call(position: Position) -> Any:
+            args = erase_args(self._prefix, user_id, position, self._erasure_ttl, data_key=True)
+            return self._erase(keys=[], args=args)
+
         try:
-            return erase_until_done(lambda: self._erase(keys=[], args=args))
+            return erase_until_done(call, None)
         except redis.RedisError as exc:
             raise Unavailable(f"Redis did not erase the user's events: {exc}") from exc
 

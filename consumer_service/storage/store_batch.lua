@@ -40,6 +40,8 @@ The names below are the ones consumer_service/storage/script.py gives them.
   > 0       STORED       stored by this call; the value is its sequence number
    0        DUPLICATE    another record with this eventId was stored before
   -1        REDELIVERED  this very record (same origin) was stored before
+  -2        ERASED       its user was erased (P:erased:<userId>) at or after its time
+                         score: dropped, whatever its seen mark says
   "FENCED"  FENCED       the batch `after` is not stored yet: nothing was written
 
 Redis does not undo a script's earlier writes when a later command fails. So the seen
@@ -58,7 +60,7 @@ much as the write it makes.
 --]]
 
 -- The results (see above).
-local DUPLICATE, REDELIVERED, FENCED = 0, -1, 'FENCED'
+local DUPLICATE, REDELIVERED, ERASED, FENCED = 0, -1, -2, 'FENCED'
 
 local prefix = ARGV[1]
 local dedup_ttl = tonumber(ARGV[2])
@@ -166,14 +168,39 @@ for first = 1, #seen_keys, CHUNK do
   for k = 1, #got do marks[first + k - 1] = got[k] end
 end
 
+-- An erased user's events up to the erasure's cutoff (erase_user.lua) are never stored
+-- again. The records of the batch's distinct users, read with one MGET per chunk.
+local erased_until = {} -- userId -> cutoff (ms), or false: not erased
+do
+  local distinct, record_keys = {}, {}
+  for e = 1, #ids do
+    local user = users_of[e]
+    if erased_until[user] == nil then
+      erased_until[user] = false
+      distinct[#distinct + 1] = user
+      record_keys[#record_keys + 1] = prefix .. ':erased:' .. user
+    end
+  end
+  for first = 1, #record_keys, CHUNK do
+    local got = must('MGET', unpack(record_keys, first, math.min(first + CHUNK - 1, #record_keys)))
+    for k = 1, #got do
+      if got[k] then erased_until[distinct[first + k - 1]] = tonumber(got[k]) end
+    end
+  end
+end
+
 local results = {}
 local new = {}          -- the events this call stores, in input order
 local batch_origin = {} -- eventId -> origin of its copy stored by this call
-local duplicates = 0
+local duplicates, erased = 0, 0
 for e = 1, #ids do
   local id, origin = ids[e], origins[e]
   local seen = marks[e] or batch_origin[id]
-  if not seen then
+  local cutoff = erased_until[users_of[e]]
+  if cutoff and tonumber(times_of[e]) <= cutoff then
+    erased = erased + 1
+    results[e] = ERASED
+  elseif not seen then
     new[#new + 1] = e
     batch_origin[id] = origin
     results[e] = 0 -- the sequence number, once known
@@ -241,6 +268,9 @@ if stored > 0 then
 end
 if duplicates > 0 then
   must('HINCRBY', stats, 'duplicates', duplicates)
+end
+if erased > 0 then
+  must('HINCRBY', stats, 'erased', erased)
 end
 
 -- 5. The seen marks, last: each one says its event is fully stored. The script's

@@ -1,8 +1,10 @@
-"""The seven reliability scenarios: faults injected into real processes under
-traffic; afterwards every 201 must be stored exactly once, in per-user order.
+"""The reliability scenarios: faults injected into real processes under traffic;
+afterwards every 201 must be stored exactly once, in per-user order (an erased user's
+events from before the erasure: never).
 
 Those whose faults reach the store also run against a Redis Cluster: consumer
-replicas killed (redelivery meets the cluster's claims), duplicates (dedup across slots),
+replicas killed (redelivery meets the cluster's claims), erasures while one is killed
+(the erasure record in every partition), duplicates (dedup across slots),
 and Redis killed, which on a cluster is a shard killed and AOF-restarted. Plus a master
 killed mid-stream and its replica promoted, without and with WAIT, whose loss is
 predicted exactly (tests/reliability/cluster_faults.py). Replicas joining and leaving,
@@ -23,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -39,7 +42,7 @@ from tests.integration.consumer.conftest import (
 from tests.integration.producer.conftest import read_topic
 
 from . import cluster_faults
-from .harness import KafkaBroker, RedisServer
+from .harness import KafkaBroker, RedisServer, read_all_stored
 from .scenario import RedisTarget, Result, Run, check
 from .traffic import ClientEvent, HttpClient, Key, Outcome, summarise_outcomes
 
@@ -336,6 +339,98 @@ def test_duplicates_are_stored_once(make_run: MakeRun, private_kafka: KafkaBroke
         return []
 
     check(result, duplicates_seen)
+
+
+@ON_BOTH
+def test_erasures_while_traffic_flows_and_a_replica_is_sigkilled(
+    make_run: MakeRun, private_kafka: KafkaBroker
+) -> None:
+    with make_run("erasure") as run:
+        run.start(replicas=3)
+        run.start_traffic()
+        _, b, _ = run.replicas
+        # Users of the one-by-one clients: each answer holds the event's timestamp.
+        erased = [f"{run.ledger.run}-s0-u0", f"{run.ledger.run}-s5-u1"]
+        cutoffs: dict[str, str] = {}
+        run.at(0.3)
+        run.kill_replica(b)
+        cutoffs[erased[0]] = _erase(run, erased[0])
+        run.fault("replica B SIGKILLed, a user erased at once")
+        run.at(0.5)
+        cutoffs[erased[1]] = _erase(run, erased[1])
+        run.fault("a second user erased")
+        run.at(0.6)
+        # Their acknowledged events from before the erasures, re-published straight to
+        # Kafka: as they were (what a DLQ replay or a group reset brings back), and under
+        # a fresh eventId (as after the dedup window, when no seen mark or claim is left).
+        replayed = [
+            e.record
+            for e in _events_of(run, erased)
+            if e.record is not None and e.record["timestamp"] <= cutoffs[e.user]
+        ]
+        fresh = [{**r, "eventId": str(uuid.uuid4())} for r in replayed]
+        produce(private_kafka.bootstrap, run.topic, [*replayed, *fresh])
+        run.fault(f"{len(replayed)} of their erased records re-published, twice")
+        run.at(0.7)
+        run.start_replica()
+        run.wait_traffic()
+        # Their events from before the erasure must not be stored: out of the ledger
+        # that finish() holds the store to. Those after it stay in, as everyone's.
+        before = _set_aside(run, cutoffs)
+        result = run.finish()
+        stored = read_all_stored(run.reader.base) if run.reader else []
+        stats = _stats(run)
+
+    def erasures_last() -> list[str]:
+        kept = [
+            e for e in stored if e["userId"] in cutoffs and e["timestamp"] <= cutoffs[e["userId"]]
+        ]
+        after = sum(1 for e in stored if e["userId"] in cutoffs)
+        result.notes.append(
+            f"erased {len(cutoffs)} users while traffic flowed: {before} of their "
+            f"acknowledged events from before the erasures, {len(kept)} stored at the end; "
+            f"{after} of theirs from after, stored; {len(replayed)} erased records "
+            f"re-published as they were and under a fresh eventId; the consumer dropped "
+            f"{stats['erasedDropped']} records as erased"
+        )
+        problems = []
+        if kept:
+            problems.append(f"{len(kept)} erased events stored again, e.g. {kept[0]['eventId']}")
+        if before == 0:
+            problems.append("no erased user had an acknowledged event: the scenario proved nothing")
+        # The fresh copies have no seen mark or claim: only the erasure record drops them.
+        if int(stats["erasedDropped"]) < len(fresh):
+            problems.append(f"dropped as erased: {stats['erasedDropped']} < {len(fresh)}")
+        return problems
+
+    check(result, erasures_last)
+
+
+def _erase(run: Run, user: str) -> str:
+    """DELETE the user's events on the untouched replica; the erasure's cutoff."""
+    assert run.reader is not None
+    r = requests.delete(f"{run.reader.base}/users/{quote(user, safe='')}/events", timeout=60)
+    assert r.status_code == 200, r.text
+    return str(r.json()["erasedThrough"])
+
+
+def _events_of(run: Run, users: Iterable[str]) -> list[ClientEvent]:
+    wanted = set(users)
+    with run.ledger.lock:
+        return [e for e in run.ledger.events.values() if e.user in wanted]
+
+
+def _set_aside(run: Run, cutoffs: dict[str, str]) -> int:
+    """Remove from the ledger the erased users' events that were not acknowledged with a
+    timestamp after their erasure's cutoff; how many of those were acknowledged."""
+    acked = 0
+    for e in _events_of(run, cutoffs):
+        after = e.record is not None and e.record["timestamp"] > cutoffs[e.user]
+        if not after:
+            acked += e.acked_key is not None
+            with run.ledger.lock:
+                del run.ledger.events[e.marker]
+    return acked
 
 
 def test_poison_and_original_shape_records(make_run: MakeRun, private_kafka: KafkaBroker) -> None:

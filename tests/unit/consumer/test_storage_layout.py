@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from consumer_service.storage.erase import Erasure
 from consumer_service.storage.keys import ClusterKeyLayout, KeyLayout
 from consumer_service.storage.script import STORE_BATCH_LUA
 
@@ -16,6 +17,7 @@ def test_single_node_key_names() -> None:
     assert keys.user("u1") == "ua:user:u1"
     assert keys.event_type("LOGIN") == "ua:type:LOGIN"
     assert keys.writer("w1") == "ua:writer:w1"
+    assert keys.erased("u1") == "ua:erased:u1"
     assert (keys.seq, keys.index, keys.stats, keys.pattern) == (
         "ua:seq",
         "ua:index",
@@ -38,6 +40,8 @@ def test_cluster_key_names_keep_each_atomic_step_in_one_slot() -> None:
     keys = ClusterKeyLayout("ua")
     assert keys.partition(3).index == "{ua:p3}:index"
     assert keys.partition(3).event("e1") == "{ua:p3}:event:e1"
+    # The store script reads the erasure record in the slot of the partition it writes.
+    assert keys.partition(3).erased("u1") == "{ua:p3}:erased:u1"
     assert keys.claim("e1") == "ua:claim:{e1}"
     assert keys.partitions == "{ua:meta}:partitions"
     assert keys.meta_stats == "{ua:meta}:stats"
@@ -47,4 +51,9 @@ def test_cluster_key_names_keep_each_atomic_step_in_one_slot() -> None:
 def test_the_script_ships_with_the_package_and_keeps_its_flags_line() -> None:
     # `#!lua` must stay the first line: Redis reads the script's flags from it.
     assert STORE_BATCH_LUA.startswith("#!lua\n")
-    assert "local DUPLICATE, REDELIVERED, FENCED = 0, -1, 'FENCED'" in STORE_BATCH_LUA
+    assert "local DUPLICATE, REDELIVERED, ERASED, FENCED = 0, -1, -2, 'FENCED'" in STORE_BATCH_LUA
+
+
+def test_an_erasure_cutoff_reads_as_a_timestamp_of_the_events_own_format() -> None:
+    assert Erasure(0, 1_796_424_046_862).erased_through == "2026-12-04T22:40:46.862Z"
+    assert Erasure(0, 0).erased_through == "1970-01-01T00:00:00.000Z"
