@@ -42,7 +42,6 @@ PARTS: Sequence[tuple[str, Sequence[str]]] = (
     (
         "delivery hand-off",
         (
-            "_poll_loop",
             "producer_service/delivery.py",
             "gevent/event",
             "gevent/timeout",

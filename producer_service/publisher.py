@@ -28,6 +28,7 @@ from producer_service.delivery import (
     GreenletRequests,
     Pending,
     Requests,
+    StopFlag,
     requests_of_this_process,
 )
 from shared.errors import InvalidEvent, Unavailable
@@ -115,23 +116,13 @@ class EventPublisher(Protocol):
         ...
 
 
-class _StopFlag:
-    """Tells a poller thread to stop. A plain attribute, so it means the same under gevent's
-    monkey-patching, where `threading.Event` is a greenlet primitive."""
-
-    __slots__ = ("raised",)
-
-    def __init__(self) -> None:
-        self.raised = False
-
-
 class KafkaEventPublisher:
     """`EventPublisher` over one confluent-kafka `Producer` per process.
 
     The producer is created on first use in the process that uses it: librdkafka's
     threads do not survive `fork()`, so a gunicorn worker must never inherit one from the
-    master. A daemon thread calls `poll()` so delivery callbacks run without any request
-    thread having to drive them.
+    master. A poller (`Requests.start_poller`) serves the delivery callbacks, so no
+    request has to drive them.
     """
 
     # A fatal client error (see `_on_client_error`) replaces the producer on next use, but
@@ -151,7 +142,7 @@ class KafkaEventPublisher:
         self._producer: Any = None
         self._pid: int | None = None
         self._join_poller: Callable[[], None] | None = None
-        self._stopping = _StopFlag()
+        self._stopping = StopFlag()
         self._closed = False
         # Chosen when the first producer starts: by then a gevent worker has patched.
         self._requests: Requests = Requests()
@@ -227,10 +218,9 @@ class KafkaEventPublisher:
         config["error_cb"] = functools.partial(self._client_error, self._generation)
         self._producer = self._new_producer(config)
         self._pid = os.getpid()
-        self._stopping = _StopFlag()
-        self._join_poller = self._requests.start_native(
-            functools.partial(self._poll_loop, self._producer, self._stopping),
-            name="kafka-delivery-poller",
+        self._stopping = StopFlag()
+        self._join_poller = self._requests.start_poller(
+            self._producer, self._reports, self._stopping
         )
         greenlets = isinstance(self._requests, GreenletRequests)
         logger.info(
@@ -278,7 +268,7 @@ class KafkaEventPublisher:
                 self._fatal = err.str()
 
     def _retire(
-        self, producer: Any, join_poller: Callable[[], None] | None, stopping: _StopFlag, why: str
+        self, producer: Any, join_poller: Callable[[], None] | None, stopping: StopFlag, why: str
     ) -> None:
         """Release a failed producer: records still queued or in flight get a failed
         delivery report now (their requests answer 503) instead of waiting out their
@@ -297,11 +287,6 @@ class KafkaEventPublisher:
             extra={"reason": why, "undelivered": left, "topic": self._topic},
         )
 
-    def _poll_loop(self, producer: Any, stopping: _StopFlag) -> None:
-        while not stopping.raised:
-            producer.poll(0.05)
-            self._reports.forward(self._requests)
-
     def publish(
         self,
         records: Sequence[Mapping[str, Any]],
@@ -314,7 +299,7 @@ class KafkaEventPublisher:
         deadline = time.monotonic() + timeout
         pending = Pending(len(records), self._requests.new_event())
         self._hand_over(producer, records, encoded, pending)
-        pending.done.wait(max(0.0, deadline - time.monotonic()))
+        self._requests.wait(pending, max(0.0, deadline - time.monotonic()))
         return pending.outcome(records, timeout)
 
     def _hand_over(
