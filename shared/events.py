@@ -22,13 +22,18 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from marshmallow import Schema, ValidationError, fields, types, validate
+from marshmallow import Schema, ValidationError, fields, types, validate, validates_schema
 
 from shared.json_codec import compact_json, json_problem
 
 SCHEMA_VERSION = 1
+# The version of records that carry an anonymousId, context, originalTimestamp or source
+# (`EventRecordV2Schema`); /events/* keep writing version 1.
+SCHEMA_VERSION_2 = 2
+ORIGINAL_TIMESTAMP_MAX = 64
+SOURCE_MAX = 64
 
 USER_ID_MAX = 128
 EVENT_TYPE_MAX = 64
@@ -255,6 +260,13 @@ class EventRecordSchema(Schema):
     payload = fields.Dict(keys=fields.String(), required=True)
     schemaVersion = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
 
+    # Versions whose records this schema hands to another schema (see `load`).
+    version_schemas: ClassVar[dict[int, type[Schema]]] = {}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._delegates = {v: schema() for v, schema in self.version_schemas.items()}
+
     # An override rather than a @pre_load hook: marshmallow's hook machinery costs about
     # 2 µs per load (~10 % of the consumer's validation of a record), this check ~0.1 µs.
     def load(
@@ -267,6 +279,9 @@ class EventRecordSchema(Schema):
     ) -> Any:
         if isinstance(data, dict):
             data = self.as_current(data)
+            version = data["schemaVersion"]
+            if type(version) is int and version in self.version_schemas:
+                return self._delegates[version].load(data, partial=partial, unknown=unknown)
         elif (self.many if many is None else many) and isinstance(data, list):
             data = [self.as_current(d) if isinstance(d, dict) else d for d in data]
         return super().load(data, many=many, partial=partial, unknown=unknown)
@@ -286,14 +301,87 @@ class EventRecordSchema(Schema):
 
 # The version a record without `schemaVersion` (the replaced service's shape) has.
 ORIGINAL_SCHEMA_VERSION = 1
+# The version of records that carry an anonymousId, context, originalTimestamp or source
+# (`EventRecordV2Schema`); /events/* keep writing version 1.
+SCHEMA_VERSION_2 = 2
+ORIGINAL_TIMESTAMP_MAX = 64
+SOURCE_MAX = 64
+
+
+def _identity_field() -> fields.String:
+    return fields.String(validate=[validate.Length(min=1, max=USER_ID_MAX), PlainText()])
+
+
+def _label_field(max_length: int) -> fields.String:
+    return fields.String(validate=[validate.Length(min=1, max=max_length), PlainText()])
+
+
+class EventRecordV2Schema(Schema):
+    """Version 2 of the Kafka record value: version 1's fields with `userId` optional, and
+    `anonymousId`, `originalTimestamp`, `source` and `context` added (all optional).
+
+    * `userId` or `anonymousId`, or both, must be set; each follows userId's rules. The
+      Kafka key, and the store's user index, is `event_key(record)`: the userId when set,
+      else the anonymousId.
+    * `timestamp` is the producer's acceptance time, as in version 1; `originalTimestamp`
+      is the client's own clock, kept as sent (any text of at most
+      ORIGINAL_TIMESTAMP_MAX characters: clocks are wrong and formats vary).
+    * `source` names the intake, e.g. `segment-api`.
+    * `context` is an object of facts about the client (library, page, user agent, IP),
+      bounded with the payload by the record's size and nesting limits.
+
+    Field order is the order in which records are written (`record_v2`), so that a record
+    reads back byte for byte as it was produced.
+    """
+
+    eventId = fields.String(required=True, validate=FullRegexp(UUID_PATTERN))
+    userId = _identity_field()
+    anonymousId = _identity_field()
+    eventType = fields.String(required=True, validate=validate.Length(min=1, max=EVENT_TYPE_MAX))
+    timestamp = fields.String(required=True, validate=FullRegexp(TIMESTAMP_PATTERN))
+    originalTimestamp = _label_field(ORIGINAL_TIMESTAMP_MAX)
+    source = _label_field(SOURCE_MAX)
+    payload = fields.Dict(keys=fields.String(), required=True)
+    context = fields.Dict(keys=fields.String())
+    schemaVersion = fields.Integer(
+        required=True, strict=True, validate=validate.Equal(SCHEMA_VERSION_2)
+    )
+
+    @validates_schema
+    def _identified(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        if "userId" not in data and "anonymousId" not in data:
+            raise ValidationError("Either userId or anonymousId is required.", "userId")
 
 
 class StoredEventSchema(EventRecordSchema):
-    """An event as the read API returns it."""
+    """An event of version 1 as the read API returns it."""
 
     processedAt = fields.String(required=True, validate=FullRegexp(TIMESTAMP_PATTERN))
     partition = fields.Integer(required=True)
     offset = fields.Integer(required=True)
+
+
+class StoredEventV2Schema(EventRecordV2Schema):
+    """An event of version 2 as the read API returns it."""
+
+    processedAt = fields.String(required=True, validate=FullRegexp(TIMESTAMP_PATTERN))
+    partition = fields.Integer(required=True)
+    offset = fields.Integer(required=True)
+
+
+# Which schema loads a record of each version; a version not listed loads with version
+# 1's schema, as every version did before version 2 existed.
+RECORD_SCHEMAS: dict[int, type[Schema]] = {1: EventRecordSchema, 2: EventRecordV2Schema}
+STORED_SCHEMAS: dict[int, type[Schema]] = {1: StoredEventSchema, 2: StoredEventV2Schema}
+EventRecordSchema.version_schemas = {SCHEMA_VERSION_2: EventRecordV2Schema}
+StoredEventSchema.version_schemas = {SCHEMA_VERSION_2: StoredEventV2Schema}
+
+
+def event_key(record: Mapping[str, Any]) -> str:
+    """Whom a record is about: its userId, or an anonymous record's anonymousId. The Kafka
+    key (so one person's events keep their order) and the store's user index."""
+    user_id = record.get("userId")
+    return str(record["anonymousId"] if user_id is None else user_id)
 
 
 def random_event_ids(count: int) -> list[str]:
