@@ -83,6 +83,39 @@ USER_ID_FORBIDDEN_MESSAGE = (
 
 _user_id_forbidden = USER_ID_FORBIDDEN.search
 
+# EVENT_TYPES may list `*`: then free-text event names, as analytics SDKs send them
+# ("Order Completed"), are admitted besides the listed ones: 1-EVENT_TYPE_MAX ASCII
+# letters, digits and `_ . : / & ' ( ) + , -`, in words joined by single spaces. Every
+# name EVENT_TYPES may list is such a name. No control, markup or quote character but
+# the apostrophe, so a name is as safe in a log line, a Redis key or the dashboard as a
+# listed one. (Each word starts after exactly one space: the pattern cannot backtrack.)
+FREE_EVENT_NAMES = "*"
+_NAME_WORD = r"[A-Za-z0-9_.:/&'()+,-]+"
+FREE_EVENT_NAME_PATTERN = f"^{_NAME_WORD}(?: {_NAME_WORD})*$"
+_free_name = re.compile(FREE_EVENT_NAME_PATTERN).fullmatch
+
+
+class EventTypes(frozenset[str]):
+    """The eventType values a service admits: the names of EVENT_TYPES and, when it lists
+    `*` (FREE_EVENT_NAMES), every free-text name (FREE_EVENT_NAME_PATTERN). `in` is the
+    test; iterating yields the listed names, `*` among them."""
+
+    @property
+    def free(self) -> bool:
+        return frozenset.__contains__(self, FREE_EVENT_NAMES)
+
+    def __contains__(self, name: object) -> bool:
+        if name == FREE_EVENT_NAMES:
+            return False
+        if frozenset.__contains__(self, name):
+            return True
+        return (
+            type(name) is str
+            and len(name) <= EVENT_TYPE_MAX
+            and self.free
+            and _free_name(name) is not None
+        )
+
 
 class PlainText(validate.Regexp):
     """Rejects text holding a character of USER_ID_FORBIDDEN, naming the first one. A
@@ -175,6 +208,30 @@ class PayloadSize(validate.Validator):
         return value
 
 
+def event_type_rule(listed: Sequence[str]) -> validate.Validator:
+    """The validator of an input eventType: one of the `listed` names (EVENT_TYPES), or
+    with `*` among them any free-text name (a pattern the OpenAPI documents show)."""
+    if FREE_EVENT_NAMES not in listed:
+        return validate.OneOf(listed)
+    return _FreeName()
+
+
+class _FreeName(FullRegexp):
+    def __init__(self) -> None:
+        super().__init__(
+            FREE_EVENT_NAME_PATTERN,
+            error=(
+                f"Must be 1-{EVENT_TYPE_MAX} letters, digits and _ . : / & ' ( ) + , - "
+                "in words joined by single spaces."
+            ),
+        )
+
+    def __call__(self, value: Any) -> Any:
+        if len(value) > EVENT_TYPE_MAX:
+            raise ValidationError(self.error)
+        return super().__call__(value)
+
+
 class EventInputSchema(Schema):
     """What a client posts. Unknown fields are rejected (marshmallow's default RAISE)."""
 
@@ -191,10 +248,11 @@ class EventInputSchema(Schema):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        allowed = tuple(event_types)
-        self.fields["eventType"].validators = [validate.OneOf(allowed)]
+        listed = tuple(event_types)
+        allowed = EventTypes(listed)
+        self.fields["eventType"].validators = [event_type_rule(listed)]
         self.fields["payload"].validators = [PayloadSize(max_payload_bytes)]
-        self._allowed = frozenset(allowed)
+        self._allowed = allowed
         self._max_payload_bytes = max_payload_bytes
 
     def load_fast(self, data: Any) -> tuple[dict[str, Any], bytes] | None:
