@@ -51,6 +51,9 @@ HEADER_SCHEMA_VERSION = "schemaVersion"
 # hashed only "<userId>\0<key>" (and "<key>:<i>" for batch item i). Ids made that way
 # never equal today's: a retry spanning that upgrade is stored as a new event.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("c66e4316-2589-47eb-9224-207c91522dbe")
+# The tracking API's messageId + the caller -> eventId (see `message_event_id`). Fixed
+# forever, for the same reason.
+MESSAGE_ID_NAMESPACE = uuid.UUID("4d0f6a52-9b7e-4c1e-8f7c-2a9d3b51e6c4")
 
 # ASCII digits only (`\d` would also take other scripts' digits, which break the string
 # order the read API's time filters rely on). The patterns are also the OpenAPI documents'
@@ -172,6 +175,17 @@ def new_event_id(event: Mapping[str, Any], idempotency_key: str | None = None) -
     return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, _identity(idempotency_key, event)))
 
 
+def message_event_id(caller: str, message_id: str | None) -> str:
+    """The eventId of a tracking API message: a UUIDv5 of `caller` (who sent it: the
+    credential's subject, or the write key of an open producer) and the message's
+    `messageId`, so an SDK's retry, alone or in another batch, before or after a
+    producer restart, is stored once; a random UUIDv4 for a message without one."""
+    if message_id is None:
+        return str(uuid.uuid4())
+    name = json.dumps([caller, message_id], separators=(",", ":"), ensure_ascii=True)
+    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))
+
+
 def _identity(idempotency_key: str, event: Mapping[str, Any]) -> str:
     # A JSON array of exactly these four values, not a joined string: every field is
     # quoted and escaped, so no choice of key or userId can make two different tuples
@@ -254,6 +268,11 @@ class EventInputSchema(Schema):
         self.fields["payload"].validators = [PayloadSize(max_payload_bytes)]
         self._allowed = allowed
         self._max_payload_bytes = max_payload_bytes
+
+    @property
+    def allowed(self) -> EventTypes:
+        """The eventType values this schema admits."""
+        return self._allowed
 
     def load_fast(self, data: Any) -> tuple[dict[str, Any], bytes] | None:
         """`(self.load(data), compact_json(<its payload>))` when `load` accepts `data`; None
@@ -366,11 +385,13 @@ ORIGINAL_TIMESTAMP_MAX = 64
 SOURCE_MAX = 64
 
 
-def _identity_field() -> fields.String:
+def identity_field() -> fields.String:
+    """An optional userId or anonymousId: userId's length and characters."""
     return fields.String(validate=[validate.Length(min=1, max=USER_ID_MAX), PlainText()])
 
 
-def _label_field(max_length: int) -> fields.String:
+def label_field(max_length: int) -> fields.String:
+    """An optional text of 1-`max_length` characters under userId's character rule."""
     return fields.String(validate=[validate.Length(min=1, max=max_length), PlainText()])
 
 
@@ -393,12 +414,12 @@ class EventRecordV2Schema(Schema):
     """
 
     eventId = fields.String(required=True, validate=FullRegexp(UUID_PATTERN))
-    userId = _identity_field()
-    anonymousId = _identity_field()
+    userId = identity_field()
+    anonymousId = identity_field()
     eventType = fields.String(required=True, validate=validate.Length(min=1, max=EVENT_TYPE_MAX))
     timestamp = fields.String(required=True, validate=FullRegexp(TIMESTAMP_PATTERN))
-    originalTimestamp = _label_field(ORIGINAL_TIMESTAMP_MAX)
-    source = _label_field(SOURCE_MAX)
+    originalTimestamp = label_field(ORIGINAL_TIMESTAMP_MAX)
+    source = label_field(SOURCE_MAX)
     payload = fields.Dict(keys=fields.String(), required=True)
     context = fields.Dict(keys=fields.String())
     schemaVersion = fields.Integer(
@@ -433,6 +454,30 @@ RECORD_SCHEMAS: dict[int, type[Schema]] = {1: EventRecordSchema, 2: EventRecordV
 STORED_SCHEMAS: dict[int, type[Schema]] = {1: StoredEventSchema, 2: StoredEventV2Schema}
 EventRecordSchema.version_schemas = {SCHEMA_VERSION_2: EventRecordV2Schema}
 StoredEventSchema.version_schemas = {SCHEMA_VERSION_2: StoredEventV2Schema}
+
+
+def record_v2(
+    event_id: str,
+    event: Mapping[str, Any],
+    timestamp: str,
+) -> dict[str, Any]:
+    """A version 2 record value from `event`'s fields (`userId` and/or `anonymousId`,
+    `eventType`, `payload`, and optionally `originalTimestamp`, `source`, `context`): a
+    new dict in EventRecordV2Schema's order, absent optional fields left out."""
+    record: dict[str, Any] = {"eventId": event_id}
+    for name in ("userId", "anonymousId"):
+        if name in event:
+            record[name] = event[name]
+    record["eventType"] = event["eventType"]
+    record["timestamp"] = timestamp
+    for name in ("originalTimestamp", "source"):
+        if name in event:
+            record[name] = event[name]
+    record["payload"] = event.get("payload", {})
+    if "context" in event:
+        record["context"] = event["context"]
+    record["schemaVersion"] = SCHEMA_VERSION_2
+    return record
 
 
 def event_key(record: Mapping[str, Any]) -> str:

@@ -130,15 +130,22 @@ def install_auth(app: Flask, authenticator: Authenticator) -> None:
     app.register_error_handler(Forbidden, handle_forbidden)
 
 
-def authorize(scope: str) -> Principal | None:
+def authorize(scope: str, api_key: str | None = None) -> Principal | None:
     """Let the current request in when its credential grants `scope`, noting its principal
     in the environ (`PRINCIPAL`); None, letting every request in, when the app has no
-    credentials configured. Raises `Unauthenticated` or `Forbidden`."""
+    credentials configured. `api_key`: a key the request presents another way (the
+    tracking API's Basic auth user name), checked instead of its headers as an X-API-Key
+    is. Raises `Unauthenticated` or `Forbidden`."""
     authenticator: Authenticator = current_app.extensions[AUTH]
     if not authenticator.enabled:
         return None
     headers = request.headers
-    principal = authenticator.authenticate(headers.get("Authorization"), headers.get("X-API-Key"))
+    if api_key is None:
+        principal = authenticator.authenticate(
+            headers.get("Authorization"), headers.get("X-API-Key")
+        )
+    else:
+        principal = authenticator.authenticate(None, api_key)
     principal.require(scope)
     request.environ[PRINCIPAL] = principal
     return principal

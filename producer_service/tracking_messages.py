@@ -1,0 +1,161 @@
+"""The tracking API's messages (the HTTP API analytics SDKs such as Segment's and
+RudderStack's speak) and how each becomes a version 2 event. Pure code: no Flask, no Kafka.
+
+A message is `track`, `page`, `screen`, `identify`, `group` or `alias`. Each becomes one
+event of schema version 2 (`shared.events.EventRecordV2Schema`):
+
+| message    | eventType                              | payload                           |
+|------------|----------------------------------------|-----------------------------------|
+| `track`    | its `event` (must be admitted)         | its `properties`                  |
+| `page`     | TRACKING_PAGE_EVENT_TYPE               | `properties`, plus `name` if sent |
+| `screen`   | TRACKING_SCREEN_EVENT_TYPE             | `properties`, plus `name` if sent |
+| `identify` | TRACKING_IDENTIFY_EVENT_TYPE           | its `traits`                      |
+| `group`    | TRACKING_GROUP_EVENT_TYPE              | `{"groupId", "traits"}`           |
+| `alias`    | TRACKING_ALIAS_EVENT_TYPE              | `{"previousId"}`                  |
+
+`userId`, `anonymousId` and `context` are kept, the client's `originalTimestamp` (or its
+`timestamp`) is kept as sent, and `source` is `segment-api`. A `track` whose event name
+EVENT_TYPES does not admit is invalid; any other message whose mapped type EVENT_TYPES
+does not admit is accepted and ignored (counted, not stored). Unknown fields
+(`integrations`, `sentAt`, ...) are ignored, and so is a field whose value is null (SDKs
+send `"anonymousId": null`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from shared.errors import InvalidEvent
+from shared.events import (
+    EVENT_TYPE_MAX,
+    ORIGINAL_TIMESTAMP_MAX,
+    EventTypes,
+    PayloadSize,
+    identity_field,
+    label_field,
+)
+
+KINDS = ("track", "page", "screen", "identify", "group", "alias")
+SOURCE = "segment-api"
+MESSAGE_ID_MAX = 255
+NAME_MAX = 255
+
+
+class MessageSchema(Schema):
+    """One message of the tracking API. Unknown fields are ignored (SDKs send many)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(required=True, validate=validate.OneOf(KINDS))
+    messageId = label_field(MESSAGE_ID_MAX)
+    userId = identity_field()
+    anonymousId = identity_field()
+    event = fields.String(validate=validate.Length(min=1, max=EVENT_TYPE_MAX))
+    name = label_field(NAME_MAX)
+    properties = fields.Dict(keys=fields.String())
+    traits = fields.Dict(keys=fields.String())
+    context = fields.Dict(keys=fields.String())
+    timestamp = label_field(ORIGINAL_TIMESTAMP_MAX)
+    originalTimestamp = label_field(ORIGINAL_TIMESTAMP_MAX)
+    groupId = identity_field()
+    previousId = identity_field()
+
+    @validates_schema
+    def _complete(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        if "userId" not in data and "anonymousId" not in data:
+            raise ValidationError("Either userId or anonymousId is required.", "userId")
+        needed = {"track": "event", "group": "groupId", "alias": "previousId"}.get(data["type"])
+        if needed is not None and needed not in data:
+            raise ValidationError(f"Required for a {data['type']} message.", needed)
+
+
+@dataclass(frozen=True)
+class TrackingRules:
+    """What decides a message's fate: the admitted event types, the type each non-track
+    kind maps to, and the size bounds of payload and context."""
+
+    allowed: EventTypes
+    kind_types: Mapping[str, str]
+    max_payload_bytes: int
+
+
+class InvalidMessage(InvalidEvent):
+    """A message that cannot become an event; `messages` says why, by field."""
+
+
+class Ignored:
+    """A message accepted and not stored: its kind maps to a type EVENT_TYPES does not
+    admit."""
+
+
+IGNORED = Ignored()
+
+
+def message_event(message: Any, rules: TrackingRules, kind: str | None = None) -> Any:
+    """The event fields (`record_v2`'s `event`, with `messageId` when sent) of one
+    message, or IGNORED; raises InvalidMessage. `kind`: the kind a single-call route
+    implies (a `type` the message holds must then agree)."""
+    if not isinstance(message, dict):
+        raise InvalidMessage("A message must be a JSON object.", {"_schema": ["Not an object."]})
+    given = {k: v for k, v in message.items() if v is not None}
+    if kind is not None and given.setdefault("type", kind) != kind:
+        raise InvalidMessage("Invalid message.", {"type": [f"Must be {kind} here."]})
+    try:
+        loaded = _SCHEMA.load(given)
+    except ValidationError as exc:
+        raise InvalidMessage("Invalid message.", exc.messages_dict) from None
+    kind = loaded["type"]
+    if kind == "track":
+        event_type = loaded["event"]
+        if event_type not in rules.allowed:
+            raise InvalidMessage(
+                "Invalid message.", {"event": ["Not an event name EVENT_TYPES admits."]}
+            )
+    else:
+        event_type = rules.kind_types[kind]
+        if event_type not in rules.allowed:
+            return IGNORED
+    payload = _payload(kind, loaded)
+    event: dict[str, Any] = {"eventType": event_type, "payload": payload, "source": SOURCE}
+    for name in ("userId", "anonymousId", "context", "messageId"):
+        if name in loaded:
+            event[name] = loaded[name]
+    sent_at = loaded.get("originalTimestamp", loaded.get("timestamp"))
+    if sent_at is not None:
+        event["originalTimestamp"] = sent_at
+    size = PayloadSize(rules.max_payload_bytes)
+    for name, value in (("properties", payload), ("context", loaded.get("context"))):
+        if value is not None:
+            try:
+                size(value)
+            except ValidationError as exc:
+                raise InvalidMessage("Invalid message.", {name: exc.messages}) from None
+    return event
+
+
+def _payload(kind: str, loaded: Mapping[str, Any]) -> dict[str, Any]:
+    if kind == "identify":
+        return dict(loaded.get("traits", {}))
+    if kind == "group":
+        return {"groupId": loaded["groupId"], "traits": loaded.get("traits", {})}
+    if kind == "alias":
+        return {"previousId": loaded["previousId"]}
+    payload = dict(loaded.get("properties", {}))
+    if kind in ("page", "screen") and "name" in loaded:
+        payload.setdefault("name", loaded["name"])
+    return payload
+
+
+def batch_messages(body: Mapping[str, Any]) -> Sequence[Any] | None:
+    """The messages of a `/v1/batch` body, or None when it is not a batch (no `batch`
+    list)."""
+    batch = body.get("batch")
+    return batch if isinstance(batch, list) else None
+
+
+_SCHEMA = MessageSchema()
