@@ -27,9 +27,10 @@ import binascii
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Flask, Response, current_app, request
+from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from producer_service.events import (
@@ -39,7 +40,7 @@ from producer_service.events import (
     require_encodable,
 )
 from producer_service.metrics import TRACKING_MESSAGES
-from producer_service.state import ProducerState, state
+from producer_service.state import ProducerState, state, state_of
 from producer_service.tracking_messages import (
     IGNORED,
     InvalidMessage,
@@ -57,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 bp = Blueprint("tracking", __name__, url_prefix="/v1")
 
+# Where the app keeps its TrackingRules.
+RULES = "producer.tracking.rules"
 # Where `require_write_key` leaves who the caller is, for the eventIds.
 CALLER = "producer.tracking.caller"
 # The delivery metrics' label of an event type outside the EVENT_TYPES list (a free-text
@@ -114,11 +117,13 @@ def sdk_error_fields(response: Response) -> Response:
     return response
 
 
-def _rules(st: ProducerState) -> TrackingRules:
-    return TrackingRules(
-        allowed=st.input_schema.allowed,
-        kind_types=st.settings.tracking_kind_types,
-        max_payload_bytes=st.settings.max_payload_bytes,
+@bp.record_once
+def _build_rules(setup: BlueprintSetupState) -> None:
+    # Once per app: a schema costs far more to build than a request to validate.
+    app = cast("Flask", setup.app)
+    settings = state_of(app).settings
+    app.extensions[RULES] = TrackingRules.of(
+        settings.event_types, settings.tracking_kind_types, settings.max_payload_bytes
     )
 
 
@@ -168,7 +173,7 @@ def _single(kind: str) -> Response:
 
 
 def _publish_messages(st: ProducerState, messages: Sequence[Any], kind: str | None) -> Response:
-    rules = _rules(st)
+    rules: TrackingRules = current_app.extensions[RULES]
     caller: str = request.environ.get(CALLER, "")
     timestamp = utc_timestamp()
     max_bytes = st.settings.tracking_max_message_bytes

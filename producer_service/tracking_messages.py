@@ -23,7 +23,7 @@ send `"anonymousId": null`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +31,10 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, vali
 
 from shared.errors import InvalidEvent
 from shared.events import (
-    EVENT_TYPE_MAX,
     ORIGINAL_TIMESTAMP_MAX,
     EventTypes,
     PayloadSize,
+    event_type_rule,
     identity_field,
     label_field,
 )
@@ -46,16 +46,26 @@ NAME_MAX = 255
 
 
 class MessageSchema(Schema):
-    """One message of the tracking API. Unknown fields are ignored (SDKs send many)."""
+    """One message of the tracking API, for the event types `event_types` (EVENT_TYPES)
+    admits. Unknown fields are ignored (SDKs send many), and so is a field whose value is
+    null: every field is nullable, and `message_event` drops nulls before loading."""
 
     class Meta:
         unknown = EXCLUDE
+
+    def __init__(self, event_types: Iterable[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        listed = tuple(event_types)
+        self.fields["event"].validators = [event_type_rule(listed)]
+        self.allowed = EventTypes(listed)
+        for field in self.fields.values():
+            field.allow_none = True
 
     type = fields.String(required=True, validate=validate.OneOf(KINDS))
     messageId = label_field(MESSAGE_ID_MAX)
     userId = identity_field()
     anonymousId = identity_field()
-    event = fields.String(validate=validate.Length(min=1, max=EVENT_TYPE_MAX))
+    event = fields.String()
     name = label_field(NAME_MAX)
     properties = fields.Dict(keys=fields.String())
     traits = fields.Dict(keys=fields.String())
@@ -76,12 +86,19 @@ class MessageSchema(Schema):
 
 @dataclass(frozen=True)
 class TrackingRules:
-    """What decides a message's fate: the admitted event types, the type each non-track
-    kind maps to, and the size bounds of payload and context."""
+    """What decides a message's fate: its schema (which holds the event names EVENT_TYPES
+    admits), the type each kind but `track` maps to, and the size bound of payload and
+    context."""
 
-    allowed: EventTypes
+    schema: MessageSchema
     kind_types: Mapping[str, str]
     max_payload_bytes: int
+
+    @classmethod
+    def of(
+        cls, event_types: Sequence[str], kind_types: Mapping[str, str], max_payload_bytes: int
+    ) -> TrackingRules:
+        return cls(MessageSchema(event_types), kind_types, max_payload_bytes)
 
 
 class InvalidMessage(InvalidEvent):
@@ -106,19 +123,15 @@ def message_event(message: Any, rules: TrackingRules, kind: str | None = None) -
     if kind is not None and given.setdefault("type", kind) != kind:
         raise InvalidMessage("Invalid message.", {"type": [f"Must be {kind} here."]})
     try:
-        loaded = _SCHEMA.load(given)
+        loaded = rules.schema.load(given)
     except ValidationError as exc:
         raise InvalidMessage("Invalid message.", exc.messages_dict) from None
     kind = loaded["type"]
     if kind == "track":
         event_type = loaded["event"]
-        if event_type not in rules.allowed:
-            raise InvalidMessage(
-                "Invalid message.", {"event": ["Not an event name EVENT_TYPES admits."]}
-            )
     else:
         event_type = rules.kind_types[kind]
-        if event_type not in rules.allowed:
+        if event_type not in rules.schema.allowed:
             return IGNORED
     payload = _payload(kind, loaded)
     event: dict[str, Any] = {"eventType": event_type, "payload": payload, "source": SOURCE}
@@ -156,6 +169,3 @@ def batch_messages(body: Mapping[str, Any]) -> Sequence[Any] | None:
     list)."""
     batch = body.get("batch")
     return batch if isinstance(batch, list) else None
-
-
-_SCHEMA = MessageSchema()

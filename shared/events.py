@@ -269,11 +269,6 @@ class EventInputSchema(Schema):
         self._allowed = allowed
         self._max_payload_bytes = max_payload_bytes
 
-    @property
-    def allowed(self) -> EventTypes:
-        """The eventType values this schema admits."""
-        return self._allowed
-
     def load_fast(self, data: Any) -> tuple[dict[str, Any], bytes] | None:
         """`(self.load(data), compact_json(<its payload>))` when `load` accepts `data`; None
         when `load` would refuse it (or for anything but plain dicts and strings, which
