@@ -46,6 +46,7 @@ from producer_service.tracking_messages import (
     InvalidMessage,
     TrackingRules,
     batch_messages,
+    check_sizes,
     message_event,
 )
 from shared import web
@@ -189,6 +190,7 @@ def _publish_messages(st: ProducerState, messages: Sequence[Any], kind: str | No
                 continue
             record = record_v2(message_event_id(caller, event.get("messageId")), event, timestamp)
             value = compact_json(record)
+            check_sizes(event, len(value), rules)
             if len(value) > max_bytes:
                 if kind is not None:
                     raise RequestEntityTooLarge(
