@@ -10,6 +10,8 @@
 * with payload encryption on (PAYLOAD_ENCRYPTION_KEYS, data keys in the bench Redis):
   `/events/generate` at the highest concurrency and `/events/batch` of 100, each beside
   the same run's figure without encryption.
+* `POST /v1/batch` (the tracking API) at TRACKING_BATCH messages per request, in the same
+  run and against the same process as `/events/batch` at that size.
 
 Every answer that is not a 201 is counted as an error (bench/wrk/report.lua).
 """
@@ -38,6 +40,8 @@ from bench.common import (
 )
 
 WRK_DIR = ROOT / "bench" / "wrk"
+# Messages per /v1/batch request: about what Segment's SDKs send (upload_size 100).
+TRACKING_BATCH = 100
 
 
 def wrk(
@@ -82,6 +86,17 @@ def wrk_with_cpu(
     acked = result["requests"] - result["non_201"]
     result["service_cpu_seconds"] = round(spent, 3)
     result["cpu_us_per_acked"] = round(spent / acked * 1e6, 1) if acked else None
+    return result
+
+
+def tracking_row(service: Service, size: int, connections: int, seconds: float) -> dict[str, Any]:
+    """wrk on POST /v1/batch with `size` track messages per request (bench/wrk/tracking.lua)."""
+    progress(
+        f"POST /v1/batch, {size} messages per request, {connections} connections, {seconds:g} s"
+    )
+    result = wrk_with_cpu(service, "tracking.lua", connections, seconds, size)
+    result["batch"] = size
+    result["events_per_second"] = round(result["acked_requests_per_second"] * size)
     return result
 
 
@@ -202,6 +217,7 @@ def run(
             result["batch"] = size
             result["events_per_second"] = round(result["acked_requests_per_second"] * size)
             batch.append(result)
+        tracking = tracking_row(service, TRACKING_BATCH, batch_connections, seconds)
     finally:
         service.stop()
 
@@ -232,6 +248,7 @@ def run(
         "single": single,
         "floor": floor_rows,
         "batch": batch,
+        "tracking": tracking,
         "baseline_in_flight": in_flight,
         "baseline_produce": bare,
         "producer_performance": perf,

@@ -558,8 +558,12 @@ def _intake_rows(i: dict[str, Any]) -> list[dict[str, Any]]:
                     value=cpu / b["batch"],
                 )
             )
+    out.extend(_tracking_rows(i))
     bad = [s["non_201"] + s["socket_errors"] + s["timeouts"] for s in i["single"]]
-    bad_batch = [b["non_201"] + b["socket_errors"] + b["timeouts"] for b in i["batch"]]
+    bad_batch = [
+        b["non_201"] + b["socket_errors"] + b["timeouts"]
+        for b in [*i["batch"], *([i["tracking"]] if "tracking" in i else [])]
+    ]
     out.append(
         _row(
             "intake errors (non-201, socket)",
@@ -932,6 +936,36 @@ def write_breakdown(table: str) -> None:
     head, tail = text[: start + len(BREAKDOWN_START)], text[end:]
     PERFORMANCE_DOC.write_text(f"{head}\n{table}\n{tail}")
     progress("docs/performance.md: single-event breakdown rewritten")
+
+
+def _tracking_rows(i: dict[str, Any]) -> list[dict[str, Any]]:
+    """POST /v1/batch beside POST /events/batch at the same size, same run and process."""
+    t = i.get("tracking")
+    same = [b for b in i["batch"] if t is not None and b["batch"] == t["batch"]]
+    if t is None or not same:
+        return []
+    eps, base = t["events_per_second"], same[0]["events_per_second"]
+    rows = [
+        _row(
+            f"POST /v1/batch, {t['batch']}/request",
+            f"{_n(eps)} ev/s",
+            f"/events/batch, {t['batch']}/request: {_n(base)}/s",
+            _ratio(eps, base),
+            ">= 0.9",
+            base > 0 and eps / base >= 0.9,
+            eps,
+        )
+    ]
+    cpu = t.get("cpu_us_per_acked")
+    if cpu is not None:
+        rows.append(
+            _row(
+                "  service CPU per acked message",
+                f"{_n(cpu / t['batch'], 1)} us",
+                value=cpu / t["batch"],
+            )
+        )
+    return rows
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from shared.config import (
     setting,
 )
 from shared.errors import ConfigError
+from shared.events import EventTypes
 
 # Ten years. The longest TTL or age a setting may ask for: far beyond any real retention,
 # and far below what Redis refuses as an expire time (or what its Lua numbers can carry
@@ -309,10 +310,10 @@ class ConsumerSettings:
         return self.common.dlq_topic
 
     @property
-    def event_types(self) -> frozenset[str]:
+    def event_types(self) -> EventTypes:
         """The event types this consumer stores (EVENT_TYPES); a record of any other is
         dead-lettered as `unknown_event_type`."""
-        return frozenset(self.common.event_types)
+        return EventTypes(self.common.event_types)
 
     @classmethod
     def from_env(cls, env: Environ | None = None) -> ConsumerSettings:

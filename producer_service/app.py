@@ -20,6 +20,7 @@ from producer_service.publisher import EventPublisher, KafkaEventPublisher
 from producer_service.quotas import Quota
 from producer_service.schemas import BatchInputSchema
 from producer_service.state import ProducerState, install, state, state_of
+from producer_service.tracking import bp as tracking_bp
 from shared import web
 from shared.auth import Authenticator
 from shared.events import EventInputSchema
@@ -102,6 +103,7 @@ def create_app(
     app.wsgi_app = _timed(wsgi_app)  # type: ignore[method-assign,assignment]
     register_error_handlers(app)
     app.register_blueprint(events_bp)
+    app.register_blueprint(tracking_bp)
     app.register_blueprint(web.ops_blueprint(ready, before_metrics=metrics.flush))
     app.register_blueprint(docs_bp)
     app.after_request(_request_counter(app))

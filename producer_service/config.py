@@ -169,6 +169,55 @@ class ProducerSettings:
         "the users' data keys live",
     )
 
+    tracking_max_batch_bytes: int = setting(
+        500 * 1024,
+        "TRACKING_MAX_BATCH_BYTES",
+        "largest tracking API request (`/v1/*`), after gzip is undone; 413 beyond",
+        lo=1024,
+        hi=64 * 1024 * 1024,
+        default_note="500 KiB",
+    )
+    tracking_max_message_bytes: int = setting(
+        32 * 1024,
+        "TRACKING_MAX_MESSAGE_BYTES",
+        "largest tracking API message, as the event it becomes; a single call beyond it "
+        "gets 413, a batch's message beyond it is reported invalid",
+        lo=256,
+        hi=900_000,
+        default_note="32 KiB",
+    )
+    tracking_page_event_type: str = setting(
+        "PAGE_VIEW",
+        "TRACKING_PAGE_EVENT_TYPE",
+        "eventType of a tracking API `page` message; empty, or a type EVENT_TYPES does not "
+        "admit: such messages are accepted and ignored",
+        required=False,
+    )
+    tracking_screen_event_type: str = setting(
+        "SCREEN_VIEW",
+        "TRACKING_SCREEN_EVENT_TYPE",
+        "eventType of a `screen` message; empty or not admitted: ignored",
+        required=False,
+    )
+    tracking_identify_event_type: str = setting(
+        "IDENTIFY",
+        "TRACKING_IDENTIFY_EVENT_TYPE",
+        "eventType of an `identify` message; empty or not admitted: ignored",
+        required=False,
+    )
+    tracking_group_event_type: str = setting(
+        "GROUP",
+        "TRACKING_GROUP_EVENT_TYPE",
+        "eventType of a `group` message; empty or not admitted: ignored",
+        required=False,
+    )
+    tracking_alias_event_type: str = setting(
+        "ALIAS",
+        "TRACKING_ALIAS_EVENT_TYPE",
+        "eventType of an `alias` message; empty or not admitted: ignored",
+        required=False,
+    )
+
     def __post_init__(self) -> None:
         check_choices(self)
         if self.max_batch_bytes < self.max_event_body_bytes:
@@ -205,6 +254,17 @@ class ProducerSettings:
     def event_types(self) -> tuple[str, ...]:
         """The allowed `eventType` values (EVENT_TYPES, read by both services)."""
         return self.common.event_types
+
+    @property
+    def tracking_kind_types(self) -> dict[str, str]:
+        """The eventType of each tracking API message kind but `track`."""
+        return {
+            "page": self.tracking_page_event_type,
+            "screen": self.tracking_screen_event_type,
+            "identify": self.tracking_identify_event_type,
+            "group": self.tracking_group_event_type,
+            "alias": self.tracking_alias_event_type,
+        }
 
     @property
     def rate_limits(self) -> tuple[RateLimitItem, ...]:

@@ -22,6 +22,7 @@ from producer_service.delivery import Delivery
 from producer_service.publisher import EventPublisher, Readiness
 from shared.data_keys import DataKeys, check_master_keys
 from shared.errors import InvalidEvent, Unavailable
+from shared.events import event_key
 from shared.json_codec import compact_json
 from shared.payload_crypto import PayloadKeyError, seal
 
@@ -104,7 +105,7 @@ class EncryptingPublisher:
     ) -> list[Delivery]:
         # `values` are the plaintext encodings: the sealed records are encoded anew.
         try:
-            keys = self._keys.for_writing({r["userId"] for r in records})
+            keys = self._keys.for_writing({event_key(r) for r in records})
         except PayloadKeyError as exc:
             logger.error("a user's data key does not open", extra={"error": str(exc)})
             raise Unavailable(f"the payload data key cannot be used: {exc}") from None
@@ -116,7 +117,7 @@ class EncryptingPublisher:
                 raise InvalidEvent(
                     f"Event {index} cannot be written to Kafka; nothing was published."
                 ) from None
-            user_id = record["userId"]
+            user_id = event_key(record)
             envelope = seal(keys[user_id], user_id, record["eventId"], plain)
             sealed.append({**record, "payload": envelope})
         return self._inner.publish(sealed, timeout)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from marshmallow import ValidationError
-from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 from producer_service.auth import require_api_key
 from producer_service.delivery import Delivery
@@ -31,15 +32,18 @@ IDEMPOTENCY_KEY_MAX = 255
 MAX_ITEM_ERRORS = 100
 
 
-def parsed_object(max_bytes: int) -> tuple[dict[str, Any], bool]:
+def parsed_object(max_bytes: int, *, gunzip: bool = False) -> tuple[dict[str, Any], bool]:
     """The request body parsed as a JSON object, or the matching 4xx, and whether its
     values are known to be writable (`parse_json`'s `strict`). The values may still be
     unwritable (`1e400` parses to inf, a `"\\ud800"` escape to a lone surrogate): use
-    `json_object` unless a cheaper check must come first."""
+    `json_object` unless a cheaper check must come first. `gunzip`: a body sent with
+    `Content-Encoding: gzip` is inflated first; `max_bytes` bounds it before and after."""
     if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
         raise UnsupportedMediaType("Content-Type must be application/json.")
     request.max_content_length = max_bytes
     raw = request.get_data(cache=False)  # raises 413 past max_bytes
+    if gunzip:
+        raw = _inflated(raw, max_bytes)
     try:
         body, strict = parse_json(raw)
     except (ValueError, RecursionError) as exc:
@@ -47,6 +51,26 @@ def parsed_object(max_bytes: int) -> tuple[dict[str, Any], bool]:
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object.")
     return body, strict
+
+
+def _inflated(raw: bytes, max_bytes: int) -> bytes:
+    """`raw` as the request's Content-Encoding (gzip or none) says: inflated to at most
+    `max_bytes` (413 beyond: a small gzip body may inflate a thousandfold)."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding != "gzip":
+        raise UnsupportedMediaType("Content-Encoding must be gzip or absent.")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(raw, max_bytes + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"The body is not valid gzip: {exc}") from None
+    if len(body) > max_bytes:
+        raise RequestEntityTooLarge(f"The inflated body is over {max_bytes} bytes.")
+    if not inflater.eof or inflater.unused_data:
+        raise BadRequest("The body must be exactly one complete gzip member.")
+    return body
 
 
 def require_encodable(body: dict[str, Any], strict: bool = False) -> dict[str, Any]:
@@ -82,12 +106,17 @@ def idempotency_key() -> str | None:
     return key
 
 
-def _publish(
-    records: Sequence[Mapping[str, Any]], values: Sequence[bytes] | None = None
+def publish_records(
+    records: Sequence[Mapping[str, Any]],
+    values: Sequence[bytes] | None = None,
+    labels: Iterable[str] | None = None,
 ) -> list[Delivery]:
+    """Publish `records` (their encoded `values` when given) and wait for Kafka's acks,
+    within the ack timeout; each delivery counted in the metrics under its `labels`
+    item (default: the record's eventType)."""
     st = state()
     deliveries = st.publisher.publish(records, st.settings.ack_timeout, values)
-    observe_deliveries(deliveries, (r["eventType"] for r in records))
+    observe_deliveries(deliveries, (r["eventType"] for r in records) if labels is None else labels)
     return deliveries
 
 
@@ -116,7 +145,7 @@ def generate() -> Response:
     record = enrich(event, idempotency_key=key)
     # Encoded once: the same bytes are the Kafka record value and the answer.
     value = record_json(record, payload_json)
-    (delivery,) = _publish([record], [value])
+    (delivery,) = publish_records([record], [value])
     if not delivery.ok:
         logger.warning(
             "event not acknowledged", extra={**logged_facts(record), "reason": delivery.reason}
@@ -152,7 +181,7 @@ def batch() -> tuple[Response, int]:
     require_encodable(body, strict)
     key = idempotency_key()
     records, values = _batch_records(st.batch_schema, body, key)
-    deliveries = _publish(records, values)
+    deliveries = publish_records(records, values)
     return _batch_answer(records, deliveries)
 
 

@@ -44,6 +44,13 @@ DELIVERY_FAILURES = Counter(
     ["reason"],
 )
 
+TRACKING_MESSAGES = Counter(
+    "producer_tracking_messages_total",
+    "Tracking API messages not published, by outcome: invalid (listed in the answer), "
+    "ignored (a kind whose event type EVENT_TYPES does not admit).",
+    ["outcome"],
+)
+
 
 # Where the app's outermost WSGI layer leaves the request's start (`time.perf_counter()`)
 # in the environ, for the request duration.

@@ -6,6 +6,7 @@ drift from the behaviour); the paths below only say which schema each answer use
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from apispec import APISpec
@@ -17,10 +18,14 @@ from producer_service.schemas import (
     BatchInputSchema,
     BatchReportSchema,
     ErrorSchema,
+    TrackingAnswerSchema,
+    TrackingBatchSchema,
+    TrackingErrorSchema,
 )
+from producer_service.tracking_messages import MessageSchema
 from shared import web
 from shared.auth import WRITE
-from shared.events import EventInputSchema, EventRecordSchema
+from shared.events import EventInputSchema, EventRecordSchema, EventRecordV2Schema
 from shared.web import json_response as _json
 from shared.web import ref as _ref
 
@@ -70,6 +75,7 @@ def build_spec(settings: ProducerSettings) -> dict[str, Any]:
     _add_components(spec, settings)
     spec.path(path="/events/generate", operations={"post": _generate(settings, guarded)})
     spec.path(path="/events/batch", operations={"post": _batch(settings, guarded)})
+    _add_tracking(spec, settings, guarded)
     web.document_ops(
         spec,
         ready={
@@ -87,6 +93,7 @@ def _add_components(spec: APISpec, settings: ProducerSettings) -> None:
     input_schema = EventInputSchema(settings.event_types, settings.max_payload_bytes)
     spec.components.schema("EventInput", schema=input_schema)
     spec.components.schema("EventRecord", schema=EventRecordSchema)
+    spec.components.schema("EventRecordV2", schema=EventRecordV2Schema)
     spec.components.schema(
         "BatchInput",
         schema=BatchInputSchema(
@@ -140,3 +147,105 @@ def _batch(settings: ProducerSettings, guarded: list[dict[str, list[str]]]) -> d
             **quota_responses(settings),
         },
     }
+
+
+# The single-call routes of the tracking API, each implying its message's kind.
+SINGLE_CALLS = ("track", "page", "screen", "identify")
+# What a message of each kind must hold besides userId or anonymousId.
+_KIND_NEEDS = {"track": ["event"], "group": ["groupId"], "alias": ["previousId"]}
+
+
+def _add_tracking(
+    spec: APISpec, settings: ProducerSettings, guarded: list[dict[str, list[str]]]
+) -> None:
+    """The tracking API (/v1/*): a Basic auth scheme for the write key, the shapes, and
+    one operation per route (producer_service.tracking says what each answers)."""
+    security = guarded
+    if settings.api_keys:
+        spec.components.security_scheme(
+            "WriteKey",
+            {
+                "type": "http",
+                "scheme": "basic",
+                "description": "An API key as the user name (an SDK's write key).",
+            },
+        )
+        security = [*guarded, {"WriteKey": []}]
+    spec.components.schema("TrackingMessage", schema=MessageSchema(settings.event_types))
+    spec.components.schema("TrackingBatch", schema=TrackingBatchSchema)
+    spec.components.schema("TrackingAnswer", schema=TrackingAnswerSchema)
+    spec.components.schema("TrackingError", schema=TrackingErrorSchema)
+    schemas = spec.components.schemas
+    message = schemas["TrackingMessage"]
+    # A null field counts as absent, so a required one must not be null.
+    message["anyOf"] = [
+        {"required": [name], "properties": {name: {"type": "string"}}}
+        for name in ("userId", "anonymousId")
+    ]
+    for kind in SINGLE_CALLS:
+        # The route implies the kind; a `type` sent must agree.
+        one = {**message, "properties": {**message["properties"]}}
+        one["properties"]["type"] = {"type": "string", "enum": [kind, None], "nullable": True}
+        needs = _KIND_NEEDS.get(kind, [])
+        one.pop("required", None)
+        if needs:
+            one["required"] = needs
+            for name in needs:
+                one["properties"][name] = {
+                    k: v for k, v in one["properties"][name].items() if k != "nullable"
+                }
+        schemas[f"Tracking{kind.title()}"] = one
+    errors = {
+        "400": _json("TrackingError", "Not a batch, or (a single call) an invalid message."),
+        "413": _json("TrackingError", "Over the size limits."),
+        "415": _json("TrackingError", "Not application/json, or an encoding but gzip."),
+        "503": _json("TrackingError", "Kafka did not acknowledge every message; retry."),
+        **_tracking_errors(web.auth_responses(WRITE, bool(security))),
+        **_tracking_errors(quota_responses(settings)),
+    }
+    answer = _json("TrackingAnswer", "Every accepted message was acknowledged by Kafka.")
+    spec.path(
+        path="/v1/batch",
+        operations={
+            "post": {
+                "summary": "Publish a batch of tracking API messages",
+                "description": (
+                    "Each message becomes an event of schema version 2. Invalid messages "
+                    "are listed in the 200 and the valid ones published."
+                ),
+                "security": security,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("TrackingBatch")}},
+                },
+                "responses": {"200": answer, **errors},
+            }
+        },
+    )
+    for kind in SINGLE_CALLS:
+        spec.path(
+            path=f"/v1/{kind}",
+            operations={
+                "post": {
+                    "summary": f"Publish one {kind} message",
+                    "security": security,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": _ref(f"Tracking{kind.title()}")}
+                        },
+                    },
+                    "responses": {"200": answer, **errors},
+                }
+            },
+        )
+
+
+def _tracking_errors(responses: dict[str, Any]) -> dict[str, Any]:
+    """`responses` with each `Error` body a `TrackingError` (the tracking API's errors add
+    `code` and `message`)."""
+    text = json.dumps(responses).replace(
+        '"#/components/schemas/Error"', '"#/components/schemas/TrackingError"'
+    )
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded

@@ -32,7 +32,7 @@ from producer_service.delivery import (
     requests_of_this_process,
 )
 from shared.errors import InvalidEvent, Unavailable
-from shared.events import record_headers
+from shared.events import event_key, record_headers
 from shared.json_codec import compact_json, json_problem
 from shared.kafka import AUTHENTICATION_ERRORS, client_config
 
@@ -71,7 +71,7 @@ def encode_records(
     for index, record in enumerate(records):
         try:
             value = compact_json(record) if values is None else values[index]
-            encoded.append(EncodedRecord(record["userId"].encode(), value, record_headers(record)))
+            encoded.append(EncodedRecord(event_key(record).encode(), value, record_headers(record)))
         except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
             problem = json_problem(record) or "its key or headers are not UTF-8"
             raise InvalidEvent(

@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 REDIS_TIMEOUT = 0.5
 # The one quota both /events routes draw on.
 SCOPE = "events"
+# The blueprints whose requests spend quota: /events and the tracking API's /v1.
+CHARGED_BLUEPRINTS = frozenset(("events", "tracking"))
 # Where `charge` leaves the request's cost for `Quota._cost`.
 COST = "producer_quota_cost"
 
@@ -93,7 +95,7 @@ class Quota:
             headers_enabled=False,
         )
         # Only /events spends quota; /health, /ready and /metrics must not wait on Redis.
-        self.limiter.request_filter(lambda: request.blueprint != "events")
+        self.limiter.request_filter(lambda: request.blueprint not in CHARGED_BLUEPRINTS)
         self._check = self.limiter.shared_limit(settings.rate_limit, scope=SCOPE, cost=self._cost)(
             _charged
         )

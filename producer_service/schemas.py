@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from marshmallow import Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, fields, validate
 
 from shared import web
 from shared.events import DEFAULT_MAX_PAYLOAD_BYTES, UUID_PATTERN, EventInputSchema, FullRegexp
@@ -105,3 +105,52 @@ class ErrorDetailSchema(web.ErrorDetailSchema):
 
 class ErrorSchema(web.ErrorSchema):
     error = fields.Nested(ErrorDetailSchema, required=True)
+
+
+class TrackingBatchSchema(Schema):
+    """The body of POST /v1/batch. Its messages are checked one by one (an invalid one
+    is reported in the 200, not refused with the batch), so the document takes any item.
+    Other fields (`context`, `integrations`, ...) are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    batch = fields.List(
+        fields.Raw(),
+        required=True,
+        metadata={"description": "Tracking API messages (TrackingMessage), in order."},
+    )
+    sentAt = fields.Raw(metadata={"description": "Ignored."})
+    writeKey = fields.Raw(metadata={"description": "Ignored: the write key is Basic auth's."})
+
+
+class InvalidMessageSchema(Schema):
+    index = fields.Integer(required=True)
+    messageId = fields.String()
+    fields_ = fields.Dict(data_key="fields", required=True)
+
+
+class TrackingAnswerSchema(Schema):
+    """200 from the tracking API: every accepted message was acknowledged by Kafka."""
+
+    success = fields.Boolean(required=True)
+    accepted = fields.Integer(
+        required=True, metadata={"description": "Messages published and acknowledged."}
+    )
+    ignored = fields.Integer(
+        required=True,
+        metadata={"description": "Messages of a kind whose event type is not admitted."},
+    )
+    invalid = fields.List(
+        fields.Nested(InvalidMessageSchema),
+        metadata={"description": "`{index, messageId, fields}` per invalid message (first 100)."},
+    )
+    invalidCount = fields.Integer(metadata={"description": "Invalid messages in all."})
+
+
+class TrackingErrorSchema(ErrorSchema):
+    """An error of the tracking API: the shared shape, plus the top-level `code` and
+    `message` the SDKs read."""
+
+    code = fields.String(required=True)
+    message = fields.String(required=True)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, get_type_hint
 from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
-from shared.events import EVENT_TYPE_MAX
+from shared.events import EVENT_TYPE_MAX, FREE_EVENT_NAMES
 from shared.payload_crypto import MasterKeys, parse_master_keys
 
 if TYPE_CHECKING:
@@ -304,7 +304,8 @@ class CommonSettings:
         DEFAULT_EVENT_TYPES,
         "EVENT_TYPES",
         f"the `eventType` values there are, comma-separated, at most {MAX_EVENT_TYPES:,}; "
-        f"each 1-{EVENT_TYPE_MAX} letters, digits, `_`, `.`, `:` or `-`; the producer "
+        f"each 1-{EVENT_TYPE_MAX} letters, digits, `_`, `.`, `:` or `-`; `*` admits "
+        "free-text names besides (`Order Completed`: docs/tracking-api.md); the producer "
         "refuses any other (400), the consumer dead-letters it (`unknown_event_type`); "
         "add a type to the consumers before the producers (docs/consumer.md)",
     )
@@ -332,6 +333,8 @@ class CommonSettings:
                 f"{MAX_EVENT_TYPES} are allowed"
             )
         for name in self.event_types:
+            if name == FREE_EVENT_NAMES:
+                continue
             if len(name) > EVENT_TYPE_MAX or not EVENT_TYPE_PATTERN.fullmatch(name):
                 raise ConfigError(
                     f"EVENT_TYPES item {name!r} must be 1-{EVENT_TYPE_MAX} characters "

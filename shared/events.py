@@ -15,6 +15,7 @@ is `shared.json_codec`'s.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import json.encoder
 import os
@@ -22,13 +23,18 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from marshmallow import Schema, ValidationError, fields, types, validate
+from marshmallow import Schema, ValidationError, fields, types, validate, validates_schema
 
 from shared.json_codec import compact_json, json_problem
 
 SCHEMA_VERSION = 1
+# The version of records that carry an anonymousId, context, originalTimestamp or source
+# (`EventRecordV2Schema`); /events/* keep writing version 1.
+SCHEMA_VERSION_2 = 2
+ORIGINAL_TIMESTAMP_MAX = 64
+SOURCE_MAX = 64
 
 USER_ID_MAX = 128
 EVENT_TYPE_MAX = 64
@@ -46,6 +52,10 @@ HEADER_SCHEMA_VERSION = "schemaVersion"
 # hashed only "<userId>\0<key>" (and "<key>:<i>" for batch item i). Ids made that way
 # never equal today's: a retry spanning that upgrade is stored as a new event.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("c66e4316-2589-47eb-9224-207c91522dbe")
+# The tracking API's messageId + the caller -> eventId (see `message_event_id`). Fixed
+# forever, for the same reason.
+MESSAGE_ID_NAMESPACE = uuid.UUID("4d0f6a52-9b7e-4c1e-8f7c-2a9d3b51e6c4")
+_MESSAGE_ID_NAMESPACE_BYTES = MESSAGE_ID_NAMESPACE.bytes
 
 # ASCII digits only (`\d` would also take other scripts' digits, which break the string
 # order the read API's time filters rely on). The patterns are also the OpenAPI documents'
@@ -77,6 +87,39 @@ USER_ID_FORBIDDEN_MESSAGE = (
 )
 
 _user_id_forbidden = USER_ID_FORBIDDEN.search
+
+# EVENT_TYPES may list `*`: then free-text event names, as analytics SDKs send them
+# ("Order Completed"), are admitted besides the listed ones: 1-EVENT_TYPE_MAX ASCII
+# letters, digits and `_ . : / & ' ( ) + , -`, in words joined by single spaces. Every
+# name EVENT_TYPES may list is such a name. No control, markup or quote character but
+# the apostrophe, so a name is as safe in a log line, a Redis key or the dashboard as a
+# listed one. (Each word starts after exactly one space: the pattern cannot backtrack.)
+FREE_EVENT_NAMES = "*"
+_NAME_WORD = r"[A-Za-z0-9_.:/&'()+,-]+"
+FREE_EVENT_NAME_PATTERN = f"^{_NAME_WORD}(?: {_NAME_WORD})*$"
+_free_name = re.compile(FREE_EVENT_NAME_PATTERN).fullmatch
+
+
+class EventTypes(frozenset[str]):
+    """The eventType values a service admits: the names of EVENT_TYPES and, when it lists
+    `*` (FREE_EVENT_NAMES), every free-text name (FREE_EVENT_NAME_PATTERN). `in` is the
+    test; iterating yields the listed names, `*` among them."""
+
+    @property
+    def free(self) -> bool:
+        return frozenset.__contains__(self, FREE_EVENT_NAMES)
+
+    def __contains__(self, name: object) -> bool:
+        if name == FREE_EVENT_NAMES:
+            return False
+        if frozenset.__contains__(self, name):
+            return True
+        return (
+            type(name) is str
+            and len(name) <= EVENT_TYPE_MAX
+            and self.free
+            and _free_name(name) is not None
+        )
 
 
 class PlainText(validate.Regexp):
@@ -134,6 +177,23 @@ def new_event_id(event: Mapping[str, Any], idempotency_key: str | None = None) -
     return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, _identity(idempotency_key, event)))
 
 
+def message_event_id(caller: str, message_id: str | None) -> str:
+    """The eventId of a tracking API message: a UUIDv5 of `caller` (who sent it: the
+    credential's subject, or the write key of an open producer) and the message's
+    `messageId`, so an SDK's retry, alone or in another batch, before or after a
+    producer restart, is stored once; a random UUIDv4 for a message without one."""
+    if message_id is None:
+        return str(uuid.uuid4())
+    # The caller's length first, so no two (caller, messageId) pairs name alike.
+    name = f"{len(caller)}:{caller}{message_id}".encode("utf-8", "surrogatepass")
+    # uuid.uuid5, without building the UUID object twice (this runs once per message).
+    digest = bytearray(hashlib.sha1(_MESSAGE_ID_NAMESPACE_BYTES + name).digest()[:16])
+    digest[6] = digest[6] & 0x0F | 0x50
+    digest[8] = digest[8] & 0x3F | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _identity(idempotency_key: str, event: Mapping[str, Any]) -> str:
     # A JSON array of exactly these four values, not a joined string: every field is
     # quoted and escaped, so no choice of key or userId can make two different tuples
@@ -170,6 +230,30 @@ class PayloadSize(validate.Validator):
         return value
 
 
+def event_type_rule(listed: Sequence[str]) -> validate.Validator:
+    """The validator of an input eventType: one of the `listed` names (EVENT_TYPES), or
+    with `*` among them any free-text name (a pattern the OpenAPI documents show)."""
+    if FREE_EVENT_NAMES not in listed:
+        return validate.OneOf(listed)
+    return _FreeName()
+
+
+class _FreeName(FullRegexp):
+    def __init__(self) -> None:
+        super().__init__(
+            FREE_EVENT_NAME_PATTERN,
+            error=(
+                f"Must be 1-{EVENT_TYPE_MAX} letters, digits and _ . : / & ' ( ) + , - "
+                "in words joined by single spaces."
+            ),
+        )
+
+    def __call__(self, value: Any) -> Any:
+        if len(value) > EVENT_TYPE_MAX:
+            raise ValidationError(self.error)
+        return super().__call__(value)
+
+
 class EventInputSchema(Schema):
     """What a client posts. Unknown fields are rejected (marshmallow's default RAISE)."""
 
@@ -186,10 +270,11 @@ class EventInputSchema(Schema):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        allowed = tuple(event_types)
-        self.fields["eventType"].validators = [validate.OneOf(allowed)]
+        listed = tuple(event_types)
+        allowed = EventTypes(listed)
+        self.fields["eventType"].validators = [event_type_rule(listed)]
         self.fields["payload"].validators = [PayloadSize(max_payload_bytes)]
-        self._allowed = frozenset(allowed)
+        self._allowed = allowed
         self._max_payload_bytes = max_payload_bytes
 
     def load_fast(self, data: Any) -> tuple[dict[str, Any], bytes] | None:
@@ -255,6 +340,13 @@ class EventRecordSchema(Schema):
     payload = fields.Dict(keys=fields.String(), required=True)
     schemaVersion = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
 
+    # Versions whose records this schema hands to another schema (see `load`).
+    version_schemas: ClassVar[dict[int, type[Schema]]] = {}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._delegates = {v: schema() for v, schema in self.version_schemas.items()}
+
     # An override rather than a @pre_load hook: marshmallow's hook machinery costs about
     # 2 µs per load (~10 % of the consumer's validation of a record), this check ~0.1 µs.
     def load(
@@ -267,6 +359,9 @@ class EventRecordSchema(Schema):
     ) -> Any:
         if isinstance(data, dict):
             data = self.as_current(data)
+            version = data["schemaVersion"]
+            if type(version) is int and version in self.version_schemas:
+                return self._delegates[version].load(data, partial=partial, unknown=unknown)
         elif (self.many if many is None else many) and isinstance(data, list):
             data = [self.as_current(d) if isinstance(d, dict) else d for d in data]
         return super().load(data, many=many, partial=partial, unknown=unknown)
@@ -286,14 +381,113 @@ class EventRecordSchema(Schema):
 
 # The version a record without `schemaVersion` (the replaced service's shape) has.
 ORIGINAL_SCHEMA_VERSION = 1
+# The version of records that carry an anonymousId, context, originalTimestamp or source
+# (`EventRecordV2Schema`); /events/* keep writing version 1.
+SCHEMA_VERSION_2 = 2
+ORIGINAL_TIMESTAMP_MAX = 64
+SOURCE_MAX = 64
+
+
+def identity_field() -> fields.String:
+    """An optional userId or anonymousId: userId's length and characters."""
+    return fields.String(validate=[validate.Length(min=1, max=USER_ID_MAX), PlainText()])
+
+
+def label_field(max_length: int) -> fields.String:
+    """An optional text of 1-`max_length` characters under userId's character rule."""
+    return fields.String(validate=[validate.Length(min=1, max=max_length), PlainText()])
+
+
+class EventRecordV2Schema(Schema):
+    """Version 2 of the Kafka record value: version 1's fields with `userId` optional, and
+    `anonymousId`, `originalTimestamp`, `source` and `context` added (all optional).
+
+    * `userId` or `anonymousId`, or both, must be set; each follows userId's rules. The
+      Kafka key, and the store's user index, is `event_key(record)`: the userId when set,
+      else the anonymousId.
+    * `timestamp` is the producer's acceptance time, as in version 1; `originalTimestamp`
+      is the client's own clock, kept as sent (any text of at most
+      ORIGINAL_TIMESTAMP_MAX characters: clocks are wrong and formats vary).
+    * `source` names the intake, e.g. `segment-api`.
+    * `context` is an object of facts about the client (library, page, user agent, IP),
+      bounded with the payload by the record's size and nesting limits.
+
+    Field order is the order in which records are written (`record_v2`), so that a record
+    reads back byte for byte as it was produced.
+    """
+
+    eventId = fields.String(required=True, validate=FullRegexp(UUID_PATTERN))
+    userId = identity_field()
+    anonymousId = identity_field()
+    eventType = fields.String(required=True, validate=validate.Length(min=1, max=EVENT_TYPE_MAX))
+    timestamp = fields.String(required=True, validate=FullRegexp(TIMESTAMP_PATTERN))
+    originalTimestamp = label_field(ORIGINAL_TIMESTAMP_MAX)
+    source = label_field(SOURCE_MAX)
+    payload = fields.Dict(keys=fields.String(), required=True)
+    context = fields.Dict(keys=fields.String())
+    schemaVersion = fields.Integer(
+        required=True, strict=True, validate=validate.Equal(SCHEMA_VERSION_2)
+    )
+
+    @validates_schema
+    def _identified(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        if "userId" not in data and "anonymousId" not in data:
+            raise ValidationError("Either userId or anonymousId is required.", "userId")
 
 
 class StoredEventSchema(EventRecordSchema):
-    """An event as the read API returns it."""
+    """An event of version 1 as the read API returns it."""
 
     processedAt = fields.String(required=True, validate=FullRegexp(TIMESTAMP_PATTERN))
     partition = fields.Integer(required=True)
     offset = fields.Integer(required=True)
+
+
+class StoredEventV2Schema(EventRecordV2Schema):
+    """An event of version 2 as the read API returns it."""
+
+    processedAt = fields.String(required=True, validate=FullRegexp(TIMESTAMP_PATTERN))
+    partition = fields.Integer(required=True)
+    offset = fields.Integer(required=True)
+
+
+# Which schema loads a record of each version; a version not listed loads with version
+# 1's schema, as every version did before version 2 existed.
+RECORD_SCHEMAS: dict[int, type[Schema]] = {1: EventRecordSchema, 2: EventRecordV2Schema}
+STORED_SCHEMAS: dict[int, type[Schema]] = {1: StoredEventSchema, 2: StoredEventV2Schema}
+EventRecordSchema.version_schemas = {SCHEMA_VERSION_2: EventRecordV2Schema}
+StoredEventSchema.version_schemas = {SCHEMA_VERSION_2: StoredEventV2Schema}
+
+
+def record_v2(
+    event_id: str,
+    event: Mapping[str, Any],
+    timestamp: str,
+) -> dict[str, Any]:
+    """A version 2 record value from `event`'s fields (`userId` and/or `anonymousId`,
+    `eventType`, `payload`, and optionally `originalTimestamp`, `source`, `context`): a
+    new dict in EventRecordV2Schema's order, absent optional fields left out."""
+    record: dict[str, Any] = {"eventId": event_id}
+    for name in ("userId", "anonymousId"):
+        if name in event:
+            record[name] = event[name]
+    record["eventType"] = event["eventType"]
+    record["timestamp"] = timestamp
+    for name in ("originalTimestamp", "source"):
+        if name in event:
+            record[name] = event[name]
+    record["payload"] = event.get("payload", {})
+    if "context" in event:
+        record["context"] = event["context"]
+    record["schemaVersion"] = SCHEMA_VERSION_2
+    return record
+
+
+def event_key(record: Mapping[str, Any]) -> str:
+    """Whom a record is about: its userId, or an anonymous record's anonymousId. The Kafka
+    key (so one person's events keep their order) and the store's user index."""
+    user_id = record.get("userId")
+    return str(record["anonymousId"] if user_id is None else user_id)
 
 
 def random_event_ids(count: int) -> list[str]:

@@ -30,6 +30,7 @@ from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
 from shared.auth import Authenticator, Forbidden, Principal, Unauthenticated
+from shared.event_schemas import event_json_schema, versions
 from shared.json_codec import compact_json
 from shared.logs import configure_logging, gunicorn_logger_class
 
@@ -130,15 +131,22 @@ def install_auth(app: Flask, authenticator: Authenticator) -> None:
     app.register_error_handler(Forbidden, handle_forbidden)
 
 
-def authorize(scope: str) -> Principal | None:
+def authorize(scope: str, api_key: str | None = None) -> Principal | None:
     """Let the current request in when its credential grants `scope`, noting its principal
     in the environ (`PRINCIPAL`); None, letting every request in, when the app has no
-    credentials configured. Raises `Unauthenticated` or `Forbidden`."""
+    credentials configured. `api_key`: a key the request presents another way (the
+    tracking API's Basic auth user name), checked instead of its headers as an X-API-Key
+    is. Raises `Unauthenticated` or `Forbidden`."""
     authenticator: Authenticator = current_app.extensions[AUTH]
     if not authenticator.enabled:
         return None
     headers = request.headers
-    principal = authenticator.authenticate(headers.get("Authorization"), headers.get("X-API-Key"))
+    if api_key is None:
+        principal = authenticator.authenticate(
+            headers.get("Authorization"), headers.get("X-API-Key")
+        )
+    else:
+        principal = authenticator.authenticate(None, api_key)
     principal.require(scope)
     request.environ[PRINCIPAL] = principal
     return principal
@@ -285,6 +293,29 @@ def document_ops(spec: APISpec, ready: Mapping[str, Any]) -> None:
     )
     spec.path(path="/ready", operations={"get": dict(ready)})
     spec.path(
+        path="/schemas/events/v{version}.json",
+        operations={
+            "get": {
+                "summary": "JSON Schema of the event record, per schema version",
+                "parameters": [
+                    {
+                        "in": "path",
+                        "name": "version",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The JSON Schema (2020-12) of that version's record.",
+                        "content": {"application/schema+json": {"schema": {"type": "object"}}},
+                    },
+                    "404": json_response("Error", "No such version."),
+                },
+            }
+        },
+    )
+    spec.path(
         path="/metrics",
         operations={
             "get": {
@@ -316,6 +347,9 @@ def ops_blueprint(
 
     bp.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
     bp.add_url_rule("/openapi.json", "openapi", openapi, methods=["GET"])
+    bp.add_url_rule(
+        "/schemas/events/v<int:version>.json", "event_schema", event_schema, methods=["GET"]
+    )
     return bp
 
 
@@ -332,6 +366,16 @@ def health() -> Response:
 
 def openapi() -> Response:
     return jsonify(current_app.extensions[OPENAPI])
+
+
+def event_schema(version: int) -> Response:
+    """The JSON Schema of the event record's schema `version`; 404 for another."""
+    document = event_json_schema(version)
+    if document is None:
+        return error_response(
+            404, "not_found", f"No event schema version {version}; there are {versions()}."
+        )
+    return Response(json.dumps(document), mimetype="application/schema+json")
 
 
 def multiprocess_dir() -> str | None:

@@ -1,7 +1,10 @@
 -- Shared by the wrk scripts: counts every answer that is not a 201 (wrk's own counter
 -- only sees non-2xx, and a 207 from /events/batch is not an acked batch), and prints one
 -- line "BENCH_JSON {...}" that bench/intake.py reads instead of parsing wrk's text.
+-- A script whose acked answer is another status (the tracking API's 200) sets OK_STATUS
+-- before loading this file; "non_201" then counts answers other than that one.
 local threads = {}
+local ok_status = OK_STATUS or 201
 
 function setup(thread)
   table.insert(threads, thread)
@@ -12,7 +15,7 @@ function init(args)
 end
 
 function response(status, headers, body)
-  if status ~= 201 then
+  if status ~= ok_status then
     non_201 = non_201 + 1
   end
 end

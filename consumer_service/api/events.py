@@ -74,6 +74,7 @@ def list_processed() -> Response:
         event_type=q.get("eventType"),
         since=q.get("since"),
         until=q.get("until"),
+        schema_version=q.get("schemaVersion"),
     )
     page = st.store.page(query, st.settings.max_scan_per_page, st.settings.max_page_bytes)
     if st.payloads is not None:

@@ -26,7 +26,7 @@ from consumer_service.config import ConsumerSettings
 from consumer_service.storage.cluster_page import CURSOR_PREFIX
 from shared import web
 from shared.auth import ERASE, READ
-from shared.events import USER_ID_MAX, FullRegexp, StoredEventSchema
+from shared.events import STORED_SCHEMAS, USER_ID_MAX, FullRegexp
 from shared.web import json_response, text_response
 
 # The cluster store's cursor: its prefix, then base64url (storage.cluster_page.decode_cursor
@@ -66,8 +66,11 @@ def build_spec(settings: ConsumerSettings | None = None, *, cluster: bool = Fals
         "security": security,
         "responses": web.auth_responses(READ, bool(security)),
     }
-    spec.components.schema("StoredEvent", schema=StoredEventSchema)
+    _document_stored_event(spec)
     spec.components.schema("EventPage", schema=EventPageSchema)
+    # Each event of a page is in the version it was produced in.
+    page = spec.components.schemas["EventPage"]
+    page["properties"]["events"]["items"] = {"$ref": "#/components/schemas/StoredEvent"}
     spec.components.schema("Stats", schema=StatsSchema)
     _document_processed(
         spec, ClusterProcessedQuerySchema if cluster else ProcessedQuerySchema, guard
@@ -129,6 +132,16 @@ def _document_processed(spec: APISpec, query: type[ProcessedQuerySchema], guard:
             )
         },
     )
+
+
+def _document_stored_event(spec: APISpec) -> None:
+    """`StoredEvent`: an event of any schema version, as the read API returns it. anyOf,
+    not oneOf: a version 2 event with only version 1's fields also fits version 1's."""
+    versions = []
+    for version, schema in sorted(STORED_SCHEMAS.items()):
+        spec.components.schema(f"StoredEventV{version}", schema=schema)
+        versions.append({"$ref": f"#/components/schemas/StoredEventV{version}"})
+    spec.components.schema("StoredEvent", component={"anyOf": versions})
 
 
 def _document_event_and_stats(spec: APISpec, guard: Guard) -> None:

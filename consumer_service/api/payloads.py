@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from shared.data_keys import DataKeys
+from shared.events import event_key
 from shared.payload_crypto import DataKey, Envelope, PayloadKeyError, envelope_of, open_payload
 
 
@@ -35,12 +36,12 @@ class PayloadOpener:
                 sealed.append((event, envelope))
         if not sealed:
             return
-        keys = self._keys.for_reading({event["userId"] for event, _ in sealed})
+        keys = self._keys.for_reading({event_key(event) for event, _ in sealed})
         for event, envelope in sealed:
-            key = keys[event["userId"]]
+            key = keys[event_key(event)]
             if isinstance(key, DataKey):
                 try:
-                    plain = open_payload(key, event["userId"], event["eventId"], envelope)
+                    plain = open_payload(key, event_key(event), event["eventId"], envelope)
                 except PayloadKeyError:
                     continue
                 event["payload"] = orjson.loads(plain)

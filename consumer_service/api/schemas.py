@@ -10,7 +10,13 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from consumer_service.storage.timeindex import days_from_civil, days_in_month
 from shared import web
-from shared.events import EVENT_TYPE_MAX, USER_ID_MAX, FullRegexp, StoredEventSchema
+from shared.events import (
+    EVENT_TYPE_MAX,
+    SCHEMA_VERSION_2,
+    USER_ID_MAX,
+    FullRegexp,
+    StoredEventSchema,
+)
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -159,11 +165,20 @@ class ProcessedQuerySchema(Schema):
     )
     userId = fields.String(
         validate=validate.Length(min=1, max=USER_ID_MAX),
-        metadata={"description": "Only this user's events (exact match)."},
+        metadata={
+            "description": (
+                "Only this user's events (exact match); an anonymous event (schema "
+                "version 2, no userId) is this user's when its anonymousId matches."
+            )
+        },
     )
     eventType = fields.String(
         validate=validate.Length(min=1, max=EVENT_TYPE_MAX),
         metadata={"description": "Only events of this type (exact match)."},
+    )
+    schemaVersion = DigitsInteger(
+        validate=validate.Range(min=1, max=SCHEMA_VERSION_2),
+        metadata={"description": "Only events of this schema version (1 or 2)."},
     )
     since = Instant(metadata=_instant_doc("Events at or after this instant (inclusive)."))
     until = Instant(metadata=_instant_doc("Events before this instant (exclusive)."))

@@ -34,7 +34,7 @@ from consumer_service.storage import redis_mode
 from consumer_service.storage.keys import data_key, data_key_erasures, key_check
 from shared.data_keys import DataKeys, check_master_keys
 from shared.errors import Unavailable
-from shared.events import record_headers
+from shared.events import event_key, record_headers
 from shared.json_codec import compact_json
 from shared.payload_crypto import DataKey, Envelope, PayloadKeyError, envelope_of, open_payload
 
@@ -112,11 +112,11 @@ class PayloadScreen:
                 sealed.append((accepted, envelope))
         if not sealed and not refused:
             return 0
-        keys = self._keys.for_reading({a.record["userId"] for a, _ in sealed})
+        keys = self._keys.for_reading({event_key(a.record) for a, _ in sealed})
         erased: set[int] = set()
         for accepted, envelope in sealed:
             record = accepted.record
-            key = keys[record["userId"]]
+            key = keys[event_key(record)]
             if isinstance(key, PayloadKeyError):
                 refused[id(accepted)] = str(key)
             elif key is None or key.id != envelope.key_id:
@@ -141,7 +141,7 @@ class PayloadScreen:
 
 def _open(key: DataKey, record: dict[str, Any], envelope: Envelope) -> str | None:
     try:
-        open_payload(key, record["userId"], record["eventId"], envelope)
+        open_payload(key, event_key(record), record["eventId"], envelope)
     except PayloadKeyError as exc:
         return str(exc)
     return None
@@ -152,7 +152,7 @@ def _letter(accepted: Accepted, problem: str, topic: str) -> DeadLetter:
     decoded (the same JSON, compactly written) with the producer's headers."""
     record = accepted.record
     return DeadLetter(
-        key=record["userId"].encode("utf-8", "surrogatepass"),
+        key=event_key(record).encode("utf-8", "surrogatepass"),
         value=compact_json(record) if accepted.encoded is None else accepted.encoded,
         headers=tuple(record_headers(record)),
         reason=UNDECRYPTABLE,

@@ -72,6 +72,7 @@ from consumer_service.pipeline.shredding import PayloadScreen, data_keys, key_cl
 from consumer_service.pipeline.status import StatusFile, WorkerState
 from consumer_service.storage import BatchResult, EventStore, StoreFenced
 from shared.errors import Unavailable
+from shared.events import event_key
 from shared.kafka import client_config, describe
 
 log = logging.getLogger(__name__)
@@ -463,7 +464,7 @@ def _report(batch: Batch, result: BatchResult, log_events: bool) -> None:
 def _event_fields(ev: Accepted) -> dict[str, Any]:
     return {
         "event_id": ev.event_id,
-        "user_id": ev.record["userId"],
+        "user_id": event_key(ev.record),
         "event_type": ev.record["eventType"],
         "partition": ev.partition,
         "offset": ev.offset,

@@ -24,6 +24,7 @@ from consumer_service.storage.script import (
     event_blobs,
 )
 from shared.errors import PipelineError, Unavailable
+from shared.events import event_key
 
 # A page's default bounds (the read API passes its settings): index entries examined,
 # and the bytes of stored bodies after which it ends.
@@ -112,12 +113,16 @@ class PageQuery:
     event_type: str | None = None
     since: str | None = None
     until: str | None = None
+    schema_version: int | None = None
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         """True when the stored `event` passes every filter of the query."""
-        if self.user_id is not None and event.get("userId") != self.user_id:
+        # An anonymous event (version 2) is in the user index under its anonymousId.
+        if self.user_id is not None and event_key(event) != self.user_id:
             return False
         if self.event_type is not None and event.get("eventType") != self.event_type:
+            return False
+        if self.schema_version is not None and event.get("schemaVersion") != self.schema_version:
             return False
         ts = str(event.get("timestamp", ""))
         if self.since is not None and ts < self.since:

@@ -12,6 +12,7 @@ from importlib import resources
 
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.storage.timeindex import time_score
+from shared.events import event_key
 
 STORE_BATCH_LUA = (
     resources.files("consumer_service.storage").joinpath("store_batch.lua").read_text("utf-8")
@@ -58,7 +59,7 @@ def event_blobs(events: Sequence[Accepted], processed_at: str) -> list[bytes]:
         origin = b"%d:%d" % (ev.partition, ev.offset)
         event_id = ev.event_id.encode()
         event_type = str(record["eventType"]).encode()
-        user_id = str(record["userId"]).encode()
+        user_id = event_key(record).encode()
         time = time_score(record["timestamp"]).encode()
         body = ev.stored_form(processed_at)
         add(

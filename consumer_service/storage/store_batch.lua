@@ -319,7 +319,9 @@ if max_events > 0 then
       if body then
         local ok, ev = pcall(cjson.decode, body)
         if ok and type(ev) == 'table' then
-          tolerate('ZREM', prefix .. ':user:' .. tostring(ev['userId']), id)
+          -- An anonymous event (schema version 2) is indexed by its anonymousId.
+          local who = ev['userId'] or ev['anonymousId']
+          tolerate('ZREM', prefix .. ':user:' .. tostring(who), id)
           tolerate('ZREM', prefix .. ':type:' .. tostring(ev['eventType']), id)
         end
       end

@@ -62,6 +62,8 @@ def test_smoke_run_reports_every_figure(
     parts = results["breakdown"]["parts_us"]
     assert positive(results["breakdown"]["cpu_us_per_acked"]) and sum(parts.values()) > 0
     assert [b["batch"] for b in intake["batch"]] == [100, 1000]
+    tracking = intake["tracking"]
+    assert positive(tracking["events_per_second"]) and tracking["non_201"] == 0, tracking
     assert all(positive(b["events_per_second"]) and b["non_201"] == 0 for b in intake["batch"])
     assert positive(intake["baseline_produce"]["events_per_second"])
     assert positive(intake["producer_performance"]["events_per_second"])
@@ -105,7 +107,7 @@ def test_smoke_run_reports_every_figure(
 
     # The table: every figure there, every baseline with its ratio.
     rows = results["rows"]
-    assert len(rows) == 12 + 6 + 1 + 4 + 6 + 1 + 2 + len(PROCESS_ROLES) + 1 + 6
+    assert len(rows) == 12 + 6 + 2 + 1 + 4 + 6 + 1 + 2 + len(PROCESS_ROLES) + 1 + 6
     for row in rows:
         assert row["figure"] or row["baseline"], row
         if row["baseline"] and not row["baseline"].startswith("its first sample"):

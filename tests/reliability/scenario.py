@@ -216,7 +216,9 @@ class Run:
 
     # traffic
 
-    def start_traffic(self) -> None:
+    def start_traffic(self, tracking: bool = False) -> None:
+        """Start the clients. `tracking`: the last batch client posts to the tracking
+        API's /v1/batch instead of /events/batch."""
         single = round(self.events * SINGLE_SHARE)
         batch_size = 50 if self.events >= 20_000 else 20
         single_pacer = Pacer(single, single / self.duration)
@@ -227,16 +229,30 @@ class Run:
             self.clients.append(self._client(f"s{c}", single_pacer, users))
         for c in range(BATCH_CLIENTS):
             users = [f"{run}-b{c}-u{u}" for u in range(USERS_PER_BATCH_CLIENT)]
-            self.clients.append(self._client(f"b{c}", batch_pacer, users, batch_size))
+            via_tracking = tracking and c == BATCH_CLIENTS - 1
+            name = f"t{c}" if via_tracking else f"b{c}"
+            self.clients.append(self._client(name, batch_pacer, users, batch_size, via_tracking))
         self.traffic_started = time.monotonic()
         for client in self.clients:
             client.start()
 
     def _client(
-        self, name: str, pacer: Pacer, users: Sequence[str], batch_size: int = 0
+        self,
+        name: str,
+        pacer: Pacer,
+        users: Sequence[str],
+        batch_size: int = 0,
+        tracking: bool = False,
     ) -> HttpClient:
         return HttpClient(
-            name, self.ledger, lambda: self.producer.base, self.stop, users, pacer, batch_size
+            name,
+            self.ledger,
+            lambda: self.producer.base,
+            self.stop,
+            users,
+            pacer,
+            batch_size,
+            tracking,
         )
 
     def at(self, fraction: float) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import requests
 
 from shared.config import DEFAULT_EVENT_TYPES
+from shared.events import message_event_id
 
 # A request's outcome: the HTTP status, or "conn" for a connection error (nothing or only
 # part of an answer arrived: the client cannot know whether the server acted).
@@ -157,6 +158,7 @@ class HttpClient(threading.Thread):
         users: Sequence[str],
         pacer: Pacer | None = None,
         batch_size: int = 0,
+        tracking: bool = False,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.ledger = ledger
@@ -165,6 +167,8 @@ class HttpClient(threading.Thread):
         self.stop = stop
         self.users = list(users)
         self.batch_size = batch_size
+        # Batches go to the tracking API (/v1/batch) as analytics SDKs send them.
+        self.tracking = tracking
         self.requests = 0
         self.next_event = 0
         self.session = requests.Session()
@@ -176,7 +180,9 @@ class HttpClient(threading.Thread):
                 if granted == 0:
                     return
                 events = self.new_events(granted)
-                if self.batch_size:
+                if self.batch_size and self.tracking:
+                    self.send_tracking_batch(events)
+                elif self.batch_size:
                     self.send_batch(events, f"{self.ledger.run}-{self.name}-r{self.requests}")
                 else:
                     self.send_single(events[0])
@@ -193,13 +199,16 @@ class HttpClient(threading.Thread):
             self.next_event += 1
         return events
 
-    def _post(self, path: str, body: Any, key: str) -> tuple[Outcome, Any, float]:
+    def _post(self, path: str, body: Any, key: str | None) -> tuple[Outcome, Any, float]:
         sent_at = time.monotonic()
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
         try:
             r = self.session.post(
                 f"{self.base()}{path}",
                 data=json.dumps(body),
-                headers={"Content-Type": "application/json", "Idempotency-Key": key},
+                headers=headers,
                 timeout=REQUEST_TIMEOUT,
             )
         except requests.RequestException:
@@ -258,6 +267,38 @@ class HttpClient(threading.Thread):
                         self.ledger.acked(events[i], (request, i), item["eventId"])
             elif outcome not in (503, "conn"):
                 self.ledger.note_unexpected(f"{self.name}: batch answered {outcome}: {answer}")
+                return None
+            self.stop.wait(RETRY_PAUSE)
+        return None
+
+    def send_tracking_batch(self, events: Sequence[ClientEvent]) -> list[str] | None:
+        """POST /v1/batch, one track message per event (its marker the messageId), until
+        answered 200: every message acknowledged. A 503 or a lost connection re-sends the
+        same messages; their eventIds follow from the messageIds (an open producer's caller
+        is ""), so a retry stores nothing twice. The eventIds, or None when given up."""
+        give_up = time.monotonic() + GIVE_UP_AFTER
+        body = {
+            "batch": [
+                {
+                    "type": "track",
+                    "messageId": e.marker,
+                    "userId": e.user,
+                    "event": e.body["eventType"],
+                    "properties": e.body["payload"],
+                }
+                for e in events
+            ]
+        }
+        ids = [message_event_id("", e.marker) for e in events]
+        while not self.stop.is_set() and time.monotonic() < give_up:
+            request = self._mark_sent(events)
+            outcome, answer, _ = self._post("/v1/batch", body, None)
+            if outcome == 200 and answer.get("accepted") == len(events):
+                for i, (event, event_id) in enumerate(zip(events, ids, strict=True)):
+                    self.ledger.acked(event, (request, i), event_id)
+                return ids
+            if outcome not in (503, "conn"):
+                self.ledger.note_unexpected(f"{self.name}: /v1/batch answered {outcome}: {answer}")
                 return None
             self.stop.wait(RETRY_PAUSE)
         return None

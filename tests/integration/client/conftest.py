@@ -86,13 +86,33 @@ class Producer(Service):
 def stack(
     kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
+    with open_stack(kafka_bootstrap, redis_url, tmp_path_factory) as opened:
+        yield opened
+
+
+@contextlib.contextmanager
+def open_stack(
+    kafka_bootstrap: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    consumer_env: Mapping[str, str] | None = None,
+) -> Iterator[Stack]:
+    """A topic of its own and a consumer replica (started with `consumer_env` added to
+    its environment) with its read API; all removed on leaving."""
     unique = uuid.uuid4().hex[:10]
     topic = f"test-client-{unique}"
     prefix = f"test:{unique}"
     ensure_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], PARTITIONS)
     run_dir = tmp_path_factory.mktemp("client-stack")
     consumer = ConsumerReplica(
-        "consumer", kafka_bootstrap, topic, f"test-group-{unique}", redis_url, prefix, run_dir
+        "consumer",
+        kafka_bootstrap,
+        topic,
+        f"test-group-{unique}",
+        redis_url,
+        prefix,
+        run_dir,
+        consumer_env,
     )
     try:
         consumer.wait_ready()

@@ -222,9 +222,13 @@ def test_health_ready_metrics_openapi(
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
     assert "StoredEvent" in spec["components"]["schemas"]
-    assert "eventId" in spec["components"]["schemas"]["StoredEvent"]["properties"]
+    # An event of either schema version.
+    schemas = spec["components"]["schemas"]
+    versions = [ref["$ref"].rsplit("/", 1)[1] for ref in schemas["StoredEvent"]["anyOf"]]
+    assert versions == ["StoredEventV1", "StoredEventV2"]
+    assert all("eventId" in schemas[v]["properties"] for v in versions)
     params = {p["name"] for p in spec["paths"]["/events/processed"]["get"]["parameters"]}
-    assert {"limit", "cursor", "userId", "eventType", "since", "until"} <= params
+    assert {"limit", "cursor", "userId", "eventType", "schemaVersion", "since", "until"} <= params
 
 
 def test_unavailable_redis_is_503(settings: ConsumerSettings) -> None:

@@ -38,8 +38,11 @@ def test_what_the_producer_answers_201_is_stored_as_sent(
         client = producer.test_client()
 
         # Inside the test so that one app (one Kafka client) serves every example.
+        # 200, not 100: Hypothesis also draws on string constants it finds in the loaded
+        # code, so every new module shifts what it generates; at 100 the count of valid
+        # events fell under the bound below once the tracking API's modules came in.
         @settings(
-            max_examples=100,
+            max_examples=200,
             derandomize=True,
             database=None,
             deadline=None,

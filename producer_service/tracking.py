@@ -1,0 +1,252 @@
+"""The tracking API: `/v1/batch`, `/v1/track`, `/v1/page`, `/v1/screen`, `/v1/identify`,
+the HTTP API that Segment's and RudderStack's SDKs post to. Each message becomes an event
+of schema version 2 (producer_service.tracking_messages says how), published like
+`/events/batch` publishes (answered only after Kafka's acks, acks=all).
+
+What a caller is told, in the words the SDKs read (`code` and `message` in every error):
+
+* 200 `{"success": true, ...}`: every accepted message is acknowledged by Kafka. Invalid
+  messages of a batch do not stop the valid ones: they are listed under `invalid` (and
+  counted in `producer_tracking_messages_total`), because an SDK drops a batch answered
+  400 and would lose the valid ones with it. Messages whose kind maps to a type that
+  EVENT_TYPES does not admit are counted under `ignored`.
+* 400: the body is not a batch (or a single call's message is invalid); 413: over
+  TRACKING_MAX_BATCH_BYTES (inflated) or a single message over TRACKING_MAX_MESSAGE_BYTES;
+  429 with Retry-After from the quota; 503 when Kafka did not acknowledge every accepted
+  message: the SDK retries, and each message's eventId (from its messageId and the
+  caller, `shared.events.message_event_id`) makes the retry store nothing twice.
+
+Credentials: Basic auth whose user name is a key of PRODUCER_API_KEYS (the SDKs' write
+key; the password is ignored), or whatever `/events` accepts; scope `events:write`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from flask import Blueprint, Flask, Response, current_app, request
+from flask.blueprints import BlueprintSetupState
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+
+from producer_service.events import (
+    MAX_ITEM_ERRORS,
+    parsed_object,
+    publish_records,
+    require_encodable,
+)
+from producer_service.metrics import TRACKING_MESSAGES
+from producer_service.state import ProducerState, state, state_of
+from producer_service.tracking_messages import (
+    IGNORED,
+    InvalidMessage,
+    TrackingRules,
+    batch_messages,
+    check_sizes,
+    message_event,
+)
+from shared import web
+from shared.auth import WRITE, Unauthenticated
+from shared.errors import InvalidEvent, Unavailable
+from shared.events import message_event_id, record_v2, utc_timestamp
+from shared.json_codec import compact_json
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("tracking", __name__, url_prefix="/v1")
+
+# Where the app keeps its TrackingRules.
+RULES = "producer.tracking.rules"
+# Where `require_write_key` leaves who the caller is, for the eventIds.
+CALLER = "producer.tracking.caller"
+# The delivery metrics' label of an event type outside the EVENT_TYPES list (a free-text
+# name): one label, however many names there are.
+FREE_TEXT_LABEL = "free-text"
+
+
+@bp.before_request
+def require_write_key() -> None:
+    """Let the request in as `/events` would, taking Basic auth's user name as an API key;
+    note the caller (the credential's subject, or on an open producer the write key
+    given, or "") for the eventIds."""
+    authorization = request.headers.get("Authorization", "")
+    write_key = basic_user(authorization)
+    try:
+        principal = web.authorize(WRITE, write_key)
+    except Unauthenticated as exc:
+        if write_key is None:
+            raise
+        raise Unauthenticated("The write key (Basic auth user name) is not a valid key.") from exc
+    request.environ[CALLER] = principal.subject if principal is not None else write_key or ""
+
+
+def basic_user(authorization: str) -> str | None:
+    """The user name of a `Basic` Authorization value, None for any other scheme; 401
+    when it is not base64 of `user:password` in UTF-8."""
+    scheme, _, credential = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(credential.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthenticated(
+            "The Basic credential is not base64 of UTF-8 user:password."
+        ) from None
+    user, _, _ = decoded.partition(":")
+    return user
+
+
+@bp.after_request
+def sdk_error_fields(response: Response) -> Response:
+    """Give an error answer the top-level `code` and `message` the SDKs read, beside our
+    `error` object (an SDK reading an error without them fails on a KeyError)."""
+    if response.status_code < 400 or response.mimetype != "application/json":
+        return response
+    try:
+        body = json.loads(response.get_data())
+    except ValueError:
+        return response
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        response.set_data(
+            compact_json({"code": error.get("type"), "message": error.get("message"), **body})
+        )
+    return response
+
+
+@bp.record_once
+def _build_rules(setup: BlueprintSetupState) -> None:
+    # Once per app: a schema costs far more to build than a request to validate.
+    app = cast("Flask", setup.app)
+    settings = state_of(app).settings
+    app.extensions[RULES] = TrackingRules.of(
+        settings.event_types, settings.tracking_kind_types, settings.max_payload_bytes
+    )
+
+
+@bp.post("/batch")
+def batch() -> Response:
+    """Publish a batch's valid messages; 200 once Kafka acknowledged them all."""
+    st = state()
+    body, strict = parsed_object(st.settings.tracking_max_batch_bytes, gunzip=True)
+    messages = batch_messages(body)
+    if messages is None:
+        raise BadRequest('Not a batch: the body must be an object with a "batch" list.')
+    if st.quota is not None:
+        st.quota.charge(len(messages))
+    # After the quota: a refused request costs no validation.
+    require_encodable(body, strict)
+    return _publish_messages(st, messages, None)
+
+
+@bp.post("/track")
+def track() -> Response:
+    return _single("track")
+
+
+@bp.post("/page")
+def page() -> Response:
+    return _single("page")
+
+
+@bp.post("/screen")
+def screen() -> Response:
+    return _single("screen")
+
+
+@bp.post("/identify")
+def identify() -> Response:
+    return _single("identify")
+
+
+def _single(kind: str) -> Response:
+    """One message of `kind`: 200 once acknowledged (or ignored), 400 when invalid."""
+    st = state()
+    body, strict = parsed_object(st.settings.tracking_max_message_bytes, gunzip=True)
+    if st.quota is not None:
+        st.quota.charge(1)
+    require_encodable(body, strict)
+    return _publish_messages(st, [body], kind)
+
+
+def _publish_messages(st: ProducerState, messages: Sequence[Any], kind: str | None) -> Response:
+    rules: TrackingRules = current_app.extensions[RULES]
+    caller: str = request.environ.get(CALLER, "")
+    timestamp = utc_timestamp()
+    max_bytes = st.settings.tracking_max_message_bytes
+    records: list[dict[str, Any]] = []
+    values: list[bytes] = []
+    invalid: list[dict[str, Any]] = []
+    invalid_count = ignored = 0
+    for index, message in enumerate(messages):
+        try:
+            event = message_event(message, rules, kind)
+            if event is IGNORED:
+                ignored += 1
+                continue
+            record = record_v2(message_event_id(caller, event.get("messageId")), event, timestamp)
+            value = compact_json(record)
+            check_sizes(event, len(value), rules)
+            if len(value) > max_bytes:
+                if kind is not None:
+                    raise RequestEntityTooLarge(
+                        f"The message is {len(value)} bytes as an event; the limit is {max_bytes}."
+                    )
+                raise InvalidMessage(
+                    "Invalid message.",
+                    {"_schema": [f"{len(value)} bytes as an event; the limit is {max_bytes}."]},
+                )
+        except InvalidMessage as exc:
+            if kind is not None:
+                raise InvalidEvent("Invalid message.", exc.messages) from None
+            invalid_count += 1
+            if len(invalid) < MAX_ITEM_ERRORS:
+                invalid.append(_invalid_item(index, message, exc.messages))
+            continue
+        records.append(record)
+        values.append(value)
+    _count(invalid_count, ignored)
+    if records:
+        listed = frozenset(st.settings.event_types)
+        labels = [r["eventType"] if r["eventType"] in listed else FREE_TEXT_LABEL for r in records]
+        deliveries = publish_records(records, values, labels)
+        failed = sum(1 for d in deliveries if not d.ok)
+        if failed:
+            first = next(d for d in deliveries if not d.ok)
+            logger.warning(
+                "tracking batch not fully acknowledged",
+                extra={"events": len(records), "failed": failed, "reason": first.reason},
+            )
+            raise Unavailable(
+                f"Kafka did not acknowledge {failed} of {len(records)} events: {first.error}. "
+                "Retry the batch: messages with a messageId are stored once."
+            )
+    answer: dict[str, Any] = {"success": True, "accepted": len(records), "ignored": ignored}
+    if invalid_count:
+        answer["invalid"] = invalid
+        answer["invalidCount"] = invalid_count
+        logger.info(
+            "tracking messages refused",
+            extra={"invalid": invalid_count, "accepted": len(records)},
+        )
+    return Response(compact_json(answer), mimetype="application/json")
+
+
+def _invalid_item(index: int, message: Any, fields: Mapping[str, Any]) -> dict[str, Any]:
+    item: dict[str, Any] = {"index": index, "fields": dict(fields)}
+    message_id = message.get("messageId") if isinstance(message, dict) else None
+    if isinstance(message_id, str) and len(message_id) <= 255:
+        item["messageId"] = message_id
+    return item
+
+
+def _count(invalid: int, ignored: int) -> None:
+    # Only when there is something to count: each inc is a locked file write.
+    if invalid:
+        TRACKING_MESSAGES.labels("invalid").inc(invalid)
+    if ignored:
+        TRACKING_MESSAGES.labels("ignored").inc(ignored)
