@@ -46,6 +46,9 @@ def test_flushed_durations_are_what_observing_one_by_one_writes(amounts: list[fl
 def test_deliveries_reach_the_metrics_at_flush_and_not_before() -> None:
     event_type = f"TYPE_{uuid.uuid4().hex}"
     published = {"event_type": event_type}
+    # What earlier tests of this process counted is published first, so that the
+    # figures read next are this test's starting point.
+    metrics.flush()
     failed_before = sample("producer_delivery_failures_total", {"reason": REASON_TIMEOUT})
     acked_before = sample("producer_delivery_latency_seconds_count")
     deliveries = [
@@ -53,7 +56,6 @@ def test_deliveries_reach_the_metrics_at_flush_and_not_before() -> None:
         Delivery("b", 0, 2, latency=0.2),
         Delivery("c", reason=REASON_TIMEOUT, error="late"),
     ]
-    metrics.flush()
     metrics.observe_deliveries(deliveries, [event_type] * 3)
     assert sample("producer_events_published_total", published) == 0
     metrics.flush()
