@@ -92,6 +92,7 @@ def create_app(
     # Werkzeug refuses larger bodies before reading them; the events view narrows it.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_batch_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    metrics.label_event_types(name for name in settings.event_types if name != "*")
     producer_state = _new_state(app, settings, publisher)
     install(app, producer_state)
     authenticator = Authenticator(settings.auth, settings.parsed_api_keys())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -107,16 +107,14 @@ def idempotency_key() -> str | None:
 
 
 def publish_records(
-    records: Sequence[Mapping[str, Any]],
-    values: Sequence[bytes] | None = None,
-    labels: Iterable[str] | None = None,
+    records: Sequence[Mapping[str, Any]], values: Sequence[bytes] | None = None
 ) -> list[Delivery]:
     """Publish `records` (their encoded `values` when given) and wait for Kafka's acks,
-    within the ack timeout; each delivery counted in the metrics under its `labels`
-    item (default: the record's eventType)."""
+    within the ack timeout; each delivery counted in the metrics under its eventType
+    (`metrics.label_event_types` bounds the labels)."""
     st = state()
     deliveries = st.publisher.publish(records, st.settings.ack_timeout, values)
-    observe_deliveries(deliveries, (r["eventType"] for r in records) if labels is None else labels)
+    observe_deliveries(deliveries, (r["eventType"] for r in records))
     return deliveries
 
 

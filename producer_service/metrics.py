@@ -130,13 +130,30 @@ def count_request(route: str, method: str, status: int, seconds: float | None) -
         buckets[bisect.bisect_left(_HTTP_BOUNDS, seconds) + 1] += 1
 
 
+# The event_type label of a free-text event name (EVENT_TYPES listing `*`): one label,
+# however many names clients send.
+FREE_TEXT_LABEL = "free-text"
+# The event types EVENT_TYPES lists by name (set by `label_event_types`); None: any.
+_listed_types: frozenset[str] | None = None
+
+
+def label_event_types(listed: Iterable[str]) -> None:
+    """Label deliveries with their event type only when it is one of `listed` (the
+    EVENT_TYPES names); any other, a free-text name, is FREE_TEXT_LABEL."""
+    global _listed_types
+    _listed_types = frozenset(listed)
+
+
 def observe_deliveries(deliveries: Iterable[Delivery], event_types: Iterable[str]) -> None:
     """Count each delivery as published or failed; `event_types` pairs with `deliveries`."""
     with _tally.lock:
         published = _tally.published
         failed = _tally.failed
         latency = _tally.delivery
+        listed = _listed_types
         for delivery, event_type in zip(deliveries, event_types, strict=True):
+            if listed is not None and event_type not in listed:
+                event_type = FREE_TEXT_LABEL
             if delivery.reason is None:
                 published[event_type] = published.get(event_type, 0) + 1
                 if delivery.latency is not None:

@@ -63,9 +63,6 @@ bp = Blueprint("tracking", __name__, url_prefix="/v1")
 RULES = "producer.tracking.rules"
 # Where `require_write_key` leaves who the caller is, for the eventIds.
 CALLER = "producer.tracking.caller"
-# The delivery metrics' label of an event type outside the EVENT_TYPES list (a free-text
-# name): one label, however many names there are.
-FREE_TEXT_LABEL = "free-text"
 
 
 @bp.before_request
@@ -211,9 +208,7 @@ def _publish_messages(st: ProducerState, messages: Sequence[Any], kind: str | No
         values.append(value)
     _count(invalid_count, ignored)
     if records:
-        listed = frozenset(st.settings.event_types)
-        labels = [r["eventType"] if r["eventType"] in listed else FREE_TEXT_LABEL for r in records]
-        deliveries = publish_records(records, values, labels)
+        deliveries = publish_records(records, values)
         failed = sum(1 for d in deliveries if not d.ok)
         if failed:
             first = next(d for d in deliveries if not d.ok)

@@ -45,6 +45,7 @@ def test_flushed_durations_are_what_observing_one_by_one_writes(amounts: list[fl
 
 def test_deliveries_reach_the_metrics_at_flush_and_not_before() -> None:
     event_type = f"TYPE_{uuid.uuid4().hex}"
+    metrics.label_event_types([event_type])  # as an app listing it would
     published = {"event_type": event_type}
     # What earlier tests of this process counted is published first, so that the
     # figures read next are this test's starting point.
@@ -67,3 +68,28 @@ def test_deliveries_reach_the_metrics_at_flush_and_not_before() -> None:
     # A flush with nothing new adds nothing.
     metrics.flush()
     assert sample("producer_events_published_total", published) == 2
+
+
+def test_free_text_event_names_share_one_label() -> None:
+    """With `*` in EVENT_TYPES clients choose event names; each must not become a series."""
+    from producer_service import create_app
+    from producer_service.config import ProducerSettings
+    from shared.config import CommonSettings
+    from tests.unit.producer.fakes import InMemoryEventPublisher
+
+    settings = ProducerSettings(common=CommonSettings(kafka_topic="t", event_types=("LOGIN", "*")))
+    client = create_app(settings, publisher=InMemoryEventPublisher()).test_client()
+    names = [f"Order Completed {uuid.uuid4().hex[:8]}" for _ in range(3)]
+    metrics.flush()
+    free_before = sample("producer_events_published_total", {"event_type": "free-text"})
+    login_before = sample("producer_events_published_total", {"event_type": "LOGIN"})
+    for name in [*names, "LOGIN"]:
+        answer = client.post("/events/generate", json={"userId": "u", "eventType": name})
+        assert answer.status_code == 201, answer.get_json()
+    metrics.flush()
+    assert sample("producer_events_published_total", {"event_type": "free-text"}) == (
+        free_before + 3
+    )
+    assert sample("producer_events_published_total", {"event_type": "LOGIN"}) == login_before + 1
+    for name in names:
+        assert sample("producer_events_published_total", {"event_type": name}) == 0
