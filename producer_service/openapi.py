@@ -160,41 +160,8 @@ def _add_tracking(
 ) -> None:
     """The tracking API (/v1/*): a Basic auth scheme for the write key, the shapes, and
     one operation per route (producer_service.tracking says what each answers)."""
-    security = guarded
-    if settings.api_keys:
-        spec.components.security_scheme(
-            "WriteKey",
-            {
-                "type": "http",
-                "scheme": "basic",
-                "description": "An API key as the user name (an SDK's write key).",
-            },
-        )
-        security = [*guarded, {"WriteKey": []}]
-    spec.components.schema("TrackingMessage", schema=MessageSchema(settings.event_types))
-    spec.components.schema("TrackingBatch", schema=TrackingBatchSchema)
-    spec.components.schema("TrackingAnswer", schema=TrackingAnswerSchema)
-    spec.components.schema("TrackingError", schema=TrackingErrorSchema)
-    schemas = spec.components.schemas
-    message = schemas["TrackingMessage"]
-    # A null field counts as absent, so a required one must not be null.
-    message["anyOf"] = [
-        {"required": [name], "properties": {name: {"type": "string"}}}
-        for name in ("userId", "anonymousId")
-    ]
-    for kind in SINGLE_CALLS:
-        # The route implies the kind; a `type` sent must agree.
-        one = {**message, "properties": {**message["properties"]}}
-        one["properties"]["type"] = {"type": "string", "enum": [kind, None], "nullable": True}
-        needs = _KIND_NEEDS.get(kind, [])
-        one.pop("required", None)
-        if needs:
-            one["required"] = needs
-            for name in needs:
-                one["properties"][name] = {
-                    k: v for k, v in one["properties"][name].items() if k != "nullable"
-                }
-        schemas[f"Tracking{kind.title()}"] = one
+    security = _write_key_security(spec, settings, guarded)
+    _add_tracking_schemas(spec, settings)
     errors = {
         "400": _json("TrackingError", "Not a batch, or (a single call) an invalid message."),
         "413": _json("TrackingError", "Over the size limits."),
@@ -239,6 +206,53 @@ def _add_tracking(
                 }
             },
         )
+
+
+def _write_key_security(
+    spec: APISpec, settings: ProducerSettings, guarded: list[dict[str, list[str]]]
+) -> list[dict[str, list[str]]]:
+    """The tracking API's security: the /events schemes plus, with API keys, Basic auth
+    carrying the key as its user name (an SDK's write key)."""
+    if not settings.api_keys:
+        return guarded
+    spec.components.security_scheme(
+        "WriteKey",
+        {
+            "type": "http",
+            "scheme": "basic",
+            "description": "An API key as the user name (an SDK's write key).",
+        },
+    )
+    return [*guarded, {"WriteKey": []}]
+
+
+def _add_tracking_schemas(spec: APISpec, settings: ProducerSettings) -> None:
+    """The tracking API's component schemas: the batch, its answer and errors, and one
+    message schema per single-call route (the route implies the message's kind)."""
+    spec.components.schema("TrackingMessage", schema=MessageSchema(settings.event_types))
+    spec.components.schema("TrackingBatch", schema=TrackingBatchSchema)
+    spec.components.schema("TrackingAnswer", schema=TrackingAnswerSchema)
+    spec.components.schema("TrackingError", schema=TrackingErrorSchema)
+    schemas = spec.components.schemas
+    message = schemas["TrackingMessage"]
+    # A null field counts as absent, so a required one must not be null.
+    message["anyOf"] = [
+        {"required": [name], "properties": {name: {"type": "string"}}}
+        for name in ("userId", "anonymousId")
+    ]
+    for kind in SINGLE_CALLS:
+        # The route implies the kind; a `type` sent must agree.
+        one = {**message, "properties": {**message["properties"]}}
+        one["properties"]["type"] = {"type": "string", "enum": [kind, None], "nullable": True}
+        needs = _KIND_NEEDS.get(kind, [])
+        one.pop("required", None)
+        if needs:
+            one["required"] = needs
+            for name in needs:
+                one["properties"][name] = {
+                    k: v for k, v in one["properties"][name].items() if k != "nullable"
+                }
+        schemas[f"Tracking{kind.title()}"] = one
 
 
 def _tracking_errors(responses: dict[str, Any]) -> dict[str, Any]:
