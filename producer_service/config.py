@@ -17,12 +17,12 @@ from shared.config import (
     EncryptionSettings,
     Environ,
     check_choices,
-    check_redis_url,
     read_settings,
     setting,
 )
 from shared.errors import ConfigError
 from shared.events import DEFAULT_MAX_PAYLOAD_BYTES
+from shared.urls import check_redis_url
 
 COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 # gunicorn worker classes the publisher is built for (see docs/producer.md, worker model).

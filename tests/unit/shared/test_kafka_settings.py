@@ -13,9 +13,10 @@ from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.worker import consumer_config
 from producer_service.config import ProducerSettings
 from producer_service.publisher import KafkaEventPublisher
-from shared.config import CommonSettings, redact_url, redacted
+from shared.config import CommonSettings, redacted
 from shared.errors import ConfigError
 from shared.kafka import AuthenticationWatch, KafkaAuthenticationFailed, client_config
+from shared.urls import redact_url
 
 PASSWORD = "s3cr3t-Pw"
 SASL_ENV = {
