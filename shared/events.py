@@ -381,11 +381,6 @@ class EventRecordSchema(Schema):
 
 # The version a record without `schemaVersion` (the replaced service's shape) has.
 ORIGINAL_SCHEMA_VERSION = 1
-# The version of records that carry an anonymousId, context, originalTimestamp or source
-# (`EventRecordV2Schema`); /events/* keep writing version 1.
-SCHEMA_VERSION_2 = 2
-ORIGINAL_TIMESTAMP_MAX = 64
-SOURCE_MAX = 64
 
 
 def identity_field() -> fields.String:
