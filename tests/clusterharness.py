@@ -200,6 +200,8 @@ class LocalRedisCluster:
                 repl = client.info("replication")
                 if repl["role"] == "slave" and repl.get("master_link_status") != "up":
                     return False
+                if not _replicas_online(repl):
+                    return False
             except redis.RedisError:
                 return False
             finally:
@@ -253,3 +255,11 @@ def _wait(condition: object, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout} s: {what}")
         time.sleep(0.1)
+
+
+def _replicas_online(replication: dict[str, object]) -> bool:
+    """A master's replicas count for WAIT only once the master lists them as `online`;
+    a replica whose own link is already up can still be `wait_bgsave` or `send_bulk`
+    here for a moment."""
+    replicas = [v for k, v in replication.items() if k.startswith("slave") and k[5:].isdigit()]
+    return all(isinstance(r, dict) and r.get("state") == "online" for r in replicas)

@@ -52,6 +52,20 @@ def replicated(master: Node, replica: Node) -> bool:
         r.close()
 
 
+def online_replicas(master: Node) -> int:
+    """Replicas WAIT can count: listed by the master in state `online`."""
+    m = master.client()
+    try:
+        info = m.info("replication")
+    finally:
+        m.close()
+    return sum(
+        1
+        for k, v in info.items()
+        if k.startswith("slave") and k[5:].isdigit() and v.get("state") == "online"
+    )
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -102,12 +116,14 @@ def test_a_promoted_replica_keeps_what_wait_acknowledged(
         fresh_cluster.url,
         prefix,
         3600,
-        timeout_seconds=2.0,
+        timeout_seconds=5.0,
         wait_replicas=wait_replicas,
-        wait_timeout_ms=500,
+        # Generous: a loaded CI machine can take hundreds of ms to answer GETACK.
+        wait_timeout_ms=1500,
     )
     try:
         master = fresh_cluster.master_of_key(f"{{{prefix}:p0}}:seq")
+        wait_for(lambda: online_replicas(master) > 0, 30, "the master lists an online replica")
         replica = fresh_cluster.replica_of(master)
         before, during = batch(0, 0), batch(0, 5)
         assert len(store.store_batch(before, NOW).stored) == 5
