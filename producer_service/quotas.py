@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 # Seconds one Redis call of the limiter may take before it counts as down: a local Redis
 # answers in well under a millisecond, and every request waits for this call.
 REDIS_TIMEOUT = 0.5
-# The one quota both /events routes draw on.
+# The one quota every publishing route draws on: /events and the tracking API's /v1.
 SCOPE = "events"
 # The blueprints whose requests spend quota: /events and the tracking API's /v1.
 CHARGED_BLUEPRINTS = frozenset(("events", "tracking"))
@@ -156,8 +156,8 @@ class Quota:
 
 
 def quota_responses(settings: ProducerSettings) -> dict[str, Any]:
-    """The OpenAPI answers the quota adds to each /events route: a 429, when there is a
-    limit (a document for an unlimited service promises none)."""
+    """The OpenAPI answers the quota adds to each publishing route (/events, /v1): a 429,
+    when there is a limit (a document for an unlimited service promises none)."""
     if not settings.rate_limits:
         return {}
     whose = "credential (API key, or JWT `sub`)" if settings.auth_enabled else "client address"
@@ -165,7 +165,7 @@ def quota_responses(settings: ProducerSettings) -> dict[str, Any]:
         "429": {
             "description": (
                 f"Over PRODUCER_RATE_LIMIT ({settings.rate_limit} per {whose}; a batch "
-                "counts one per event, and both /events routes share the quota). `type` is "
+                "counts one per event or message; /events and /v1 share the quota). `type` is "
                 "`rate_limited`. Nothing was published; retry after `Retry-After` seconds."
             ),
             "headers": {
