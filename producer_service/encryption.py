@@ -9,18 +9,20 @@ the client sees its own event as it sent it.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import redis
-
-from consumer_service.storage.keys import data_key, data_key_erasures, key_check
+from consumer_service.storage.connect import is_cluster
+from consumer_service.storage.deployment_keys import (
+    check_deployment_keys,
+    deployment_keys,
+    redis_client,
+)
 from producer_service.config import ProducerSettings
 from producer_service.delivery import Delivery
 from producer_service.publisher import EventPublisher, Readiness
-from shared.data_keys import DataKeys, check_master_keys
+from shared.data_keys import DataKeys
 from shared.errors import InvalidEvent, Unavailable
 from shared.events import event_key
 from shared.json_codec import compact_json
@@ -36,34 +38,21 @@ def key_client(url: str, timeout_seconds: float = REDIS_TIMEOUT_SECONDS) -> Any:
     """A client of the Redis at `url` for the data keys: a cluster client when that node
     says it runs in cluster mode; a single-node client when it says otherwise or does not
     answer yet (logged; as the consumer's store guesses)."""
-    options = {"socket_timeout": timeout_seconds, "socket_connect_timeout": timeout_seconds}
-    probe = redis.Redis.from_url(url, **options)
     try:
-        cluster = int(probe.info("cluster").get("cluster_enabled", 0)) == 1
-    except redis.RedisError as exc:
+        cluster = is_cluster(url, timeout_seconds)
+    except Unavailable as exc:
         logger.warning(
             "Redis did not answer whether it is a cluster; using a single-node client for "
             "the data keys",
             extra={"error": str(exc)},
         )
         cluster = False
-    if not cluster:
-        return probe
-    probe.close()
-    return redis.RedisCluster.from_url(url, **options)
+    return redis_client(url, timeout_seconds, cluster=cluster)
 
 
 def data_keys_for(settings: ProducerSettings, client: Any) -> DataKeys:
     """The producer's `DataKeys`, under the consumers' prefix."""
-    enc = settings.encryption
-    return DataKeys(
-        client,
-        enc.master_keys(),
-        functools.partial(data_key, settings.redis_prefix),
-        data_key_erasures(settings.redis_prefix),
-        cache_size=enc.payload_key_cache_size,
-        cache_seconds=enc.payload_key_cache_seconds,
-    )
+    return deployment_keys(client, settings.encryption, settings.redis_prefix)
 
 
 def self_check(settings: ProducerSettings) -> str | None:
@@ -75,11 +64,7 @@ def self_check(settings: ProducerSettings) -> str | None:
     url = settings.rate_limit_redis_url
     assert url is not None  # the settings require REDIS_URL with encryption on
     try:
-        check_master_keys(
-            key_client(url),
-            settings.encryption.master_keys(),
-            functools.partial(key_check, settings.redis_prefix),
-        )
+        check_deployment_keys(key_client(url), settings.encryption, settings.redis_prefix)
     except Unavailable as exc:
         logger.warning("master keys not checked: Redis did not answer", extra={"error": str(exc)})
     except PayloadKeyError as exc:

@@ -19,11 +19,8 @@ payloads as it answers.
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any
-
-import redis
 
 from consumer_service import metrics
 from consumer_service.config import ConsumerSettings
@@ -31,8 +28,12 @@ from consumer_service.pipeline.batch import Batch
 from consumer_service.pipeline.dlq import DeadLetter
 from consumer_service.pipeline.processing import Accepted
 from consumer_service.storage import redis_mode
-from consumer_service.storage.keys import data_key, data_key_erasures, key_check
-from shared.data_keys import DataKeys, check_master_keys
+from consumer_service.storage.deployment_keys import (
+    check_deployment_keys,
+    deployment_keys,
+    redis_client,
+)
+from shared.data_keys import DataKeys
 from shared.errors import Unavailable
 from shared.events import event_key, record_headers
 from shared.json_codec import compact_json
@@ -45,29 +46,17 @@ UNDECRYPTABLE = "undecryptable"
 
 def key_client(settings: ConsumerSettings) -> Any:
     """A client of REDIS_URL for the data keys: a cluster client when the store is one."""
-    url = settings.common.redis_url
     timeout = settings.redis_timeout_seconds
-    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     try:
         cluster = redis_mode(settings, timeout) == "cluster"
     except Unavailable:  # open_store guesses a single node likewise
         cluster = False
-    if cluster:
-        return redis.RedisCluster.from_url(url, **options)
-    return redis.Redis.from_url(url, **options)
+    return redis_client(settings.common.redis_url, timeout, cluster=cluster)
 
 
 def data_keys(settings: ConsumerSettings, client: Any) -> DataKeys:
     """The consumer's `DataKeys` (read only), under CONSUMER_REDIS_PREFIX."""
-    enc = settings.encryption
-    return DataKeys(
-        client,
-        enc.master_keys(),
-        functools.partial(data_key, settings.redis_prefix),
-        data_key_erasures(settings.redis_prefix),
-        cache_size=enc.payload_key_cache_size,
-        cache_seconds=enc.payload_key_cache_seconds,
-    )
+    return deployment_keys(client, settings.encryption, settings.redis_prefix)
 
 
 def self_check(settings: ConsumerSettings) -> bool:
@@ -76,11 +65,7 @@ def self_check(settings: ConsumerSettings) -> bool:
     start); True when they agree, or Redis does not answer yet (records then wait for
     it)."""
     try:
-        check_master_keys(
-            key_client(settings),
-            settings.encryption.master_keys(),
-            functools.partial(key_check, settings.redis_prefix),
-        )
+        check_deployment_keys(key_client(settings), settings.encryption, settings.redis_prefix)
     except Unavailable as exc:
         log.warning("master keys not checked: Redis did not answer", extra={"error": str(exc)})
     except PayloadKeyError as exc:
