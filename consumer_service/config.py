@@ -34,6 +34,50 @@ MAX_BATCH_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
+class ReadApiSettings:
+    """The read API's processes and its limits per request (`ConsumerSettings.api`)."""
+
+    workers: int = setting(
+        2,
+        "CONSUMER_API_WORKERS",
+        "gunicorn worker processes of the read API (4 threads each)",
+        lo=1,
+        hi=64,
+    )
+    stall_seconds: float = setting(
+        60.0,
+        "CONSUMER_STALL_SECONDS",
+        "`/ready` fails when the worker's heartbeat is older than this",
+        lo=1.0,
+        hi=86_400.0,
+    )
+    # Each answer costs a Kafka metadata request (up to 1.5 s) and a Redis PING: reused,
+    # a crowd of pollers costs what one does.
+    ready_cache_seconds: float = setting(
+        1.0,
+        "CONSUMER_READY_CACHE_SECONDS",
+        "how long each API process reuses its last `/ready` answer; requests that arrive "
+        "while Redis, Kafka and the worker are checked share that check; 0: only those",
+        lo=0.0,
+        hi=60.0,
+    )
+    max_scan_per_page: int = setting(
+        5000,
+        "CONSUMER_MAX_SCAN_PER_PAGE",
+        "index entries one page may walk, and list from the time index (per partition)",
+        lo=1,
+        hi=1_000_000,
+    )
+    max_page_bytes: int = setting(
+        1024 * 1024,
+        "CONSUMER_MAX_PAGE_BYTES",
+        "a page ends after the event that brings its stored events to this many bytes",
+        lo=1024,
+        hi=256 * 1024 * 1024,
+    )
+
+
+@dataclass(frozen=True)
 class ConsumerSettings:
     """Everything one consumer replica needs. `from_env` validates and fails fast;
     `validate` holds the rules that tie several settings together."""
@@ -41,6 +85,7 @@ class ConsumerSettings:
     common: CommonSettings = field(default_factory=CommonSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
+    api: ReadApiSettings = field(default_factory=ReadApiSettings)
     consumer_group: str = setting(
         "user-activity-consumers",
         "KAFKA_CONSUMER_GROUP",
@@ -243,37 +288,6 @@ class ConsumerSettings:
     api_enabled: bool = setting(
         True, "CONSUMER_API_ENABLED", "`false` runs the worker without the read API"
     )
-    api_workers: int = setting(
-        2,
-        "CONSUMER_API_WORKERS",
-        "gunicorn worker processes of the read API (4 threads each)",
-        lo=1,
-        hi=64,
-    )
-    stall_seconds: float = setting(
-        60.0,
-        "CONSUMER_STALL_SECONDS",
-        "`/ready` fails when the worker's heartbeat is older than this",
-        lo=1.0,
-        hi=86_400.0,
-    )
-    # Each answer costs a Kafka metadata request (up to 1.5 s) and a Redis PING: reused,
-    # a crowd of pollers costs what one does.
-    ready_cache_seconds: float = setting(
-        1.0,
-        "CONSUMER_READY_CACHE_SECONDS",
-        "how long each API process reuses its last `/ready` answer; requests that arrive "
-        "while Redis, Kafka and the worker are checked share that check; 0: only those",
-        lo=0.0,
-        hi=60.0,
-    )
-    max_scan_per_page: int = setting(
-        5000,
-        "CONSUMER_MAX_SCAN_PER_PAGE",
-        "index entries one page may walk, and list from the time index (per partition)",
-        lo=1,
-        hi=1_000_000,
-    )
     api_keys: tuple[str, ...] = setting(
         (),
         "CONSUMER_API_KEYS",
@@ -282,14 +296,6 @@ class ConsumerSettings:
         "`KEY SCOPE...` only the scopes listed (docs/security.md); empty, and no JWT key: "
         "no authentication",
         repr=False,  # secrets: never printed
-    )
-
-    max_page_bytes: int = setting(
-        1024 * 1024,
-        "CONSUMER_MAX_PAGE_BYTES",
-        "a page ends after the event that brings its stored events to this many bytes",
-        lo=1024,
-        hi=256 * 1024 * 1024,
     )
 
     def __post_init__(self) -> None:

@@ -20,7 +20,7 @@ _hooks = GunicornHooks.start("consumer-api", _settings.common.log_level)
 wsgi_app = "consumer_service.api.app:create_app()"
 BIND_HOST = "0.0.0.0"
 bind = f"{BIND_HOST}:{_settings.port}"
-workers = _settings.api_workers
+workers = _settings.api.workers
 worker_class = "gthread"
 threads = 4
 # Short: the API only reads Redis, and the whole replica must stop inside the

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from consumer_service.config import ConsumerSettings
+from consumer_service.config import ConsumerSettings, ReadApiSettings
 from producer_service.config import ProducerSettings
 from shared.auth import AuthSettings
 from shared.config import CommonSettings, EncryptionSettings, Setting, declared
@@ -145,6 +145,7 @@ def render() -> str:
     out += ["### Payload encryption", "", ENCRYPTION, "", *table(EncryptionSettings), ""]
     out += ["## Producer", "", *table(ProducerSettings), ""]
     out += ["## Consumer", "", *table(ConsumerSettings), ""]
+    out += ["### Read API", "", *table(ReadApiSettings), ""]
     out += ["## Read outside the settings", "", "| Variable | Default | Meaning |", "|---|---|---|"]
     out += [f"| `{name}` | {default} | {meaning} |" for name, default, meaning in OTHER_VARIABLES]
     return "\n".join(out) + "\n"

@@ -76,7 +76,7 @@ def list_processed() -> Response:
         until=q.get("until"),
         schema_version=q.get("schemaVersion"),
     )
-    page = st.store.page(query, st.settings.max_scan_per_page, st.settings.max_page_bytes)
+    page = st.store.page(query, st.settings.api.max_scan_per_page, st.settings.api.max_page_bytes)
     if st.payloads is not None:
         st.payloads.reveal(page.events)
     return jsonify(

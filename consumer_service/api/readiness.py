@@ -86,7 +86,7 @@ class Readiness:
         self.status_file = status_file
         self._admin: AdminClient | None = None
         self._kafka_auth = AuthenticationWatch()
-        self._answer = SharedAnswer(self.check, settings.ready_cache_seconds)
+        self._answer = SharedAnswer(self.check, settings.api.ready_cache_seconds)
 
     def answer(self) -> ReadyAnswer:
         """The last check's answer if fresh (see `SharedAnswer`), else a new check's."""
@@ -137,7 +137,7 @@ class Readiness:
         if status is None:
             return "not_reported", "the worker has not reported yet"
         now = time.time()
-        stall = self.settings.stall_seconds
+        stall = self.settings.api.stall_seconds
         return status.check(stall, now), status.problem(stall, now)
 
 

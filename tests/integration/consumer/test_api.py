@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,9 @@ def test_a_page_ends_at_the_byte_budget_and_goes_on_from_its_cursor(
     store = make_store(settings)
     big = [Accepted(make_record(payload={"blob": "x" * 5000}), 0, n) for n in range(20)]
     store.store_batch(big, "2026-01-02T00:00:00.000Z")
-    client = create_app(with_(settings, max_page_bytes=16_384), store).test_client()
+    client = create_app(
+        with_(settings, api=replace(settings.api, max_page_bytes=16_384)), store
+    ).test_client()
     first = client.get("/events/processed?limit=1000").get_json()
     # Three bodies of about 5.2 kB come to less than 16 kB; the fourth reaches it.
     assert first["count"] == 4 and first["next"] is not None
@@ -203,7 +206,9 @@ def test_health_ready_metrics_openapi(
     settings: ConsumerSettings, make_store: Callable[..., RedisEventStore], tmp_path: Path
 ) -> None:
     status = StatusFile(tmp_path / "status.json")
-    settings = with_(settings, ready_cache_seconds=0.0)  # each request checks anew
+    settings = with_(
+        settings, api=replace(settings.api, ready_cache_seconds=0.0)
+    )  # each request checks anew
     client = create_app(settings, make_store(settings), status).test_client()
     assert client.get("/health").get_json() == {"status": "ok"}
 

@@ -99,7 +99,11 @@ def tight_read_api(
     consumer_settings: ConsumerSettings, event_store: RedisEventStore
 ) -> Iterator[Flask]:
     app = seeded_app(
-        replace(consumer_settings, max_scan_per_page=1, max_page_bytes=1024), event_store
+        replace(
+            consumer_settings,
+            api=replace(consumer_settings.api, max_scan_per_page=1, max_page_bytes=1024),
+        ),
+        event_store,
     )
     with TIGHT.plugged(app):
         same_document(app, DOCUMENT)

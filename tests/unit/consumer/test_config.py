@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer_service.config import ConsumerSettings
+from consumer_service.config import ConsumerSettings, ReadApiSettings
 from shared.config import CommonSettings, declared
 from shared.errors import ConfigError
 
@@ -181,7 +181,7 @@ def test_every_numeric_setting_has_a_maximum(name: str, largest: float) -> None:
 def test_every_numeric_setting_is_covered() -> None:
     numeric = {
         spec.env
-        for cls in (ConsumerSettings, CommonSettings)
+        for cls in (ConsumerSettings, ReadApiSettings, CommonSettings)
         for f, spec in declared(cls)
         if type(f.default) in (int, float)
     }

@@ -14,7 +14,7 @@ import pytest
 
 from consumer_service.api import create_app
 from consumer_service.api.readiness import Readiness, SharedAnswer
-from consumer_service.config import ConsumerSettings
+from consumer_service.config import ConsumerSettings, ReadApiSettings
 from consumer_service.pipeline.status import StatusFile, WorkerStatus
 from shared.config import CommonSettings
 
@@ -121,7 +121,7 @@ def kafka_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def app_client(store: FakeStore, status: StatusFile | None, cache: float) -> Any:
     settings = ConsumerSettings(
         common=CommonSettings(kafka_bootstrap_servers="broker-7.internal:9094"),
-        ready_cache_seconds=cache,
+        api=ReadApiSettings(ready_cache_seconds=cache),
     )
     return create_app(settings, store, status).test_client()  # type: ignore[arg-type]
 

@@ -112,4 +112,7 @@ def test_the_window_a_query_asks_the_time_index_for(
 
 def test_the_read_api_defaults_are_the_stores() -> None:
     settings = ConsumerSettings()
-    assert (settings.max_scan_per_page, settings.max_page_bytes) == (MAX_SCAN, MAX_PAGE_BYTES)
+    assert (settings.api.max_scan_per_page, settings.api.max_page_bytes) == (
+        MAX_SCAN,
+        MAX_PAGE_BYTES,
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer_service.config import ConsumerSettings
+from consumer_service.config import ConsumerSettings, ReadApiSettings
 from infra.configuration_doc import DOC_PATH, render
 from producer_service.config import ProducerSettings
 from shared.auth import AuthSettings
@@ -31,6 +31,7 @@ SETTINGS_CLASSES = (
     EncryptionSettings,
     ProducerSettings,
     ConsumerSettings,
+    ReadApiSettings,
 )
 
 
@@ -106,7 +107,7 @@ def test_a_setting_of_a_type_without_a_parser_is_refused() -> None:
 
 @pytest.mark.parametrize("cls", SETTINGS_CLASSES)
 def test_every_field_is_declared_with_a_variable_and_a_doc(cls: type) -> None:
-    plain = [f.name for f in fields(cls) if f.name not in ("common", "auth", "encryption")]
+    plain = [f.name for f in fields(cls) if f.name not in ("common", "auth", "encryption", "api")]
     assert plain == [f.name for f, _ in declared(cls)]
     for _, spec in declared(cls):
         assert spec.doc and "\n" not in spec.doc, spec.env
