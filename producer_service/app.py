@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -29,20 +30,53 @@ from shared.web import error_response
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
+logger = logging.getLogger(__name__)
+
 READY_TIMEOUT = 1.0
 
 
+# What /ready says for each state of `Readiness`: stable words only, since it answers
+# anyone who asks; the full reason goes to the log.
+READY_MESSAGES = {
+    "unreachable": "Kafka did not answer for the topic in time.",
+    "auth_failed": "Kafka refused the producer's credentials.",
+    "client_failed": "The Kafka producer failed; a new one is starting.",
+    "closed": "The producer is shutting down.",
+}
+
+
 def ready() -> Response:
-    """Ready when Kafka answers a metadata request for the topic within READY_TIMEOUT."""
+    """Ready when Kafka answers a metadata request for the topic within READY_TIMEOUT.
+    Not ready: 503 naming the state (`checks.kafka`); the reason goes to the log, once
+    per change of reason in this process."""
     readiness = state().publisher.ready(READY_TIMEOUT)
     if readiness.ok:
         return jsonify(status="ready")
+    _not_ready_log.note(readiness.reason)
     return error_response(
         503,
         "unavailable",
-        f"{readiness.reason or 'Kafka is not available'}.",
+        READY_MESSAGES.get(readiness.state, "Kafka is not available."),
         headers={"Retry-After": "1"},
+        checks={"kafka": readiness.state},
     )
+
+
+class _ChangeLog:
+    """Logs why /ready fails when the reason differs from the last one logged in this
+    process: a probe every second must not fill the log with the same line. (Two
+    threads may both log one change; nothing worse.)"""
+
+    def __init__(self) -> None:
+        self._last: str | None = None
+
+    def note(self, reason: str | None) -> None:
+        if reason != self._last:
+            self._last = reason
+            logger.warning("not ready", extra={"reason": reason})
+
+
+_not_ready_log = _ChangeLog()
 
 
 def _timed(wsgi_app: WSGIApplication) -> WSGIApplication:

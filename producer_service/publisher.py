@@ -41,10 +41,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Readiness:
-    """Whether the log can take records now; when not, `reason` says why."""
+    """Whether the log can take records now. When not, `state` names why in a stable
+    word fit for anyone who asks (`unreachable`, `auth_failed`, `client_failed`,
+    `closed`), and `reason` says it in full for the log: it may name hosts, the topic or
+    the broker's own words."""
 
     ok: bool
     reason: str | None = None
+    state: str = "ok"
 
 
 class EncodedRecord(NamedTuple):
@@ -340,19 +344,24 @@ class KafkaEventPublisher:
         try:
             producer = self._ensure_producer()
         except Unavailable as exc:
-            return Readiness(False, str(exc))
+            return Readiness(False, str(exc), "closed" if self._closed else "client_failed")
         if fatal is not None:
-            return Readiness(False, f"the Kafka producer failed ({fatal}); it was replaced")
+            return Readiness(
+                False, f"the Kafka producer failed ({fatal}); it was replaced", "client_failed"
+            )
         unavailable = Readiness(
             False,
             f"Kafka metadata for topic {self._topic!r} was not available within {timeout:g} s",
+            "unreachable",
         )
         try:
             metadata = self._requests.blocking(producer.list_topics, self._topic, timeout=timeout)
         except KafkaException:
             refused = self._auth_failure
             if refused is not None:
-                return Readiness(False, f"Kafka refused the producer's credentials: {refused}")
+                return Readiness(
+                    False, f"Kafka refused the producer's credentials: {refused}", "auth_failed"
+                )
             return unavailable
         self._auth_failure = None
         topic = metadata.topics.get(self._topic)

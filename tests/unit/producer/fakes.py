@@ -26,6 +26,7 @@ class InMemoryEventPublisher:
         self.fail_all: str | None = None
         self.is_ready = True
         self.not_ready_reason = "fake: not ready"
+        self.not_ready_state = "unreachable"
         self.closed = False
         self._lock = threading.Lock()
 
@@ -57,8 +58,10 @@ class InMemoryEventPublisher:
 
     def ready(self, timeout: float) -> Readiness:
         if self.closed:
-            return Readiness(False, "the publisher is closed")
-        return Readiness(True) if self.is_ready else Readiness(False, self.not_ready_reason)
+            return Readiness(False, "the publisher is closed", "closed")
+        if self.is_ready:
+            return Readiness(True)
+        return Readiness(False, self.not_ready_reason, self.not_ready_state)
 
     def close(self, timeout: float) -> int:
         self.closed = True

@@ -608,13 +608,23 @@ class TestApiKeys:
             assert client.get(path).status_code == 200, path
 
 
-def test_health_and_ready(client: FlaskClient, fake: InMemoryEventPublisher) -> None:
+def test_health_and_ready(
+    client: FlaskClient, fake: InMemoryEventPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
     assert client.get("/health").get_json() == {"status": "ok"}
     assert client.get("/ready").status_code == 200
     fake.is_ready = False
-    fake.not_ready_reason = "the Kafka producer failed (fatal thing)"
-    error = assert_json_error(client.get("/ready"), 503, "unavailable")
-    assert error["message"] == "the Kafka producer failed (fatal thing)."
+    fake.not_ready_reason = "the Kafka producer failed (broker-7.internal:9094 said no)"
+    fake.not_ready_state = "client_failed"
+    with caplog.at_level(logging.WARNING, logger="producer_service.app"):
+        first = client.get("/ready")
+        client.get("/ready")
+    error = assert_json_error(first, 503, "unavailable")
+    # Stable words for whoever asks; the reason, with its host, only in the log, once.
+    assert error["checks"] == {"kafka": "client_failed"}
+    assert "broker-7" not in first.get_data(as_text=True)
+    reasons = [r.reason for r in caplog.records if r.getMessage() == "not ready"]  # type: ignore[attr-defined]
+    assert reasons == [fake.not_ready_reason]
 
 
 def test_metrics(client: FlaskClient, fake: InMemoryEventPublisher) -> None:
