@@ -19,6 +19,7 @@ from shared.config import (
 )
 from shared.errors import ConfigError
 from shared.events import EventTypes
+from shared.urls import check_bind_host
 
 # Ten years. The longest TTL or age a setting may ask for: far beyond any real retention,
 # and far below what Redis refuses as an expire time (or what its Lua numbers can carry
@@ -37,6 +38,13 @@ MAX_BATCH_BYTES = 256 * 2**20
 class ReadApiSettings:
     """The read API's processes and its limits per request (`ConsumerSettings.api`)."""
 
+    bind_host: str = setting(
+        "0.0.0.0",
+        "CONSUMER_BIND_HOST",
+        "the read API's listen address: an IP address (`0.0.0.0` all IPv4 interfaces, `::` "
+        "all IPv6) or a host name",
+        check=check_bind_host,
+    )
     workers: int = setting(
         2,
         "CONSUMER_API_WORKERS",

@@ -10,6 +10,7 @@ from typing import Any
 
 from consumer_service.config import ConsumerSettings
 from shared.auth import warn_if_open
+from shared.urls import bind_address
 from shared.web import GunicornHooks
 
 _settings = ConsumerSettings.from_env()
@@ -18,8 +19,7 @@ _settings = ConsumerSettings.from_env()
 _hooks = GunicornHooks.start("consumer-api", _settings.common.log_level)
 
 wsgi_app = "consumer_service.api.app:create_app()"
-BIND_HOST = "0.0.0.0"
-bind = f"{BIND_HOST}:{_settings.port}"
+bind = bind_address(_settings.api.bind_host, _settings.port)
 workers = _settings.api.workers
 worker_class = "gthread"
 threads = 4
@@ -40,4 +40,4 @@ _log = logging.getLogger("consumer_service.gunicorn")
 
 
 def on_starting(server: Any) -> None:
-    warn_if_open(_log, "consumer", BIND_HOST, _settings.port, _settings.auth_enabled)
+    warn_if_open(_log, "consumer", _settings.api.bind_host, _settings.port, _settings.auth_enabled)

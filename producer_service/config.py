@@ -22,7 +22,7 @@ from shared.config import (
 )
 from shared.errors import ConfigError
 from shared.events import DEFAULT_MAX_PAYLOAD_BYTES
-from shared.urls import check_redis_url
+from shared.urls import check_bind_host, check_redis_url
 
 COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 # gunicorn worker classes the publisher is built for (see docs/producer.md, worker model).
@@ -52,7 +52,13 @@ class ProducerSettings:
     common: CommonSettings = field(default_factory=CommonSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
-    bind_host: str = setting("0.0.0.0", "PRODUCER_BIND_HOST", "listen address")
+    bind_host: str = setting(
+        "0.0.0.0",
+        "PRODUCER_BIND_HOST",
+        "listen address: an IP address (`0.0.0.0` all IPv4 interfaces, `::` all IPv6) or "
+        "a host name",
+        check=check_bind_host,
+    )
     port: int = setting(8000, "PRODUCER_PORT", "listen port", lo=0, hi=65535)
     workers: int = setting(
         2, "PRODUCER_WORKERS", "gunicorn worker processes (one Kafka producer each)", lo=1, hi=64

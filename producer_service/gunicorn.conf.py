@@ -18,6 +18,7 @@ from typing import Any
 from producer_service.config import ProducerSettings
 from shared.auth import warn_if_open
 from shared.config import redacted
+from shared.urls import bind_address
 from shared.web import GunicornHooks
 
 _settings = ProducerSettings.from_env()
@@ -25,7 +26,7 @@ _settings = ProducerSettings.from_env()
 # any worker imports prometheus_client, so it is chosen here, in the master, at load.
 _hooks = GunicornHooks.start("producer", _settings.common.log_level)
 
-bind = [f"{_settings.bind_host}:{_settings.port}"]
+bind = [bind_address(_settings.bind_host, _settings.port)]
 workers = _settings.workers
 worker_class = _settings.worker_class
 threads = _settings.threads

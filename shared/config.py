@@ -92,6 +92,8 @@ class Setting:
             text = "" if raw is None else raw.strip()
             if raw is not None and not text and self.required:
                 raise ConfigError(f"{name} must not be empty")
+            if text and self.check is not None:
+                self.check(name, text)
             return self._fold(text or default)
         if raw is None or not raw.strip():
             return default

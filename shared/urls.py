@@ -3,6 +3,7 @@ showing them in a log line without their passwords."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import NoReturn
 from urllib.parse import urlsplit
@@ -56,6 +57,10 @@ _HOST_PORT = re.compile(
     r"(?::(?P<port>[0-9]{1,5}))?"
 )
 # A `%` that does not start an escape: a raw percent sign of a password.
+# A host name as a listen address: dot-separated labels of letters, digits and hyphens.
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 _LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # What redis-py reads as the database: nothing, or a number.
 _REDIS_DB_PATH = re.compile(r"/?[0-9]*")
@@ -122,3 +127,24 @@ def check_bootstrap_servers(name: str, text: str) -> None:
             problem = f"has an unknown protocol (one of {', '.join(KAFKA_SECURITY_PROTOCOLS)})"
         if problem is not None:
             raise ConfigError(f"{name} item {item!r} {problem}")
+
+
+def check_bind_host(name: str, text: str) -> None:
+    """ConfigError naming the variable `name` unless `text` is an address a server can
+    listen on: an IPv4 or IPv6 address (brackets optional) or a host name, without a
+    port, a scheme or anything else gunicorn would misread."""
+    try:
+        ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
+        return
+    except ValueError:
+        pass
+    if not _HOST_NAME.fullmatch(text):
+        raise ConfigError(
+            f"{name} must be an IP address or a host name (no port), got {text[:100]!r}"
+        )
+
+
+def bind_address(host: str, port: int) -> str:
+    """`host:port` as gunicorn's `bind` reads it: an IPv6 address in brackets."""
+    bare = host.removeprefix("[").removesuffix("]")
+    return f"[{bare}]:{port}" if ":" in bare else f"{host}:{port}"

@@ -13,6 +13,7 @@ from consumer_service.config import ConsumerSettings
 from producer_service.config import ProducerSettings
 from shared.config import CommonSettings
 from shared.errors import ConfigError
+from shared.urls import bind_address
 
 # Letter pairs that appear in no message, so any piece of the password is easy to find.
 PASSWORDS = [
@@ -119,3 +120,44 @@ def test_valid_bootstrap_servers(servers: str) -> None:
 def test_malformed_bootstrap_servers(servers: str) -> None:
     with pytest.raises(ConfigError, match=r"^KAFKA_BOOTSTRAP_SERVERS "):
         CommonSettings.from_env({"KAFKA_BOOTSTRAP_SERVERS": servers})
+
+
+LISTEN_ADDRESSES = {
+    "0.0.0.0": "0.0.0.0:8000",
+    "127.0.0.1": "127.0.0.1:8000",
+    "::": "[::]:8000",
+    "[::1]": "[::1]:8000",
+    "fe80::1": "[fe80::1]:8000",
+    "localhost": "localhost:8000",
+    "api-1.internal": "api-1.internal:8000",
+}
+NOT_LISTEN_ADDRESSES = [
+    "1.2.3.4:80",  # a port belongs in PRODUCER_PORT / CONSUMER_PORT
+    "http://0.0.0.0",
+    "unix:/tmp/sock",
+    "0.0 .0.0",
+    "a b",
+    "-leading.hyphen",
+    "x" * 64,  # a label longer than 63
+    ".".join(["a"] * 127) + ".bb",  # 255 characters: longer than a name may be
+    "::g",
+    "évent.local",
+]
+
+
+@pytest.mark.parametrize(("host", "bind"), LISTEN_ADDRESSES.items())
+def test_a_listen_address_is_taken_and_bound_as_gunicorn_reads_it(host: str, bind: str) -> None:
+    producer = ProducerSettings.from_env({"PRODUCER_BIND_HOST": host})
+    consumer = ConsumerSettings.from_env({"CONSUMER_BIND_HOST": host})
+    assert producer.bind_host == consumer.api.bind_host == host
+    assert bind_address(host, 8000) == bind
+
+
+@pytest.mark.parametrize("host", NOT_LISTEN_ADDRESSES)
+def test_a_listen_address_with_a_port_or_a_scheme_is_refused_by_name(host: str) -> None:
+    for name, read in (
+        ("PRODUCER_BIND_HOST", ProducerSettings.from_env),
+        ("CONSUMER_BIND_HOST", ConsumerSettings.from_env),
+    ):
+        with pytest.raises(ConfigError, match=f"^{name} must be an IP address or a host name"):
+            read({name: host})
