@@ -10,7 +10,12 @@ cd "$ROOT"
 started=()
 cleanup() { for svc in "${started[@]}"; do "infra/$svc.sh" stop || true; done; }
 trap cleanup EXIT
-if ! infra/kafka.sh status 2>/dev/null; then infra/kafka.sh start; started+=(kafka); fi
+# A broker named by KAFKA_BOOTSTRAP_SERVERS (other than the local default) is used as it is.
+case ${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092} in
+  127.0.0.1:9092 | localhost:9092)
+    if ! infra/kafka.sh status 2>/dev/null; then infra/kafka.sh start; started+=(kafka); fi ;;
+  *) echo "[bench] Kafka: KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS (no local broker)" >&2 ;;
+esac
 # Also installs redis-server on a fresh machine; the bench's own instance needs the binary.
 if ! infra/redis.sh status 2>/dev/null; then infra/redis.sh start; started+=(redis); fi
 
