@@ -3,11 +3,15 @@ group and key prefix; workers run as threads, each with its own Consumer."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +24,7 @@ from consumer_service.storage import RedisEventStore
 from shared.config import CommonSettings
 from shared.events import record_headers, utc_timestamp
 from shared.json_codec import compact_json
+from tests.clusterharness import redis_answers, redis_server_command
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, message: str = "") -> Any:
@@ -199,3 +204,44 @@ def start_worker(
 
 def with_(settings: ConsumerSettings, **changes: Any) -> ConsumerSettings:
     return replace(settings, **changes)
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, persisted like production (AOF, fsync always)
+    unless other `options` are given, that can be killed and started again on the same
+    port and data directory."""
+
+    PRODUCTION = ("--appendonly", "yes", "--appendfsync", "always")
+
+    def __init__(self, directory: Path, options: Sequence[str] = PRODUCTION) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.dir = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.options = tuple(options)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            redis_server_command(self.port, self.dir, *self.options), stdout=subprocess.DEVNULL
+        )
+        wait_until(lambda: redis_answers(self.url, 0.5), 10, "private redis-server answers")
+
+    def kill(self) -> None:
+        """SIGKILL: the harshest stop; only what was fsynced to the AOF survives."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(5)
+        self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    if server.proc is not None:
+        server.kill()

@@ -10,8 +10,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +28,7 @@ from consumer_service.admin.cli import main as admin_main
 from consumer_service.api import create_app as create_read_app
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.shredding import self_check
+from consumer_service.pipeline.status import StatusFile
 from consumer_service.storage import RedisEventStore
 from consumer_service.storage.keys import data_key
 from producer_service import create_app as create_producer_app
@@ -36,9 +39,9 @@ from shared.config import EncryptionSettings
 from shared.payload_crypto import ENVELOPE_FIELD
 
 from ..producer.conftest import read_topic
-from .conftest import Raw, WorkerThread, produce, wait_until, with_
+from .conftest import PrivateRedis, Raw, WorkerThread, produce, wait_until, with_
 from .test_service import free_port, service_env
-from .test_worker import read_dlq
+from .test_worker import committed_total, read_dlq
 
 SECRET = "4111-1111-1111-1111"
 READER = {"X-API-Key": "reader"}
@@ -70,11 +73,11 @@ def make_producer(
 ) -> Iterator[Callable[..., FlaskClient]]:
     apps: list[Flask] = []
 
-    def build(keys: str, cache_seconds: float = 1.0) -> FlaskClient:
+    def build(keys: str, cache_seconds: float = 1.0, redis_at: str | None = None) -> FlaskClient:
         producer_settings = ProducerSettings(
             common=settings.common,
             encryption=encryption(keys, cache_seconds),
-            rate_limit_redis_url=redis_url,
+            rate_limit_redis_url=redis_at or redis_url,
             redis_prefix=settings.redis_prefix,
             ack_timeout_ms=10_000,
         )
@@ -201,6 +204,52 @@ def test_after_erasure_a_replay_is_dropped_as_erased_and_new_events_are_stored(
     wait_until(lambda: stored_ids(store, reader, "ann") == [after], 20, "the new event stored")
     event = reader.get(f"/events/processed/{after}", headers=READER).get_json()
     assert event["payload"] == {"card": SECRET, "n": 10}
+
+
+def test_the_worker_waits_for_redis_before_opening_payloads(
+    sealed_settings: ConsumerSettings,
+    master: str,
+    make_producer: Callable[..., FlaskClient],
+    start_worker: Callable[..., WorkerThread],
+    make_store: Callable[..., RedisEventStore],
+    private_redis: PrivateRedis,
+    tmp_path: Path,
+) -> None:
+    """Redis down when a batch's data keys are looked up: the worker backs off and commits
+    nothing; nothing is dropped as erased or dead-lettered for want of a key; once Redis
+    is back every event is stored once and opens."""
+    settings = with_(
+        sealed_settings,
+        redis_timeout_seconds=0.5,
+        common=with_(sealed_settings.common, redis_url=private_redis.url),
+    )
+    producer = make_producer(master, redis_at=private_redis.url)
+    posted = {post(producer, f"user-{n % 20}", n)["eventId"] for n in range(200)}
+    store = make_store(settings, private_redis.url)
+    dropped = erased_dropped()
+
+    # A worker whose key cache is empty, started while Redis is down: the payload step
+    # (before any store) is the first to need Redis.
+    private_redis.kill()
+    status = StatusFile(tmp_path / "status.json")
+    worker = start_worker(settings, make_store(settings, private_redis.url), status_file=status)
+    wait_until(lambda: (s := status.read()) and s.state == "backing_off", 20, "backing off")
+    time.sleep(1.0)  # several retries' worth
+    assert committed_total(settings) == 0
+    assert erased_dropped() == dropped
+
+    private_redis.start()
+    wait_until(lambda: store.stats()["processed"] >= len(posted), 30, "all stored")
+    stats = store.stats()
+    assert (stats["processed"], stats["stored"], stats["duplicatesSkipped"]) == (200, 200, 0)
+    assert erased_dropped() == dropped
+    assert read_dlq(settings, 1, timeout=2) == []
+    reader = create_read_app(settings, store).test_client()
+    for event_id in list(posted)[::17]:
+        event = reader.get(f"/events/processed/{event_id}", headers=READER).get_json()
+        assert event["payload"]["card"] == SECRET
+    wait_until(lambda: committed_total(settings) == 200, 10, "all committed")
+    assert worker.stop() == 0
 
 
 def test_a_wrong_master_key_is_refused_at_start(

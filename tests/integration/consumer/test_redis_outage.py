@@ -3,64 +3,17 @@ held back meanwhile, and the replica reports not-ready while it waits."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from consumer_service.api import create_app
 from consumer_service.config import ConsumerSettings
 from consumer_service.pipeline.status import StatusFile
 from consumer_service.storage import RedisEventStore
-from tests.clusterharness import redis_answers, redis_server_command
 
-from .conftest import WorkerThread, make_record, produce, wait_until, with_
+from .conftest import PrivateRedis, WorkerThread, make_record, produce, wait_until, with_
 from .test_worker import committed_total
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, persisted like production (AOF, fsync always)
-    unless other `options` are given, that can be killed and started again on the same
-    port and data directory."""
-
-    PRODUCTION = ("--appendonly", "yes", "--appendfsync", "always")
-
-    def __init__(self, directory: Path, options: Sequence[str] = PRODUCTION) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.dir = directory
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.options = tuple(options)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            redis_server_command(self.port, self.dir, *self.options), stdout=subprocess.DEVNULL
-        )
-        wait_until(lambda: redis_answers(self.url, 0.5), 10, "private redis-server answers")
-
-    def kill(self) -> None:
-        """SIGKILL: the harshest stop; only what was fsynced to the AOF survives."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(5)
-        self.proc = None
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    if server.proc is not None:
-        server.kill()
 
 
 def test_redis_killed_and_restarted_mid_stream_loses_and_doubles_nothing(
