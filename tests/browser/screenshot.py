@@ -33,7 +33,7 @@ from infra.topics import ensure_topics
 from shared.events import record_headers, utc_timestamp
 from shared.json_codec import compact_json
 from tests.conftest import DEFAULT_BOOTSTRAP, DEFAULT_REDIS_URL, ROOT
-from tests.integration.producer.test_sigterm import free_port
+from tests.services import free_port
 
 from .helpers import chromium, missing_browser
 

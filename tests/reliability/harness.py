@@ -26,7 +26,7 @@ from infra.topics import wait_for_broker
 from tests.clusterharness import die_with_parent
 from tests.conftest import ROOT
 from tests.integration.consumer.test_redis_outage import PrivateRedis
-from tests.integration.producer.test_sigterm import free_port
+from tests.services import free_port
 
 BIN = Path(sys.executable).parent
 PARTITIONS = 6

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from infra.topics import ensure_topics
-from tests.integration.producer.test_sigterm import free_port
+from tests.services import free_port
 
 from .harness import (
     PARTITIONS,

@@ -19,7 +19,6 @@ import redis
 from confluent_kafka.admin import AdminClient
 
 from infra.topics import ensure_topics
-from tests.integration.producer.test_sigterm import free_port
 from tests.reliability.harness import (
     BIN,
     PARTITIONS,
@@ -29,6 +28,7 @@ from tests.reliability.harness import (
     read_all_stored,
     wait_for,
 )
+from tests.services import free_port
 
 CLIENT_DIR = Path(__file__).resolve().parents[3] / "client"
 

@@ -13,7 +13,7 @@ import pytest
 from activity_client import EventClient
 
 from tests.integration.client.conftest import Producer, Stack, expect_stored
-from tests.integration.producer.test_sigterm import free_port
+from tests.services import free_port
 
 pytestmark = pytest.mark.integration
 

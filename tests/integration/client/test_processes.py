@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.client.conftest import Producer, Stack, client_env, expect_stored
-from tests.integration.producer.test_sigterm import free_port
+from tests.services import free_port
 
 pytestmark = pytest.mark.integration
 

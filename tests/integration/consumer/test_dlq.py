@@ -8,7 +8,6 @@ import hashlib
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from consumer_service.pipeline.status import StatusFile
 from consumer_service.pipeline.worker import EXIT_OK, EXIT_POISON
 from consumer_service.storage import PageQuery, RedisEventStore
 from shared.errors import Unavailable
+from tests.services import free_port
 
 from .conftest import (
     BROKER_SIZED,
@@ -214,12 +214,6 @@ if serve:
     threading.Event().wait(serve)
 sys.exit(status)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_sh_with(tmp_path: Path, consumer_serves: float, consumer_status: int) -> Any:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,12 @@ import requests
 
 from consumer_service.config import ConsumerSettings
 from consumer_service.storage import RedisEventStore
+from tests.services import free_port
 
 from .conftest import WorkerThread, make_record, produce, wait_until
 from .test_worker import committed_total
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def service_env(settings: ConsumerSettings, port: int, **extra: str) -> dict[str, str]:

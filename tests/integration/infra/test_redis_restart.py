@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+
+from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 # About 50 MB of AOF: it loads in about a second here, long enough for the script's pings
@@ -33,12 +34,6 @@ Script = Callable[..., subprocess.CompletedProcess[str]]
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def redis_sh_runner(state_dir: Path, port: int) -> Script:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -41,12 +42,6 @@ REDIS_CLI_STUB = """#!/bin/sh
 echo "redis-cli $*" >>"$CALLS"
 {answer}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

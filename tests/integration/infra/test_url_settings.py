@@ -21,7 +21,7 @@ from consumer_service.storage import open_store
 from producer_service import create_app
 from producer_service.config import ProducerSettings
 from shared.config import CommonSettings
-from tests.integration.producer.test_sigterm import ROOT, free_port
+from tests.services import ROOT, free_port
 from tests.unit.producer.fakes import InMemoryEventPublisher
 
 pytestmark = pytest.mark.integration

@@ -4,8 +4,6 @@ open."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -20,10 +18,10 @@ from producer_service import create_app
 from producer_service.app import publisher_of
 from producer_service.config import ProducerSettings
 from shared.auth import AuthSettings
+from tests.services import running_producer
 from tests.tokens import SECRET, bearer, ec_key, hs256, public_pem, rsa_key, sign
 
 from .conftest import read_topic
-from .test_sigterm import ROOT, free_port, service_command, wait_healthy
 
 EVENT = {"userId": "ann", "eventType": "LOGIN", "payload": {"n": 1}}
 WRITE = "events:write"
@@ -146,45 +144,23 @@ def test_the_document_declares_the_schemes_and_the_refusals(make_client: Any) ->
     assert "401" not in open_document["paths"]["/events/generate"]["post"]["responses"]
 
 
-def run_service(env: dict[str, str], port: int, check: Callable[[str], None]) -> str:
-    """Run producer-service with `env`, call `check(base_url)` once it is ready, stop it;
-    its log (stderr)."""
-    proc = subprocess.Popen(
-        service_command(),
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_healthy(base, proc)
-        check(base)
-    finally:
-        proc.terminate()
-        _, stderr = proc.communicate(timeout=30)
-    return stderr.decode()
-
-
-def service_env(kafka_bootstrap: str, topic: str, port: int, **extra: str) -> dict[str, str]:
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "KAFKA_TOPIC": topic,
-        "PRODUCER_PORT": str(port),
-        "PRODUCER_WORKERS": "2",
-        "LOG_LEVEL": "INFO",
-        **extra,
-    }
+def run_service(
+    kafka_bootstrap: str, topic: str, check: Callable[[str], None], **env: str
+) -> tuple[str, int]:
+    """Run producer-service (two workers, INFO logs, `env`), call `check(base_url)` once
+    it is ready, stop it; its log (stderr) and port."""
+    with running_producer(
+        kafka_bootstrap, topic, PRODUCER_WORKERS="2", LOG_LEVEL="INFO", **env
+    ) as producer:
+        check(producer.base)
+    return producer.log(), int(producer.base.rsplit(":", 1)[1])
 
 
 def test_an_open_producer_on_every_interface_warns_once(kafka_bootstrap: str, topic: str) -> None:
-    port = free_port()
-    env = service_env(kafka_bootstrap, topic, port, PRODUCER_BIND_HOST="0.0.0.0")
-
     def open_to_all(base: str) -> None:
         assert requests.post(f"{base}/events/generate", json=EVENT, timeout=10).status_code == 201
 
-    log = run_service(env, port, open_to_all)
+    log, port = run_service(kafka_bootstrap, topic, open_to_all, PRODUCER_BIND_HOST="0.0.0.0")
     assert log.count("NO ACCESS CONTROL") == 1, log
     assert f'"bind":"0.0.0.0:{port}"' in log.replace(" ", "")
 
@@ -192,16 +168,7 @@ def test_an_open_producer_on_every_interface_warns_once(kafka_bootstrap: str, to
 def test_a_guarded_or_loopback_producer_does_not_warn_nor_print_secrets(
     kafka_bootstrap: str, topic: str
 ) -> None:
-    port = free_port()
     key = "key-that-must-not-be-printed"
-    env = service_env(
-        kafka_bootstrap,
-        topic,
-        port,
-        PRODUCER_BIND_HOST="0.0.0.0",
-        PRODUCER_API_KEYS=f"{key} events:write",
-        AUTH_JWT_SECRET=SECRET,
-    )
 
     def guarded(base: str) -> None:
         url = f"{base}/events/generate"
@@ -213,11 +180,17 @@ def test_a_guarded_or_loopback_producer_does_not_warn_nor_print_secrets(
         keyed = requests.post(url, json=EVENT, headers={"X-API-Key": key}, timeout=10)
         assert keyed.status_code == 201
 
-    log = run_service(env, port, guarded)
+    log, _ = run_service(
+        kafka_bootstrap,
+        topic,
+        guarded,
+        PRODUCER_BIND_HOST="0.0.0.0",
+        PRODUCER_API_KEYS=f"{key} events:write",
+        AUTH_JWT_SECRET=SECRET,
+    )
     assert '"starting"' in log.replace(" ", "")
     assert "NO ACCESS CONTROL" not in log
     assert key not in log and SECRET not in log
 
-    port = free_port()
-    loopback = service_env(kafka_bootstrap, topic, port, PRODUCER_BIND_HOST="127.0.0.1")
-    assert "NO ACCESS CONTROL" not in run_service(loopback, port, lambda base: None)
+    log, _ = run_service(kafka_bootstrap, topic, lambda base: None, PRODUCER_BIND_HOST="127.0.0.1")
+    assert "NO ACCESS CONTROL" not in log

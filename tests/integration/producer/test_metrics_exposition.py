@@ -4,14 +4,12 @@ every acknowledged event exactly once, whichever worker served what."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.producer.test_sigterm import ROOT, free_port, service_command, wait_healthy
+from tests.services import running_producer
 
 
 def samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -26,24 +24,10 @@ def samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_every_request_and_event_is_counted_once_across_workers(
     kafka_bootstrap: str, topic: str
 ) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "KAFKA_TOPIC": topic,
-        "PRODUCER_BIND_HOST": "127.0.0.1",
-        "PRODUCER_PORT": str(port),
-        "PRODUCER_WORKERS": "2",
-        "PRODUCER_WORKER_CLASS": "gevent",
-        "LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        service_command(), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        wait_healthy(base, proc)
+    with running_producer(
+        kafka_bootstrap, topic, PRODUCER_WORKERS="2", PRODUCER_WORKER_CLASS="gevent"
+    ) as producer:
+        base = producer.base
         statuses = []
         for i in range(60):
             # A new connection each time, so both workers take requests.
@@ -55,9 +39,6 @@ def test_every_request_and_event_is_counted_once_across_workers(
         assert [r.status_code for r in statuses] == [201] * 60 + [400] * 7
         time.sleep(2.5)  # the flush interval, twice, and some
         got = samples(base)
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
     route = (("method", "POST"), ("route", "/events/generate"))
     assert got[("producer_http_requests_total", (*route, ("status", "201")))] == 60
     assert got[("producer_http_requests_total", (*route, ("status", "400")))] == 7

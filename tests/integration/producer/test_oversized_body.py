@@ -6,15 +6,13 @@ closes, so the client finishes sending and reads the answer."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import threading
 import urllib.error
 import urllib.request
 
 import requests
 
-from tests.integration.producer.test_sigterm import ROOT, free_port, service_command, wait_healthy
+from tests.services import running_producer
 
 MIB = 1024 * 1024
 # Over each route's limit (36 KiB and 4 MiB by default), within the 16 MiB the server
@@ -40,21 +38,6 @@ def post_big(url: str, size: int) -> int | str:
 
 
 def test_oversized_bodies_get_their_413_under_load(kafka_bootstrap: str, topic: str) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "KAFKA_TOPIC": topic,
-        "PRODUCER_BIND_HOST": "127.0.0.1",
-        "PRODUCER_PORT": str(port),
-        "PRODUCER_WORKERS": "2",
-        "LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        service_command(), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
     stop = threading.Event()
     load_statuses: list[int] = []
 
@@ -68,34 +51,33 @@ def test_oversized_bodies_get_their_413_under_load(kafka_bootstrap: str, topic: 
                 )
                 i += 1
 
-    try:
-        wait_healthy(base, proc)
-        loaders = [threading.Thread(target=load, args=(n,)) for n in range(16)]
-        for t in loaders:
-            t.start()
-        results: list[int | str] = []
-        lock = threading.Lock()
+    with running_producer(kafka_bootstrap, topic, PRODUCER_WORKERS="2") as producer:
+        base = producer.base
+        try:
+            loaders = [threading.Thread(target=load, args=(n,)) for n in range(16)]
+            for t in loaders:
+                t.start()
+            results: list[int | str] = []
+            lock = threading.Lock()
 
-        def big(path: str) -> None:
-            for _ in range(4):
-                status = post_big(f"{base}{path}", SIZES[path])
-                with lock:
-                    results.append(status)
+            def big(path: str) -> None:
+                for _ in range(4):
+                    status = post_big(f"{base}{path}", SIZES[path])
+                    with lock:
+                        results.append(status)
 
-        senders = [
-            threading.Thread(target=big, args=(path,))
-            for path in ("/events/generate", "/events/batch") * 4
-        ]
-        for t in senders:
-            t.start()
-        for t in senders:
-            t.join()
-        stop.set()
-        for t in loaders:
-            t.join()
-    finally:
-        stop.set()
-        proc.terminate()
-        proc.communicate(timeout=30)
+            senders = [
+                threading.Thread(target=big, args=(path,))
+                for path in ("/events/generate", "/events/batch") * 4
+            ]
+            for t in senders:
+                t.start()
+            for t in senders:
+                t.join()
+            stop.set()
+            for t in loaders:
+                t.join()
+        finally:
+            stop.set()
     assert results == [413] * 32, results
     assert load_statuses and set(load_statuses) == {201}

@@ -5,12 +5,10 @@ per-process counting."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
-import subprocess
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +21,7 @@ from producer_service import create_app
 from producer_service.config import ProducerSettings
 from shared.config import CommonSettings
 from tests.integration.producer.conftest import read_topic
-from tests.integration.producer.test_sigterm import ROOT, free_port, service_command
+from tests.services import free_port, running_producer
 from tests.unit.producer.fakes import InMemoryEventPublisher
 
 pytestmark = pytest.mark.integration
@@ -32,66 +30,30 @@ LIMIT = 20
 GOOD = {"userId": "user-1", "eventType": "LOGIN", "payload": {"page": "/home"}}
 
 
-def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    # Patient: on a busy 2-core machine a fresh worker may take seconds to answer.
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "producer-service exited during start-up"
-        try:
-            if requests.get(f"{base}/ready", timeout=5).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("producer-service did not become ready")
-
-
 @pytest.fixture
 def producers(
     kafka_bootstrap: str, topic: str, redis_url: str, redis_prefix: str
 ) -> Iterator[list[str]]:
     """Two producer processes sharing a `LIMIT`/minute quota in Redis; their base URLs."""
-    procs: list[subprocess.Popen[bytes]] = []
-    bases: list[str] = []
-    try:
-        for _ in range(2):
-            port = free_port()
-            env = {
-                **os.environ,
-                "PYTHONPATH": str(ROOT),
-                "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-                "KAFKA_TOPIC": topic,
-                "REDIS_URL": redis_url,
-                "PRODUCER_RATE_LIMIT": f"{LIMIT}/minute",
-                "PRODUCER_RATE_LIMIT_PREFIX": redis_prefix,
-                "PRODUCER_BIND_HOST": "127.0.0.1",
-                "PRODUCER_PORT": str(port),
-                "PRODUCER_WORKERS": "2",
-                "PRODUCER_THREADS": "4",
-                "LOG_LEVEL": "WARNING",
-            }
-            procs.append(
-                subprocess.Popen(
-                    service_command(),
-                    env=env,
-                    cwd=ROOT,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+    with contextlib.ExitStack() as stack:
+        started = [
+            stack.enter_context(
+                running_producer(
+                    kafka_bootstrap,
+                    topic,
+                    wait=False,
+                    REDIS_URL=redis_url,
+                    PRODUCER_RATE_LIMIT=f"{LIMIT}/minute",
+                    PRODUCER_RATE_LIMIT_PREFIX=redis_prefix,
+                    PRODUCER_WORKERS="2",
+                    PRODUCER_THREADS="4",
                 )
             )
-            bases.append(f"http://127.0.0.1:{port}")
-        for base, proc in zip(bases, procs, strict=True):
-            wait_ready(base, proc)
-        yield bases
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            for _ in range(2)
+        ]
+        for producer in started:
+            producer.wait_ready()
+        yield [producer.base for producer in started]
 
 
 def test_two_producers_share_one_quota(

@@ -5,70 +5,21 @@ topic."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.integration.producer.conftest import read_topic
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def service_command() -> list[str]:
-    script = Path(sys.executable).with_name("producer-service")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "producer_service"]
-
-
-def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "producer-service exited during start-up"
-        try:
-            if requests.get(f"{base}/ready", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("producer-service did not become ready")
+from tests.services import running_producer
 
 
 @pytest.mark.parametrize("worker_class", ["gthread", "gevent", "sync"])
 def test_sigterm_loses_nothing_acknowledged(
     kafka_bootstrap: str, topic: str, worker_class: str
 ) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "KAFKA_TOPIC": topic,
-        "PRODUCER_BIND_HOST": "127.0.0.1",
-        "PRODUCER_PORT": str(port),
-        "PRODUCER_WORKERS": "2",
-        "PRODUCER_WORKER_CLASS": worker_class,
-        "PRODUCER_THREADS": "8",
-        # A long linger keeps records queued in librdkafka when the signal lands.
-        "PRODUCER_LINGER_MS": "200",
-        "LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        service_command(), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
     # (eventId, when the request was sent, when it was answered)
     acked: list[tuple[str, float, float]] = []
     other: list[int] = []
@@ -93,23 +44,27 @@ def test_sigterm_loses_nothing_acknowledged(
                     else:
                         other.append(r.status_code)
 
-    try:
-        wait_healthy(base, proc)
+    with running_producer(
+        kafka_bootstrap,
+        topic,
+        PRODUCER_WORKERS="2",
+        PRODUCER_WORKER_CLASS=worker_class,
+        PRODUCER_THREADS="8",
+        # A long linger keeps records queued in librdkafka when the signal lands.
+        PRODUCER_LINGER_MS="200",
+    ) as producer:
+        base = producer.base
         threads = [threading.Thread(target=sender, args=(n,)) for n in range(12)]
-        for t in threads:
-            t.start()
-        time.sleep(1.5)
-        sigterm_at = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        returncode = proc.wait(timeout=30)
-    finally:
-        stop.set()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        stderr = proc.stderr.read().decode() if proc.stderr else ""
-        if proc.stderr:
-            proc.stderr.close()
+        try:
+            for t in threads:
+                t.start()
+            time.sleep(1.5)
+            sigterm_at = time.monotonic()
+            producer.proc.send_signal(signal.SIGTERM)
+            returncode = producer.proc.wait(timeout=30)
+        finally:
+            stop.set()
+    stderr = producer.log()
     for t in threads:
         t.join(timeout=20)
 

@@ -3,46 +3,33 @@ its Kafka acknowledgement must not hold up the others, and they share linger bat
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.integration.producer.test_sigterm import ROOT, free_port, service_command, wait_healthy
+from tests.services import running_producer
 
 LINGER_MS = 500
 CONCURRENT = 16
 
 
 def test_gevent_requests_wait_for_acks_together(kafka_bootstrap: str, topic: str) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "KAFKA_TOPIC": topic,
-        "PRODUCER_BIND_HOST": "127.0.0.1",
-        "PRODUCER_PORT": str(port),
-        "PRODUCER_WORKERS": "1",
-        "PRODUCER_WORKER_CLASS": "gevent",
-        # Every record waits this long for company: served one after the other, the
-        # requests below would take CONCURRENT x 0.5 s.
-        "PRODUCER_LINGER_MS": str(LINGER_MS),
-        "LOG_LEVEL": "INFO",
-    }
-    proc = subprocess.Popen(
-        service_command(), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-
     def post(n: int) -> int:
         body = {"userId": f"user-{n}", "eventType": "LOGIN", "payload": {"n": n}}
         return requests.post(f"{base}/events/generate", json=body, timeout=30).status_code
 
-    try:
-        wait_healthy(base, proc)
+    with running_producer(
+        kafka_bootstrap,
+        topic,
+        PRODUCER_WORKERS="1",
+        PRODUCER_WORKER_CLASS="gevent",
+        # Every record waits this long for company: served one after the other, the
+        # requests below would take CONCURRENT x 0.5 s.
+        PRODUCER_LINGER_MS=str(LINGER_MS),
+        LOG_LEVEL="INFO",
+    ) as producer:
+        base = producer.base
         started = time.monotonic()
         with ThreadPoolExecutor(CONCURRENT + 1) as pool:
             answers = list(pool.map(post, range(CONCURRENT)))
@@ -55,15 +42,9 @@ def test_gevent_requests_wait_for_acks_together(kafka_bootstrap: str, topic: str
             assert requests.get(f"{base}/health", timeout=5).status_code == 200
             health_took = time.monotonic() - health_started
             assert waiting.result() == 201
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        finally:
-            stderr = proc.stderr.read().decode() if proc.stderr else ""
-            if proc.stderr:
-                proc.stderr.close()
-    assert proc.returncode == 0, stderr
+        returncode = producer.stop()
+    stderr = producer.log()
+    assert returncode == 0, stderr
     assert '"requests":"greenlets"' in stderr, stderr
     assert answers == [201] * CONCURRENT
     # Together: about one linger (plus start-up of the connections), far from 16 of them.

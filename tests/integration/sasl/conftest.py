@@ -11,7 +11,6 @@ set to true they fail instead.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -107,12 +106,6 @@ def sasl_topic(sasl_common: CommonSettings) -> Iterator[str]:
 
 def wrong_password(common: CommonSettings) -> CommonSettings:
     return replace(common, kafka_sasl_password="not-the-password")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def kafka_env(common: CommonSettings, topic: str) -> dict[str, str]:

@@ -39,8 +39,9 @@ from shared.json_codec import compact_json
 from shared.kafka import client_config
 from tests.conftest import kafka_start_lock
 from tests.integration.consumer.conftest import WorkerThread, make_record, wait_until
+from tests.services import free_port
 
-from .conftest import ROOT, _unavailable, free_port
+from .conftest import ROOT, _unavailable
 
 DOC = ROOT / "docs" / "operations.md"
 MARKER = "<!-- tests/integration/sasl/test_acls.py runs the next block as it is written. -->"

@@ -20,8 +20,9 @@ from consumer_service.storage import RedisEventStore
 from infra.topics import wait_for_broker
 from shared.config import CommonSettings
 from shared.kafka import KafkaAuthenticationFailed, client_config
+from tests.services import free_port
 
-from .conftest import Spawn, free_port, kafka_env, status_of, wait_until, wrong_password
+from .conftest import Spawn, kafka_env, status_of, wait_until, wrong_password
 
 EVENT = {"userId": "sasl-user", "eventType": "LOGIN", "payload": {"via": "SCRAM-SHA-512"}}
 # How long a refused login may take to be reported: librdkafka's first attempt plus one

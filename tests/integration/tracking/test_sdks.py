@@ -21,8 +21,8 @@ from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics.client import Client as SegmentClient
 
 from tests.integration.client.conftest import Producer, Stack, open_stack
-from tests.integration.producer.test_sigterm import free_port
 from tests.reliability.harness import read_all_stored, wait_for
+from tests.services import free_port
 
 WRITE_KEY = "sdk-write-key"
 # The consumer stores free-text names ("Order Completed").

@@ -8,7 +8,6 @@ import http.server
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 APP_SERVICES = ("topics", "producer", "consumer")
@@ -36,12 +37,6 @@ def services() -> dict[str, Any]:
     text = interpolate_defaults((ROOT / "docker-compose.yml").read_text())
     compose: dict[str, Any] = yaml.safe_load(text)
     return compose["services"]  # type: ignore[no-any-return]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Ready(http.server.BaseHTTPRequestHandler):
