@@ -204,21 +204,28 @@ def json_problem(value: Any, *, strict: bool = False) -> str | None:
     MAX_JSON_NESTING), or None when it can. `strict=True` vouches that `value` came from
     `parse_json` with `strict` True, whose values can only fail on nesting: the encoding
     pass is skipped."""
+    return scanned_json_problem(value, strict=strict)[0]
+
+
+def scanned_json_problem(value: Any, *, strict: bool = False) -> tuple[str | None, int]:
+    """`json_problem(value, strict=strict)`, and the bits `scan_json(value,
+    MAX_JSON_NESTING)` found on the way: a caller that later encodes values built from
+    parts of `value` hands them to `compact_json_scanned` rather than scan again."""
     found = scan_json(value, MAX_JSON_NESTING)
     # The scan does not look into containers of other types (subclasses): for those the
     # slower walk that does decides.
     if found & JSON_TOO_DEEP or (
         found & JSON_OTHER_TYPE and isinstance(value, dict | list) and nesting_exceeds(value)
     ):
-        return f"nested more than {MAX_JSON_NESTING} levels deep"
+        return f"nested more than {MAX_JSON_NESTING} levels deep", found
     if strict:
-        return None
+        return None, found
     try:
         compact_json(value)
     except RecursionError:
-        return "nested too deeply"
+        return "nested too deeply", found
     except UnicodeEncodeError:
-        return "contains an unpaired UTF-16 surrogate"
+        return "contains an unpaired UTF-16 surrogate", found
     except ValueError as exc:
-        return str(exc)
-    return None
+        return str(exc), found
+    return None, found
