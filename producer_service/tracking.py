@@ -205,6 +205,9 @@ def _publish_messages(
     rules: TrackingRules = current_app.extensions[RULES]
     caller: str = request.environ.get(CALLER, "")
     timestamp = utc_timestamp()
+    max_bytes = st.settings.tracking_max_message_bytes
+    # A record within both bounds has no part over either: only bigger ones are measured.
+    unchecked = min(max_bytes, rules.max_payload_bytes)
     records: list[dict[str, Any]] = []
     values: list[bytes] = []
     invalid: list[dict[str, Any]] = []
@@ -221,7 +224,8 @@ def _publish_messages(
             # Every container of the record is a part of the body: the body's scan
             # vouches for them.
             value = compact_json_scanned(record, found)
-            _check_size(event, value, rules, st.settings.tracking_max_message_bytes, kind)
+            if len(value) > unchecked:
+                _check_size(event, value, rules, max_bytes, kind)
         except InvalidMessage as exc:
             if kind is not None:
                 raise InvalidEvent("Invalid message.", exc.messages) from None
@@ -261,8 +265,9 @@ def _check_size(
 ) -> None:
     """Raise InvalidMessage when the event's payload or context is over their bound, or
     its record `value` over `max_bytes` (RequestEntityTooLarge for a single call)."""
-    check_sizes(event, len(value), rules)
-    if len(value) <= max_bytes:
+    size = len(value)
+    check_sizes(event, size, rules)
+    if size <= max_bytes:
         return
     if kind is not None:
         raise RequestEntityTooLarge(

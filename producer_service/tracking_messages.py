@@ -249,9 +249,10 @@ def fast_event(
     anonymous_id = get("anonymousId")
     if user_id is None and anonymous_id is None:
         return None
+    # The message's own objects, not copies: nothing changes an event or its record.
     event: dict[str, Any] = {
         "eventType": event_type,
-        "payload": {} if properties is None else dict(properties),
+        "payload": {} if properties is None else properties,
         "source": SOURCE,
     }
     if user_id is not None:
@@ -261,9 +262,10 @@ def fast_event(
     message_id = get("messageId")
     if message_id is not None:
         event["messageId"] = message_id
-    context = merged_context(batch_context, own_context)
-    if context is not None:
-        event["context"] = context
+    if batch_context is not None:
+        event["context"] = merged_context(batch_context, own_context)
+    elif own_context is not None:
+        event["context"] = own_context
     sent_at = get("originalTimestamp")
     if sent_at is None:
         sent_at = get("timestamp")
