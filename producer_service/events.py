@@ -19,7 +19,7 @@ from producer_service.schemas import BatchInputSchema
 from producer_service.state import ProducerState, state
 from shared.errors import InvalidEvent, Unavailable
 from shared.events import EventInputSchema, enrich, enrich_batch, record_json
-from shared.json_codec import compact_json, json_problem, parse_json
+from shared.json_codec import compact_json, parse_json, scanned_json_problem
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +81,16 @@ def require_encodable(body: dict[str, Any], strict: bool = False) -> dict[str, A
     One pass over the whole body settles it before any field is looked at, so neither
     the validators, the error messages (which echo unknown field names), the Kafka key
     nor the record value can meet such a value later."""
-    problem = json_problem(body, strict=strict)
+    encodable_scan(body, strict)
+    return body
+
+
+def encodable_scan(body: dict[str, Any], strict: bool = False) -> int:
+    """`require_encodable`'s check, answering the `scan_json` bits of `body` it found:
+    they vouch for any value built of `body`'s parts (`compact_json_scanned`)."""
+    problem, found = scanned_json_problem(body, strict=strict)
     if problem is None:
-        return body
+        return found
     if problem.startswith("Out of range float"):
         # Python's own words for it would leave a client guessing which number.
         problem = "a number is not finite (NaN, Infinity, or out of range such as 1e400)"

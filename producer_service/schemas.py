@@ -110,7 +110,8 @@ class ErrorSchema(web.ErrorSchema):
 class TrackingBatchSchema(Schema):
     """The body of POST /v1/batch. Its messages are checked one by one (an invalid one
     is reported in the 200, not refused with the batch), so the document takes any item.
-    Other fields (`context`, `integrations`, ...) are ignored."""
+    Its `context` applies to each message; other fields (`integrations`, ...) are
+    ignored."""
 
     class Meta:
         unknown = EXCLUDE
@@ -119,6 +120,15 @@ class TrackingBatchSchema(Schema):
         fields.Raw(),
         required=True,
         metadata={"description": "Tracking API messages (TrackingMessage), in order."},
+    )
+    context = fields.Dict(
+        keys=fields.String(),
+        allow_none=True,
+        metadata={
+            "description": "Context of every message: each message's context is this one "
+            "with the message's own top-level keys over it. Its size times the number of "
+            "messages counts against the batch limit (413 beyond)."
+        },
     )
     sentAt = fields.Raw(metadata={"description": "Ignored."})
     writeKey = fields.Raw(metadata={"description": "Ignored: the write key is Basic auth's."})

@@ -10,8 +10,13 @@ What a caller is told, in the words the SDKs read (`code` and `message` in every
   counted in `producer_tracking_messages_total`), because an SDK drops a batch answered
   400 and would lose the valid ones with it. Messages whose kind maps to a type that
   EVENT_TYPES does not admit are counted under `ignored`.
-* 400: the body is not a batch (or a single call's message is invalid); 413: over
-  TRACKING_MAX_BATCH_BYTES (inflated) or a single message over TRACKING_MAX_MESSAGE_BYTES;
+* A batch's own `context` applies to each of its messages, under each message's own
+  top-level context keys (`tracking_messages.merged_context`); a message whose merged
+  context is over its bound is one of the invalid ones.
+* 400: the body is not a batch, or its `context` is not an object (or a single call's
+  message is invalid); 413: over TRACKING_MAX_BATCH_BYTES (inflated), a batch whose
+  `context` times its number of messages is over it too, or a single message over
+  TRACKING_MAX_MESSAGE_BYTES;
   429 with Retry-After from the quota; 503 when Kafka did not acknowledge every accepted
   message: the SDK retries, and each message's eventId (from its messageId and the
   caller, `shared.events.message_event_id`) makes the retry store nothing twice.
@@ -35,9 +40,9 @@ from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from producer_service.events import (
     MAX_ITEM_ERRORS,
+    encodable_scan,
     parsed_object,
     publish_records,
-    require_encodable,
 )
 from producer_service.metrics import TRACKING_MESSAGES
 from producer_service.state import ProducerState, state, state_of
@@ -45,15 +50,17 @@ from producer_service.tracking_messages import (
     IGNORED,
     InvalidMessage,
     TrackingRules,
+    batch_context,
     batch_messages,
     check_sizes,
+    fast_event,
     message_event,
 )
 from shared import web
 from shared.auth import WRITE, Unauthenticated
 from shared.errors import InvalidEvent, Unavailable
 from shared.events import message_event_id, record_v2, utc_timestamp
-from shared.json_codec import compact_json
+from shared.json_codec import compact_json, compact_json_scanned
 
 logger = logging.getLogger(__name__)
 
@@ -129,15 +136,30 @@ def _build_rules(setup: BlueprintSetupState) -> None:
 def batch() -> Response:
     """Publish a batch's valid messages; 200 once Kafka acknowledged them all."""
     st = state()
-    body, strict = parsed_object(st.settings.tracking_max_batch_bytes, gunzip=True)
+    max_bytes = st.settings.tracking_max_batch_bytes
+    body, strict = parsed_object(max_bytes, gunzip=True)
     messages = batch_messages(body)
     if messages is None:
         raise BadRequest('Not a batch: the body must be an object with a "batch" list.')
     if st.quota is not None:
         st.quota.charge(len(messages))
     # After the quota: a refused request costs no validation.
-    require_encodable(body, strict)
-    return _publish_messages(st, messages, None)
+    found = encodable_scan(body, strict)
+    context = batch_context(body)
+    if context is not None:
+        _bound_fan_out(context, len(messages), max_bytes)
+    return _publish_messages(st, messages, None, found, context)
+
+
+def _bound_fan_out(context: Mapping[str, Any], messages: int, max_bytes: int) -> None:
+    """413 when the batch's context, written into each of its messages, would add more
+    than `max_bytes`: a small body must not make a flood of large records."""
+    added = len(compact_json(context)) * messages
+    if added > max_bytes:
+        raise RequestEntityTooLarge(
+            f"The batch's context, applied to each of its {messages} messages, adds "
+            f"{added} bytes; the limit is {max_bytes}."
+        )
 
 
 @bp.post("/track")
@@ -166,37 +188,44 @@ def _single(kind: str) -> Response:
     body, strict = parsed_object(st.settings.tracking_max_message_bytes, gunzip=True)
     if st.quota is not None:
         st.quota.charge(1)
-    require_encodable(body, strict)
-    return _publish_messages(st, [body], kind)
+    found = encodable_scan(body, strict)
+    return _publish_messages(st, [body], kind, found, None)
 
 
-def _publish_messages(st: ProducerState, messages: Sequence[Any], kind: str | None) -> Response:
+def _publish_messages(
+    st: ProducerState,
+    messages: Sequence[Any],
+    kind: str | None,
+    found: int,
+    context: Mapping[str, Any] | None,
+) -> Response:
+    """Publish the events of `messages` (a batch's, or a single call's of `kind`), the
+    invalid ones reported (a batch) or refused (a single call). `found`: the scan bits of
+    the body that holds them (`encodable_scan`); `context`: the batch's context."""
     rules: TrackingRules = current_app.extensions[RULES]
     caller: str = request.environ.get(CALLER, "")
     timestamp = utc_timestamp()
     max_bytes = st.settings.tracking_max_message_bytes
+    # A record within both bounds has no part over either: only bigger ones are measured.
+    unchecked = min(max_bytes, rules.max_payload_bytes)
     records: list[dict[str, Any]] = []
     values: list[bytes] = []
     invalid: list[dict[str, Any]] = []
     invalid_count = ignored = 0
     for index, message in enumerate(messages):
         try:
-            event = message_event(message, rules, kind)
-            if event is IGNORED:
-                ignored += 1
-                continue
+            event = fast_event(message, rules, kind, context)
+            if event is None:
+                event = message_event(message, rules, kind, context)
+                if event is IGNORED:
+                    ignored += 1
+                    continue
             record = record_v2(message_event_id(caller, event.get("messageId")), event, timestamp)
-            value = compact_json(record)
-            check_sizes(event, len(value), rules)
-            if len(value) > max_bytes:
-                if kind is not None:
-                    raise RequestEntityTooLarge(
-                        f"The message is {len(value)} bytes as an event; the limit is {max_bytes}."
-                    )
-                raise InvalidMessage(
-                    "Invalid message.",
-                    {"_schema": [f"{len(value)} bytes as an event; the limit is {max_bytes}."]},
-                )
+            # Every container of the record is a part of the body: the body's scan
+            # vouches for them.
+            value = compact_json_scanned(record, found)
+            if len(value) > unchecked:
+                _check_size(event, value, rules, max_bytes, kind)
         except InvalidMessage as exc:
             if kind is not None:
                 raise InvalidEvent("Invalid message.", exc.messages) from None
@@ -229,6 +258,25 @@ def _publish_messages(st: ProducerState, messages: Sequence[Any], kind: str | No
             extra={"invalid": invalid_count, "accepted": len(records)},
         )
     return Response(compact_json(answer), mimetype="application/json")
+
+
+def _check_size(
+    event: Mapping[str, Any], value: bytes, rules: TrackingRules, max_bytes: int, kind: str | None
+) -> None:
+    """Raise InvalidMessage when the event's payload or context is over their bound, or
+    its record `value` over `max_bytes` (RequestEntityTooLarge for a single call)."""
+    size = len(value)
+    check_sizes(event, size, rules)
+    if size <= max_bytes:
+        return
+    if kind is not None:
+        raise RequestEntityTooLarge(
+            f"The message is {len(value)} bytes as an event; the limit is {max_bytes}."
+        )
+    raise InvalidMessage(
+        "Invalid message.",
+        {"_schema": [f"{len(value)} bytes as an event; the limit is {max_bytes}."]},
+    )
 
 
 def _invalid_item(index: int, message: Any, fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ the stdlib otherwise.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
@@ -142,7 +141,17 @@ def _reject_constant(name: str) -> NoReturn:
 # orjson reads an integer literal beyond 64 bits as a float (2**64 becomes 1.8e19), where
 # the standard library keeps it exact. Any run of 19 digits (i64 ends at 19, u64 at 20)
 # sends the text to the standard library; a long run inside a string costs only speed.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# Found by mapping every digit to "0" and every other byte to " " and looking for 19
+# zeros: the same answer as searching for `[0-9]{19}`, ~15x cheaper (the regex engine
+# tries a match at every digit; this is two passes in C over the body).
+_DIGIT_RUN_TABLE = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_LONG_DIGIT_RUN = b"0" * 19
+
+
+def has_long_digit_run(raw: bytes) -> bool:
+    """Whether `raw` holds 19 ASCII digits in a row (what `re.search(rb"[0-9]{19}")`
+    finds)."""
+    return _LONG_DIGIT_RUN in raw.translate(_DIGIT_RUN_TABLE)
 
 
 def parse_json(raw: bytes) -> tuple[Any, bool]:
@@ -156,7 +165,7 @@ def parse_json(raw: bytes) -> tuple[Any, bool]:
     value holds nothing `compact_json` could refuse except nesting (see `json_problem`).
     Raises ValueError (or RecursionError) as `json.loads` does, with its message.
     """
-    if _LONG_DIGITS.search(raw) is None:
+    if not has_long_digit_run(raw):
         try:
             return orjson.loads(raw), True
         except orjson.JSONDecodeError:
@@ -195,21 +204,28 @@ def json_problem(value: Any, *, strict: bool = False) -> str | None:
     MAX_JSON_NESTING), or None when it can. `strict=True` vouches that `value` came from
     `parse_json` with `strict` True, whose values can only fail on nesting: the encoding
     pass is skipped."""
+    return scanned_json_problem(value, strict=strict)[0]
+
+
+def scanned_json_problem(value: Any, *, strict: bool = False) -> tuple[str | None, int]:
+    """`json_problem(value, strict=strict)`, and the bits `scan_json(value,
+    MAX_JSON_NESTING)` found on the way: a caller that later encodes values built from
+    parts of `value` hands them to `compact_json_scanned` rather than scan again."""
     found = scan_json(value, MAX_JSON_NESTING)
     # The scan does not look into containers of other types (subclasses): for those the
     # slower walk that does decides.
     if found & JSON_TOO_DEEP or (
         found & JSON_OTHER_TYPE and isinstance(value, dict | list) and nesting_exceeds(value)
     ):
-        return f"nested more than {MAX_JSON_NESTING} levels deep"
+        return f"nested more than {MAX_JSON_NESTING} levels deep", found
     if strict:
-        return None
+        return None, found
     try:
         compact_json(value)
     except RecursionError:
-        return "nested too deeply"
+        return "nested too deeply", found
     except UnicodeEncodeError:
-        return "contains an unpaired UTF-16 surrogate"
+        return "contains an unpaired UTF-16 surrogate", found
     except ValueError as exc:
-        return str(exc)
-    return None
+        return str(exc), found
+    return None, found

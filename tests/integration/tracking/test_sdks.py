@@ -1,6 +1,7 @@
 """Segment's and RudderStack's Python SDKs, unchanged, against a real `producer-service`,
 a real consumer replica and its read API: what they track is stored once, through a
-producer restart, a quota answering 429, invalid messages and gzip on and off.
+producer restart, a quota answering 429, invalid messages and gzip on and off. Beside
+them, a batch posted by hand with a batch-wide context stores it in each message.
 
 Each test tracks for users of its own; the figures (sent, stored, lost, duplicated) are
 printed for the record."""
@@ -218,3 +219,37 @@ def test_invalid_messages_mixed_in_leave_the_valid_ones_stored(
     assert result == {"sent": 900, "stored": 900, "lost": 0, "duplicated": 0}
     metrics = requests.get(f"{p.url}/metrics", timeout=10).text
     assert 'producer_tracking_messages_total{outcome="invalid"} 100.0' in metrics
+
+
+def test_a_batch_context_is_stored_in_each_message_under_its_own_keys(
+    sdk_stack: Stack, producer: Callable[..., Producer]
+) -> None:
+    # What a sender writing the HTTP API itself may post (the SDKs put context in each
+    # message): one context for the whole batch.
+    p = producer()
+    run = f"ctx-{uuid.uuid4().hex[:6]}"
+    user = f"{run}-u0"
+    body = {
+        "batch": [
+            {"type": "track", "messageId": f"{run}-0", "userId": user, "event": "LOGIN"},
+            {
+                "type": "track",
+                "messageId": f"{run}-1",
+                "userId": user,
+                "event": "LOGIN",
+                "context": {"locale": "de-DE", "page": {"path": "/cart"}},
+            },
+        ],
+        "context": {"locale": "fr-FR", "library": {"name": "http-sender", "version": "1"}},
+    }
+    answer = requests.post(f"{p.url}/v1/batch", json=body, auth=(WRITE_KEY, ""), timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["accepted"] == 2
+    stored = {e["eventId"]: e for e in stored_of(sdk_stack, {user}, 2)}
+    assert len(stored) == 2
+    contexts = sorted((e["context"] for e in stored.values()), key=lambda c: "page" in c)
+    library = {"name": "http-sender", "version": "1"}
+    assert contexts == [
+        {"locale": "fr-FR", "library": library},
+        {"locale": "de-DE", "library": library, "page": {"path": "/cart"}},
+    ]

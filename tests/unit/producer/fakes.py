@@ -11,6 +11,7 @@ from typing import Any
 from producer_service.delivery import REASON_TIMEOUT, Delivery
 from producer_service.publisher import Readiness, encode_records
 from shared.errors import Unavailable
+from shared.events import event_key
 from shared.json_codec import compact_json
 
 
@@ -49,7 +50,7 @@ class InMemoryEventPublisher:
                 if reason is not None:
                     out.append(Delivery(record["eventId"], reason=reason, error=f"fake {reason}"))
                     continue
-                partition = zlib.crc32(record["userId"].encode()) % self.partitions
+                partition = zlib.crc32(event_key(record).encode()) % self.partitions
                 offset = self.offsets[partition]
                 self.offsets[partition] += 1
                 self.records.append(dict(record))

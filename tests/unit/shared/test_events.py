@@ -23,6 +23,7 @@ from shared.events import (
 from shared.json_codec import (
     MAX_JSON_NESTING,
     compact_json,
+    has_long_digit_run,
     json_problem,
     nesting_exceeds,
     parse_json,
@@ -339,6 +340,27 @@ def test_parse_json_is_strict_only_for_what_orjson_read() -> None:
     deep = "[" * (MAX_JSON_NESTING + 1) + "]" * (MAX_JSON_NESTING + 1)
     parsed, strict = parse_json(deep.encode())
     assert strict is True and json_problem(parsed, strict=True) is not None
+
+
+# Runs of digits of every length around 19, split by the bytes next to "0" and "9" in
+# ASCII ("/" and ":"), by other text, and by "9" with its high bit set.
+_digit_runs = st.lists(
+    st.tuples(
+        st.integers(0, 22).flatmap(
+            lambda n: st.binary(min_size=n, max_size=n).map(lambda b: bytes(48 + c % 10 for c in b))
+        ),
+        st.sampled_from([b"/", b":", b" ", b"a", b"\xb9", b"-"]),
+    ),
+    max_size=4,
+).map(lambda runs: b"".join(digits + separator for digits, separator in runs))
+
+
+@settings(max_examples=300, derandomize=True, database=None)
+@given(raw=_digit_runs)
+@example(raw=b"1" * 19)
+@example(raw=b"x" + b"1" * 18 + b"x")
+def test_a_long_digit_run_is_found_as_the_regex_finds_it(raw: bytes) -> None:
+    assert has_long_digit_run(raw) == (re.search(rb"[0-9]{19}", raw) is not None)
 
 
 @_PROPERTY
