@@ -178,7 +178,8 @@ class ProducerSettings:
     tracking_max_batch_bytes: int = setting(
         500 * 1024,
         "TRACKING_MAX_BATCH_BYTES",
-        "largest tracking API request (`/v1/*`), after gzip is undone; 413 beyond",
+        "largest tracking API request (`/v1/*`), after gzip is undone, and largest batch "
+        "`context` times its number of messages; 413 beyond",
         lo=1024,
         hi=64 * 1024 * 1024,
         default_note="500 KiB",
