@@ -18,7 +18,7 @@ from shared.config import (
     setting,
 )
 from shared.errors import ConfigError
-from shared.events import EventTypes
+from shared.event_rules import EventTypes
 from shared.urls import check_bind_host
 
 # Ten years. The longest TTL or age a setting may ask for: far beyond any real retention,

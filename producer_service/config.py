@@ -21,7 +21,7 @@ from shared.config import (
     setting,
 )
 from shared.errors import ConfigError
-from shared.events import DEFAULT_MAX_PAYLOAD_BYTES
+from shared.event_rules import DEFAULT_MAX_PAYLOAD_BYTES
 from shared.urls import check_bind_host, check_redis_url
 
 COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")

@@ -12,7 +12,8 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from shared import web
-from shared.events import DEFAULT_MAX_PAYLOAD_BYTES, UUID_PATTERN, EventInputSchema, FullRegexp
+from shared.event_rules import DEFAULT_MAX_PAYLOAD_BYTES, UUID_PATTERN, FullRegexp
+from shared.events import EventInputSchema
 
 
 class BatchInputSchema(Schema):

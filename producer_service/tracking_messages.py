@@ -32,7 +32,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from shared.errors import InvalidEvent
-from shared.events import (
+from shared.event_rules import (
     ORIGINAL_TIMESTAMP_MAX,
     USER_ID_FORBIDDEN,
     USER_ID_MAX,

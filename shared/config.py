@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_type_hints
 
 from shared.errors import ConfigError
-from shared.events import EVENT_TYPE_MAX, FREE_EVENT_NAMES
+from shared.event_rules import EVENT_TYPE_MAX, FREE_EVENT_NAMES
 from shared.payload_crypto import MasterKeys, parse_master_keys
 from shared.urls import (
     HIDDEN,

@@ -10,7 +10,7 @@ from typing import TextIO
 from consumer_service.config import ConsumerSettings
 from consumer_service.storage import open_store
 from shared.errors import ConfigError
-from shared.events import USER_ID_MAX
+from shared.event_rules import USER_ID_MAX
 
 # Seconds one Redis call may take: an erase step is a few milliseconds of Redis time.
 REDIS_TIMEOUT_SECONDS = 10.0

@@ -9,7 +9,7 @@ from werkzeug.routing import PathConverter
 
 from consumer_service.api.events import state
 from shared.auth import ERASE
-from shared.events import USER_ID_MAX
+from shared.event_rules import USER_ID_MAX
 from shared.web import error_response, scope_guard
 
 bp = Blueprint("erasure", __name__)

@@ -26,7 +26,8 @@ from consumer_service.config import ConsumerSettings
 from consumer_service.storage.cluster_page import CURSOR_PREFIX
 from shared import web
 from shared.auth import ERASE, READ
-from shared.events import STORED_SCHEMAS, USER_ID_MAX, FullRegexp
+from shared.event_rules import USER_ID_MAX, FullRegexp
+from shared.events import STORED_SCHEMAS
 from shared.web import json_response, text_response
 
 # The cluster store's cursor: its prefix, then base64url (storage.cluster_page.decode_cursor

@@ -10,13 +10,8 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from consumer_service.storage.timeindex import days_from_civil, days_in_month
 from shared import web
-from shared.events import (
-    EVENT_TYPE_MAX,
-    SCHEMA_VERSION_2,
-    USER_ID_MAX,
-    FullRegexp,
-    StoredEventSchema,
-)
+from shared.event_rules import EVENT_TYPE_MAX, USER_ID_MAX, FullRegexp
+from shared.events import SCHEMA_VERSION_2, StoredEventSchema
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100

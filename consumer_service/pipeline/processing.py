@@ -18,14 +18,14 @@ import orjson
 from marshmallow import ValidationError
 
 from shared.errors import InvalidEvent
-from shared.events import (
+from shared.event_rules import (
     EVENT_TYPE_MAX,
     TIMESTAMP_PATTERN,
     USER_ID_FORBIDDEN,
     USER_ID_MAX,
     UUID_PATTERN,
-    EventRecordSchema,
 )
+from shared.events import EventRecordSchema
 from shared.json_codec import (
     JSON_HUGE_FLOAT,
     JSON_TOO_DEEP,

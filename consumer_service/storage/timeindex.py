@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from shared.events import TIMESTAMP_PATTERN
+from shared.event_rules import TIMESTAMP_PATTERN
 
 _TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
 _MS_PER_DAY = 86_400_000

@@ -32,7 +32,7 @@ from consumer_service.pipeline.processing import (
     decode_event,
     fast_record,
 )
-from shared.events import EVENT_TYPE_MAX, USER_ID_MAX
+from shared.event_rules import EVENT_TYPE_MAX, USER_ID_MAX
 from tests.strategies import (
     any_text,
     identical,

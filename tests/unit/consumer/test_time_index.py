@@ -16,7 +16,8 @@ from consumer_service.storage import PageQuery
 from consumer_service.storage.base import MAX_PAGE_BYTES, MAX_SCAN
 from consumer_service.storage.page_read import time_window
 from consumer_service.storage.timeindex import time_score
-from shared.events import TIMESTAMP_PATTERN, utc_timestamp
+from shared.event_rules import TIMESTAMP_PATTERN
+from shared.events import utc_timestamp
 
 EXTREMES = [
     "0000-01-01T00:00:00.000Z",

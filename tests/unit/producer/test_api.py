@@ -15,7 +15,8 @@ from producer_service import create_app
 from producer_service.config import ProducerSettings
 from producer_service.errors import error_response
 from shared.config import CommonSettings
-from shared.events import TIMESTAMP_PATTERN, UUID_PATTERN, new_event_id
+from shared.event_rules import TIMESTAMP_PATTERN, UUID_PATTERN
+from shared.events import new_event_id
 from shared.json_codec import MAX_JSON_NESTING
 from tests.unit.producer.fakes import InMemoryEventPublisher
 from tests.unit.producer.scrape import sample

@@ -19,7 +19,8 @@ from producer_service.tracking_messages import (
     merged_context,
     message_event,
 )
-from shared.events import USER_ID_FORBIDDEN, message_event_id, record_v2
+from shared.event_rules import USER_ID_FORBIDDEN
+from shared.events import message_event_id, record_v2
 
 KIND_TYPES = {
     "page": "PAGE_VIEW",

@@ -6,7 +6,8 @@ import pytest
 from marshmallow import ValidationError
 
 from shared.config import CommonSettings
-from shared.events import EventInputSchema, EventTypes
+from shared.event_rules import EventTypes
+from shared.events import EventInputSchema
 
 FREE = EventTypes(("LOGIN", "*"))
 

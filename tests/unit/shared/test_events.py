@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
+from shared.event_rules import TIMESTAMP_PATTERN
 from shared.events import (
-    TIMESTAMP_PATTERN,
     EventInputSchema,
     EventRecordSchema,
     enrich,

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, event, example, given, settings
 from marshmallow import ValidationError
 
 from consumer_service.pipeline.processing import Accepted, decide
+from shared.event_rules import DEFAULT_MAX_PAYLOAD_BYTES
 from shared.events import (
-    DEFAULT_MAX_PAYLOAD_BYTES,
     SCHEMA_VERSION,
     EventInputSchema,
     StoredEventSchema,

@@ -15,14 +15,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from shared.events import (
-    USER_ID_FORBIDDEN,
-    USER_ID_MAX,
-    USER_ID_PATTERN,
-    EventInputSchema,
-    EventRecordSchema,
-    PlainText,
-)
+from shared.event_rules import USER_ID_FORBIDDEN, USER_ID_MAX, USER_ID_PATTERN, PlainText
+from shared.events import EventInputSchema, EventRecordSchema
 from tests.strategies import text_near_the_rule
 
 # The bidirectional formatting characters: ALM, LRM, RLM, the embeddings and overrides
