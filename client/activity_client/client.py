@@ -87,17 +87,21 @@ class _Lane:
 
 
 class _Group:
-    """Events waiting for one spool transaction (lane, body), and how it went. Its
-    threads wait on `cond` (on the client's spool mutex) until it is `done`, or until it
-    is `handed` over and one of them `claimed` the writing of it."""
+    """Events waiting for one spool transaction (lane, body), and how it went.
 
-    __slots__ = ("bodies", "checkpoint", "claimed", "cond", "done", "error", "handed")
+    Each thread that joined it, but for the one writing it, blocks on a lock of its own
+    in `waiters`, held until the writer releases it: once the group is `done`, or, for
+    the first waiter alone, to hand it the writing of the group. A woken thread needs no
+    shared lock to go on, so waking a group is one futex wake per thread, without a herd
+    on a shared mutex."""
 
-    def __init__(self, mutex: threading.Lock) -> None:
+    __slots__ = ("bodies", "checkpoint", "done", "error", "waiters")
+
+    def __init__(self) -> None:
         self.bodies: list[tuple[int, bytes]] = []
         self.checkpoint: str | None = None
-        self.cond = threading.Condition(mutex)
-        self.done = self.handed = self.claimed = False
+        self.waiters: list[threading.Lock] = []
+        self.done = False
         self.error: SpoolError | None = None
 
 
@@ -202,7 +206,7 @@ class EventClient:
         self._bad_seen = 0
         self._spool_mutex = threading.Lock()
         self._spool_idle = threading.Condition(self._spool_mutex)  # no transaction running
-        self._spool_group = _Group(self._spool_mutex)  # the next transaction's events
+        self._spool_group = _Group()  # the next transaction's events
         self._spool_writing = False
 
     def _recover(self) -> None:
@@ -344,36 +348,48 @@ class EventClient:
     def _spool_write(self, bodies: list[tuple[int, bytes]], checkpoint: str | None) -> _Group:
         """Have `bodies` written in the next spool transaction; return its group once it
         is done. One thread at a time writes: the first to arrive while none does, then
-        one of the threads of the group that waited meanwhile, handed over by the writer
+        the first thread of the group that gathered meanwhile, handed over by the writer
         before it returns. So each transaction takes every event that arrived while the
-        previous one ran, and only a group's own threads wake for it."""
+        previous one ran, and only a group's own threads wake for it.
+
+        The writer wakes its group's threads before the one it hands over to, and the
+        group stays open until that thread starts writing it: the threads just woken
+        mostly track their next event in time to join it. Otherwise every transaction
+        would carry about half of the tracking threads' events, and the other half the
+        next one."""
         with self._spool_mutex:
             group = self._spool_group
             group.bodies.extend(bodies)
             if checkpoint is not None:
                 group.checkpoint = checkpoint
-            if not self._spool_writing:
-                self._spool_writing = True
-                self._spool_group = _Group(self._spool_mutex)
+            if self._spool_writing:
+                waiter = threading.Lock()
+                waiter.acquire()
+                group.waiters.append(waiter)
             else:
-                while not group.done and not (group.handed and not group.claimed):
-                    group.cond.wait()
-                if group.done:
-                    return group
-                group.claimed = True
-        error = self._commit_group(group.bodies, group.checkpoint)
+                self._spool_writing = True
+                self._spool_group = _Group()
+                waiter = None
+        if waiter is not None:
+            waiter.acquire()  # released by the writer: done, or handed over (not done)
+            if group.done:
+                return group
+            with self._spool_mutex:  # handed over: close the group to newcomers
+                self._spool_group = _Group()
+        group.error = self._commit_group(group.bodies, group.checkpoint)
         with self._spool_mutex:
-            group.error = error
             group.done = True
-            group.cond.notify_all()
-            waiting = self._spool_group
-            if waiting.bodies or waiting.checkpoint is not None:
-                self._spool_group = _Group(self._spool_mutex)
-                waiting.handed = True
-                waiting.cond.notify()
+            upcoming = self._spool_group
+            if upcoming.waiters:
+                successor: threading.Lock | None = upcoming.waiters.pop(0)
             else:
                 self._spool_writing = False
                 self._spool_idle.notify_all()
+                successor = None
+        for released in group.waiters:
+            released.release()
+        if successor is not None:
+            successor.release()
         return group
 
     def _commit_group(
