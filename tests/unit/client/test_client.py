@@ -222,6 +222,48 @@ def test_the_spool_keeps_events_and_keys_for_the_next_process(tmp_path: Path) ->
     empty.close(1)
 
 
+def test_threads_tracking_during_a_commit_share_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client(FakeServer(lambda events: Answer(503)), spool_path=str(tmp_path / "s"))
+    spool = client._spool
+    assert spool is not None
+    commits: list[int] = []
+    writing, release = threading.Event(), threading.Event()
+    append = spool.append
+
+    def held_append(events: Any, checkpoint: str | None = None) -> list[int]:
+        commits.append(len(events))
+        if len(commits) == 1:
+            writing.set()
+            release.wait(10)
+        return append(events, checkpoint)
+
+    monkeypatch.setattr(spool, "append", held_append)
+    returned: list[int] = []
+
+    def track(n: int) -> None:
+        client.track(f"u{n}", "LOGIN", {"n": n})
+        returned.append(n)
+
+    threads = [threading.Thread(target=track, args=(n,)) for n in range(9)]
+    threads[0].start()
+    assert writing.wait(10)
+    for thread in threads[1:]:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(client._spool_group.bodies) < 8 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert returned == []  # none before its transaction committed
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert commits == [1, 8]  # the eight that waited: one transaction
+    assert sorted(returned) == list(range(9))
+    assert sorted(json.loads(body)["payload"]["n"] for _, _, body in spool.load()) == [*range(9)]
+    client.close(0.1)
+
+
 def test_a_spool_has_one_owner(tmp_path: Path) -> None:
     spool = str(tmp_path / "s.db")
     first = make_client(FakeServer(), spool_path=spool)
