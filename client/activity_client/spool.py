@@ -32,6 +32,13 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
 )
 FORK_INFIX = ".fork-"
+# Row numbers bound into one DELETE/UPDATE: far under SQLite's limit on parameters
+# (32,766 since 3.32, 999 before), and a batch of the client's default size in one.
+ROWS_PER_STATEMENT = 500
+# WAL pages (4 KiB) after which a commit copies the WAL back into the database: the
+# remover's at SQLite's default, the writer's only as a bound on the WAL's size.
+REMOVER_CHECKPOINT_PAGES = 1000
+WRITER_CHECKPOINT_PAGES = 16_000
 SYNC_MODES = ("full", "normal")
 
 
@@ -42,7 +49,8 @@ class Spool:
     `"normal"` commits to the OS only (it survives a crash of this process, not of the
     machine) and is several times cheaper. Each method commits one transaction; callers
     serialise `append` (one writer at a time); `delete`/`rekey` may run beside it, from
-    any number of threads. Every SQLite failure is raised as `SpoolError` naming the file."""
+    any number of threads: they wait for it on a lock of this process, never in SQLite's
+    busy handler. Every SQLite failure is raised as `SpoolError` naming the file."""
 
     def __init__(self, path: str, sync: str = "full") -> None:
         if sync not in SYNC_MODES:
@@ -50,11 +58,17 @@ class Spool:
         self.path = os.path.abspath(path)
         self._lock_file = _take_lock(self.path)
         try:
-            self._writer = self._connect(sync)
+            # Checkpoints (copying the WAL into the database, two more fsyncs) are left to
+            # the remover, off the path of track(); the writer takes one only if the WAL
+            # grew that far without removals (the server unreachable for a long time).
+            self._writer = self._connect(sync, WRITER_CHECKPOINT_PAGES)
             # A removal lost in a machine crash only makes the next process resend an
             # acknowledged event, which the server's ids make harmless: no fsync for it.
-            self._remover = self._connect("normal")
-            self._remover_lock = threading.Lock()
+            self._remover = self._connect("normal", REMOVER_CHECKPOINT_PAGES)
+            # One transaction at a time on the file, whichever connection runs it: SQLite's
+            # own wait for a busy database sleeps in steps of a millisecond and more, and
+            # each such sleep would hold up every thread waiting on a group commit.
+            self._write_lock = threading.Lock()
             with self._guard("create the table"):
                 self._writer.executescript(SCHEMA)
             self._adopt_orphans()
@@ -65,7 +79,7 @@ class Spool:
             raise
         self._next_row = (top or 0) + 1
 
-    def _connect(self, sync: str) -> sqlite3.Connection:
+    def _connect(self, sync: str, checkpoint_pages: int) -> sqlite3.Connection:
         with self._guard("open"):
             # Autocommit off by hand (isolation_level=None) so each method's BEGIN/COMMIT
             # is exactly one transaction; check_same_thread off because the client's own
@@ -75,6 +89,7 @@ class Spool:
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={sync.upper()}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={checkpoint_pages}")
         return conn
 
     @contextlib.contextmanager
@@ -104,9 +119,9 @@ class Spool:
         transaction fails."""
         first = self._next_row
         rows = list(range(first, first + len(events)))
-        with self._guard("write"):
+        with self._guard("write"), self._write_lock:
             try:
-                self._writer.execute("BEGIN")
+                self._writer.execute("BEGIN IMMEDIATE")
                 self._writer.executemany(
                     "INSERT INTO events (row, key, body) VALUES (?, ?, ?)",
                     [(row, key, body) for row, (key, body) in zip(rows, events, strict=True)],
@@ -134,19 +149,25 @@ class Spool:
 
     def delete(self, rows: Iterable[int]) -> None:
         """Forget `rows` (acknowledged, or refused for good), in one transaction."""
-        self._update("DELETE FROM events WHERE row = ?", [(row,) for row in rows])
+        self._update("DELETE FROM events WHERE row IN ({})", (), rows)
 
     def rekey(self, rows: Iterable[int], key: str) -> None:
         """Put `rows` under `key`, in one transaction."""
-        self._update("UPDATE events SET key = ? WHERE row = ?", [(key, row) for row in rows])
+        self._update("UPDATE events SET key = ? WHERE row IN ({})", (key,), rows)
 
-    def _update(self, sql: str, params: list[tuple[object, ...]]) -> None:
-        if not params:
+    def _update(self, sql: str, head: tuple[object, ...], rows: Iterable[int]) -> None:
+        """Run `sql` for `rows`, its `{}` filled with one `?` per row (after the `head`
+        parameters), a statement per `ROWS_PER_STATEMENT` rows: a quarter cheaper than
+        a statement per row."""
+        todo = list(rows)
+        if not todo:
             return
-        with self._guard("update"), self._remover_lock:
+        with self._guard("update"), self._write_lock:
             try:
                 self._remover.execute("BEGIN IMMEDIATE")
-                self._remover.executemany(sql, params)
+                for at in range(0, len(todo), ROWS_PER_STATEMENT):
+                    chunk = todo[at : at + ROWS_PER_STATEMENT]
+                    self._remover.execute(sql.format(",".join("?" * len(chunk))), (*head, *chunk))
                 self._remover.execute("COMMIT")
             except sqlite3.Error:
                 with contextlib.suppress(sqlite3.Error):

@@ -4,6 +4,7 @@ acted on, the queue policy, and the spool."""
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -220,6 +221,104 @@ def test_the_spool_keeps_events_and_keys_for_the_next_process(tmp_path: Path) ->
     empty = make_client(FakeServer(), spool_path=spool)
     assert empty.counters().queued == 0
     empty.close(1)
+
+
+def test_threads_tracking_during_a_commit_share_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client(FakeServer(lambda events: Answer(503)), spool_path=str(tmp_path / "s"))
+    spool = client._spool
+    assert spool is not None
+    commits: list[int] = []
+    writing, release = threading.Event(), threading.Event()
+    append = spool.append
+
+    def held_append(events: Any, checkpoint: str | None = None) -> list[int]:
+        commits.append(len(events))
+        if len(commits) == 1:
+            writing.set()
+            release.wait(10)
+        return append(events, checkpoint)
+
+    monkeypatch.setattr(spool, "append", held_append)
+    returned: list[int] = []
+
+    def track(n: int) -> None:
+        client.track(f"u{n}", "LOGIN", {"n": n})
+        returned.append(n)
+
+    threads = [threading.Thread(target=track, args=(n,)) for n in range(9)]
+    threads[0].start()
+    assert writing.wait(10)
+    for thread in threads[1:]:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(client._spool_group.bodies) < 8 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert returned == []  # none before its transaction committed
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert commits == [1, 8]  # the eight that waited: one transaction
+    assert sorted(returned) == list(range(9))
+    assert sorted(json.loads(body)["payload"]["n"] for _, _, body in spool.load()) == [*range(9)]
+    client.close(0.1)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_wait_for_a_commit_raises_after_it_and_wakes_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client(FakeServer(lambda events: Answer(503)), spool_path=str(tmp_path / "s"))
+    spool = client._spool
+    assert spool is not None
+    writing, release = threading.Event(), threading.Event()
+    append = spool.append
+
+    def held_append(events: Any, checkpoint: str | None = None) -> list[int]:
+        if not writing.is_set():
+            writing.set()
+            release.wait(10)
+        return append(events, checkpoint)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    monkeypatch.setattr(spool, "append", held_append)
+    signal.signal(signal.SIGUSR1, interrupt)
+    writer = threading.Thread(target=client.track, args=("u0", "LOGIN"))
+    writer.start()
+    assert writing.wait(10)
+    later = threading.Thread(target=client.track, args=("u2", "LOGIN"))
+
+    def meanwhile() -> None:
+        while not client._spool_group.waiters:  # the main thread waits in the next group
+            time.sleep(0.001)
+        later.start()  # and joins that group after it
+        while len(client._spool_group.waiters) < 2:
+            time.sleep(0.001)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+        time.sleep(0.05)
+        release.set()
+
+    helper = threading.Thread(target=meanwhile)
+    helper.start()
+    try:
+        with pytest.raises(Interrupted):
+            client.track("u1", "LOGIN")
+        # Raised only once the transaction holding the event committed.
+        assert {json.loads(body)["userId"] for _, _, body in spool.load()} == {"u0", "u1", "u2"}
+    finally:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        release.set()
+        helper.join(10)
+    writer.join(10)
+    later.join(10)
+    assert not later.is_alive()  # woken after the interrupted thread
+    client.close(0.1)
 
 
 def test_a_spool_has_one_owner(tmp_path: Path) -> None:
