@@ -14,8 +14,8 @@ Parts, in order (`--only` picks some):
   e2e       201 to readable at a steady rate (bench/e2e.py)
   memory    process RSS and Redis bytes per event over M events (bench/memory.py)
   client    the Python client (client/): track() cost in memory and spooled, and events/s
-            from one client process to stored events beside wrk on /events/batch
-            (bench/client.py)
+            from one client process to acknowledged events (no consumer running, as for
+            wrk on /events/batch beside it), then to stored events (bench/client.py)
   cluster   not in the default run (`make bench-cluster`): the consumer into a private
             local Redis Cluster, 3 masters and one shard, with WAIT 1 (bench/cluster.py)
 
@@ -900,6 +900,10 @@ def render_markdown(r: dict[str, Any], source: str) -> str:
         cells[0] = cells[0].strip()
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += [
+        "",
+        "The client's \"acked\" rows are measured with no consumer running, as wrk's "
+        'baseline is; its "stored" figures come from a second run with a consumer replica '
+        "(bench/client.py).",
         "",
         "Figures move by ±20 % between runs on a machine this small, more while other work "
         "runs on it. Every run writes its figures and the commands behind them to "
