@@ -237,18 +237,7 @@ def _publish_messages(
         values.append(value)
     _count(invalid_count, ignored)
     if records:
-        deliveries = publish_records(records, values)
-        failed = sum(1 for d in deliveries if not d.ok)
-        if failed:
-            first = next(d for d in deliveries if not d.ok)
-            logger.warning(
-                "tracking batch not fully acknowledged",
-                extra={"events": len(records), "failed": failed, "reason": first.reason},
-            )
-            raise Unavailable(
-                f"Kafka did not acknowledge {failed} of {len(records)} events: {first.error}. "
-                "Retry the batch: messages with a messageId are stored once."
-            )
+        _publish_all(records, values)
     answer: dict[str, Any] = {"success": True, "accepted": len(records), "ignored": ignored}
     if invalid_count:
         answer["invalid"] = invalid
@@ -258,6 +247,23 @@ def _publish_messages(
             extra={"invalid": invalid_count, "accepted": len(records)},
         )
     return Response(compact_json(answer), mimetype="application/json")
+
+
+def _publish_all(records: Sequence[Mapping[str, Any]], values: Sequence[bytes]) -> None:
+    """Publish `records` and wait for Kafka's acks; `Unavailable` unless every one was
+    acknowledged (the SDK then retries the whole batch, which messageIds make safe)."""
+    deliveries = publish_records(records, values)
+    failed = sum(1 for d in deliveries if not d.ok)
+    if failed:
+        first = next(d for d in deliveries if not d.ok)
+        logger.warning(
+            "tracking batch not fully acknowledged",
+            extra={"events": len(records), "failed": failed, "reason": first.reason},
+        )
+        raise Unavailable(
+            f"Kafka did not acknowledge {failed} of {len(records)} events: {first.error}. "
+            "Retry the batch: messages with a messageId are stored once."
+        )
 
 
 def _check_size(

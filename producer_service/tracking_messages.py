@@ -213,6 +213,37 @@ def fast_event(
     refuses and every other kind: then `message_event` decides and explains. `message`
     is as JSON parses (object keys are strings). tests/unit/producer/
     test_tracking_messages.py holds both to the same events and the same refusals."""
+    event_type = _plain_track(message, rules, kind)
+    if event_type is None:
+        return None
+    get = message.get
+    properties = get("properties")
+    own_context = get("context")
+    # The message's own objects, not copies: nothing changes an event or its record.
+    event: dict[str, Any] = {
+        "eventType": event_type,
+        "payload": {} if properties is None else properties,
+        "source": SOURCE,
+    }
+    for name in ("userId", "anonymousId", "messageId"):
+        value = get(name)
+        if value is not None:
+            event[name] = value
+    if batch_context is not None:
+        event["context"] = merged_context(batch_context, own_context)
+    elif own_context is not None:
+        event["context"] = own_context
+    sent_at = get("originalTimestamp")
+    if sent_at is None:
+        sent_at = get("timestamp")
+    if sent_at is not None:
+        event["originalTimestamp"] = sent_at
+    return event
+
+
+def _plain_track(message: Any, rules: TrackingRules, kind: str | None) -> str | None:
+    """The event type of a `track` message (of route `kind`, when given) whose every field
+    `fast_event` reads passes MessageSchema's rules; None when any might not."""
     if type(message) is not dict:
         return None
     get = message.get
@@ -236,42 +267,13 @@ def fast_event(
             or not (value.isprintable() or _forbidden(value) is None)
         ):
             return None
-    properties = get("properties")
-    traits = get("traits")
-    own_context = get("context")
-    if (
-        (properties is not None and type(properties) is not dict)
-        or (traits is not None and type(traits) is not dict)
-        or (own_context is not None and type(own_context) is not dict)
-    ):
+    for name in ("properties", "traits", "context"):
+        value = get(name)
+        if value is not None and type(value) is not dict:
+            return None
+    if get("userId") is None and get("anonymousId") is None:
         return None
-    user_id = get("userId")
-    anonymous_id = get("anonymousId")
-    if user_id is None and anonymous_id is None:
-        return None
-    # The message's own objects, not copies: nothing changes an event or its record.
-    event: dict[str, Any] = {
-        "eventType": event_type,
-        "payload": {} if properties is None else properties,
-        "source": SOURCE,
-    }
-    if user_id is not None:
-        event["userId"] = user_id
-    if anonymous_id is not None:
-        event["anonymousId"] = anonymous_id
-    message_id = get("messageId")
-    if message_id is not None:
-        event["messageId"] = message_id
-    if batch_context is not None:
-        event["context"] = merged_context(batch_context, own_context)
-    elif own_context is not None:
-        event["context"] = own_context
-    sent_at = get("originalTimestamp")
-    if sent_at is None:
-        sent_at = get("timestamp")
-    if sent_at is not None:
-        event["originalTimestamp"] = sent_at
-    return event
+    return event_type
 
 
 def _payload(kind: str, loaded: Mapping[str, Any]) -> dict[str, Any]:
