@@ -27,6 +27,7 @@ from activity_client.batching import (
     take_batch,
 )
 from activity_client.errors import ClientClosed, SpoolError
+from activity_client.group_commit import GroupCommit
 from activity_client.retry import Backoff
 from activity_client.spool import Spool, fork_path
 from activity_client.transport import Answer, Transport
@@ -84,35 +85,6 @@ class _Lane:
         if self.work:
             return min(item.seq for part in self.work for item in part)
         return self.queue[0].seq if self.queue else None
-
-
-class _Group:
-    """Events waiting for one spool transaction (lane, body), and how it went.
-
-    Each thread that joined it, but for the one writing it, blocks on a lock of its own
-    in `waiters`. Once the group is `done`, its writer releases the first of them, and
-    each woken thread releases the next before it returns; the last releases `successor`,
-    the waiting thread that writes the next group. A chain, not a broadcast: a broadcast
-    wakes every thread at once into a fight for the GIL, which costs about twice the
-    context switches (measured with 32 threads). The first waiter may instead be woken
-    before the group is done: it was handed the writing of it."""
-
-    __slots__ = ("bodies", "checkpoint", "done", "error", "successor", "waiters")
-
-    def __init__(self) -> None:
-        self.bodies: list[tuple[int, bytes]] = []
-        self.checkpoint: str | None = None
-        self.waiters: list[threading.Lock] = []
-        self.successor: threading.Lock | None = None
-        self.done = False
-        self.error: SpoolError | None = None
-
-    def wake_from(self, index: int) -> None:
-        """Pass the wake-up on to waiter `index`, or after the last to the successor."""
-        if index < len(self.waiters):
-            self.waiters[index].release()
-        elif self.successor is not None:
-            self.successor.release()
 
 
 class EventClient:
@@ -214,10 +186,7 @@ class EventClient:
         self._stop = threading.Event()  # close() gave up waiting: the senders stop
         self._tracked = self._sent = self._failed = self._dropped = self._retries = 0
         self._bad_seen = 0
-        self._spool_mutex = threading.Lock()
-        self._spool_idle = threading.Condition(self._spool_mutex)  # no transaction running
-        self._spool_group = _Group()  # the next transaction's events
-        self._spool_writing = False
+        self._commits = GroupCommit(self._commit_group)  # the spool's transactions
 
     def _recover(self) -> None:
         """Queue what a previous process left in the spool, under its stored keys."""
@@ -282,10 +251,7 @@ class EventClient:
         earlier one; None without one (or without a spool)."""
         if self._spool_path is None:
             return None
-        with self._spool_mutex:
-            while self._spool_writing:  # not in the middle of another thread's transaction
-                self._spool_idle.wait()
-            return self._open_spool().checkpoint()
+        return self._commits.when_idle(lambda: self._open_spool().checkpoint())
 
     def _track_in_memory(self, index: int, body: bytes) -> bool:
         lane = self._lanes[index]
@@ -347,64 +313,13 @@ class EventClient:
             self._report_drop(body, "the queue is full")
         if not admitted and checkpoint is None:
             return 0
-        group = self._spool_write(bodies[:admitted], checkpoint)
+        group = self._commits.write(bodies[:admitted], checkpoint)
         if group.error is not None:
             raise SpoolError(str(group.error)) from group.error
         for lane, _ in bodies[:admitted]:
             if self._lanes[lane].thread is None:
                 self._start_sender(self._lanes[lane])
         return admitted
-
-    def _spool_write(self, bodies: list[tuple[int, bytes]], checkpoint: str | None) -> _Group:
-        """Have `bodies` written in the next spool transaction; return its group once it
-        is done. One thread at a time writes: the first to arrive while none does, then
-        the first thread of the group that gathered meanwhile, handed over once the
-        writer's own group is awake. So each transaction takes every event that arrived
-        while the previous one ran, and only a group's own threads wake for it.
-
-        The group stays open until its writer starts: the threads of the previous group,
-        woken first, mostly track their next event in time to join it. Closed at once,
-        every transaction would carry about half of the tracking threads' events.
-
-        An interruption (KeyboardInterrupt) of a waiting thread is raised once it has
-        done its part, after its transaction: the threads after it wait for it."""
-        with self._spool_mutex:
-            group = self._spool_group
-            group.bodies.extend(bodies)
-            if checkpoint is not None:
-                group.checkpoint = checkpoint
-            if self._spool_writing:
-                waiter = threading.Lock()
-                waiter.acquire()
-                index = len(group.waiters)
-                group.waiters.append(waiter)
-            else:
-                self._spool_writing = True
-                self._spool_group = _Group()
-                waiter = None
-        interrupted: BaseException | None = None
-        if waiter is not None:
-            interrupted = _acquire_deferring(waiter)  # done, or handed over (not done)
-            if group.done:
-                group.wake_from(index + 1)
-                if interrupted is not None:
-                    raise interrupted
-                return group
-            with self._spool_mutex:  # handed over: close the group to newcomers
-                self._spool_group = _Group()
-        group.error = self._commit_group(group.bodies, group.checkpoint)
-        with self._spool_mutex:
-            group.done = True
-            upcoming = self._spool_group
-            if upcoming.waiters:
-                group.successor = upcoming.waiters[0]
-            else:
-                self._spool_writing = False
-                self._spool_idle.notify_all()
-        group.wake_from(0 if waiter is None else 1)  # a handed-over writer is waiter 0
-        if interrupted is not None:
-            raise interrupted
-        return group
 
     def _commit_group(
         self, bodies: list[tuple[int, bytes]], checkpoint: str | None
@@ -773,18 +688,6 @@ class EventClient:
             mp_util.Finalize(self, _close_at_exit, args=(weakref.ref(self),), exitpriority=10)
 
 
-def _acquire_deferring(lock: threading.Lock) -> BaseException | None:
-    """Acquire `lock` however often the wait is interrupted; the first interruption, for
-    the caller to raise once it has done what other threads wait for."""
-    interrupted: BaseException | None = None
-    while True:
-        try:
-            lock.acquire()
-            return interrupted
-        except BaseException as exc:  # KeyboardInterrupt, or a signal handler's error
-            interrupted = interrupted or exc
-
-
 def _fields(event: Mapping[str, Any]) -> tuple[str, str, Any]:
     return event["userId"], event["eventType"], event.get("payload")
 
@@ -851,14 +754,14 @@ def _before_fork() -> None:
     # not caught half-way through an update by another thread.
     _HELD[:] = list(_CLIENTS)
     for client in _HELD:
-        client._spool_mutex.acquire()
+        client._commits.mutex.acquire()
         client._lock.acquire()
 
 
 def _after_fork_in_parent() -> None:
     for client in _HELD:
         client._lock.release()
-        client._spool_mutex.release()
+        client._commits.mutex.release()
     _HELD.clear()
 
 

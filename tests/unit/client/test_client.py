@@ -253,7 +253,7 @@ def test_threads_tracking_during_a_commit_share_the_next_one(
     for thread in threads[1:]:
         thread.start()
     deadline = time.monotonic() + 10
-    while len(client._spool_group.bodies) < 8 and time.monotonic() < deadline:
+    while len(client._commits.open.bodies) < 8 and time.monotonic() < deadline:
         time.sleep(0.001)
     assert returned == []  # none before its transaction committed
     release.set()
@@ -295,10 +295,10 @@ def test_an_interrupted_wait_for_a_commit_raises_after_it_and_wakes_the_others(
     later = threading.Thread(target=client.track, args=("u2", "LOGIN"))
 
     def meanwhile() -> None:
-        while not client._spool_group.waiters:  # the main thread waits in the next group
+        while not client._commits.open.waiters:  # the main thread waits in the next group
             time.sleep(0.001)
         later.start()  # and joins that group after it
-        while len(client._spool_group.waiters) < 2:
+        while len(client._commits.open.waiters) < 2:
             time.sleep(0.001)
         signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
         time.sleep(0.05)
