@@ -173,3 +173,22 @@ def test_the_fast_path_publishes_and_refuses_what_the_schema_path_does(
 
     assert without_timestamp(fast_records) == without_timestamp(slow_records)
     assert len(fast_records) == 4
+
+
+def test_a_batch_kafka_did_not_fully_acknowledge_is_a_503_and_its_retry_keeps_the_ids(
+    client: FlaskClient, fake: InMemoryEventPublisher
+) -> None:
+    body = {"batch": [track(f"m-{n}") for n in range(3)]}
+    fake.fail = {1: "timed out"}
+    refused = post(client, body)
+    assert refused.status_code == 503
+    error = refused.get_json()
+    # What the SDKs read, and what makes them retry: code and message, a 5xx.
+    assert error["code"] and "1 of 3" in error["message"]
+    first_try = [r["eventId"] for r in fake.records]
+    fake.fail = {}
+    again = post(client, body)
+    assert again.status_code == 200 and again.get_json()["accepted"] == 3
+    # The retry publishes under the same eventIds: the consumer stores each message once.
+    retried = [r["eventId"] for r in fake.records[len(first_try) :]]
+    assert set(first_try) <= set(retried) and len(set(retried)) == 3
